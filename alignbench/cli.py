@@ -1,0 +1,320 @@
+"""Command line: `alignbench run | sweep | list | leaderboard | prepare`.
+
+Every user-facing failure is an `AlignBenchError`: one line on stderr, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import AlignBenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compare vision-language connectors on the same backbone, data and budget.")
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_OUTPUT = Path("alignbench-runs")
+
+
+def _split_list(value: str, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise AlignBenchError(f"--{what} is empty; give a comma-separated list")
+    return items
+
+
+def _kv(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise AlignBenchError(f"--connector-arg {p!r} is not KEY=VALUE (e.g. --connector-arg num_latents=32)")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+def _config(connector, task, connector_args, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
+            llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300):
+    from .backbone import BackboneConfig
+    from .data import DataConfig
+    from .evaluate import EvalConfig
+    from .pipeline import RunConfig
+    from .train import TrainConfig
+
+    for name, value in (("limit", eval_limit), ("train-docs", train_docs), ("eval-questions", eval_questions)):
+        if value is not None and value < 1:
+            raise AlignBenchError(f"--{name} must be at least 1, got {value}")
+    train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr)
+    cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
+                    backbone=BackboneConfig(backbone, vision, llm, trust_remote_code),
+                    data=DataConfig(train_docs=train_docs, eval_questions=eval_questions, seed=seed,
+                                    eval_limit=eval_limit), train=train,
+                    eval=EvalConfig(blind=blind), device=device)
+    return cfg
+
+
+def _result_table(results: list[dict]) -> Table:
+    table = Table(title="AlignBench results")
+    for col in ("connector", "task", "metric", "score", "± stderr", "n", "blind", "train s", "run"):
+        table.add_column(col)
+    for r in results:
+        blind = r.get("blind", {}).get("score")
+        table.add_row(r["connector"], r["task"], r["metric"], f"{100 * r['score']:.1f}", f"{100 * r['stderr']:.1f}",
+                      str(r["n"]), "–" if blind is None else f"{100 * blind:.1f}", f"{r['train_seconds']:.0f}",
+                      Path(r["run_dir"]).name)
+    return table
+
+
+Opt = typer.Option
+
+@app.command()
+def run(
+    connector: Annotated[str, Opt(help="Connector name (see `alignbench list`).")] = "align",
+    task: Annotated[str, Opt(help="Task name (see `alignbench list`).")] = "docvqa",
+    output: Annotated[Path, Opt(help="Where run directories and leaderboard.csv go.")] = DEFAULT_OUTPUT,
+    backbone: Annotated[str, Opt(help="'tiny' (embedded default) or 'hf' (give --vision and --llm).")] = "tiny",
+    vision: Annotated[str | None, Opt(help="Vision tower: Hugging Face id or local folder.")] = None,
+    llm: Annotated[str | None, Opt(help="Causal LM: Hugging Face id or local folder.")] = None,
+    trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off by default).")] = False,
+    steps: Annotated[int, Opt(help="Training steps (the same budget for every connector).")] = 400,
+    batch_size: Annotated[int, Opt(help="Training batch size.")] = 32,
+    lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
+    llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
+    stage: Annotated[str, Opt(help="'connector' (connector only) or 'full' (connector + LLM).")] = "connector",
+    seed: Annotated[int, Opt(help="Data seed: the pages generated and the order of batches.")] = 0,
+    init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
+    connector_arg: Annotated[list[str] | None, Opt(help="Connector option KEY=VALUE (repeatable).")] = None,
+    limit: Annotated[int | None, Opt(help="Evaluate the first N questions only.")] = None,
+    train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
+    eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
+    device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    blind: Annotated[bool, Opt(help="Also score the shuffled-page blind baseline.")] = True,
+):
+    """Train one connector briefly and evaluate it on one task; append a leaderboard row."""
+    from .pipeline import run as run_pipeline
+
+    cfg = _config(connector, task, _kv(connector_arg), backbone, vision, llm, trust_remote_code, steps, batch_size,
+                  lr, llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions)
+    cfg.validate()
+    with _progress() as progress:
+        result = run_pipeline(cfg, output, progress=progress, log=console.print)
+    console.print(_result_table([result]))
+    console.print(f"leaderboard: {output / 'leaderboard.csv'}")
+
+
+@app.command()
+def sweep(
+    connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
+    tasks: Annotated[str, Opt(help="Comma-separated tasks.")] = "docvqa,infovqa,chartqa",
+    output: Annotated[Path, Opt(help="Where run directories, leaderboard.csv and table.{csv,md} go.")] = DEFAULT_OUTPUT,
+    backbone: Annotated[str, Opt(help="'tiny' (embedded default) or 'hf' (give --vision and --llm).")] = "tiny",
+    vision: Annotated[str | None, Opt(help="Vision tower: Hugging Face id or local folder.")] = None,
+    llm: Annotated[str | None, Opt(help="Causal LM: Hugging Face id or local folder.")] = None,
+    trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off by default).")] = False,
+    steps: Annotated[int, Opt(help="Training steps per run.")] = 400,
+    batch_size: Annotated[int, Opt(help="Training batch size.")] = 32,
+    lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
+    llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
+    stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
+    seed: Annotated[int, Opt(help="Data seed (shared by every run).")] = 0,
+    init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
+    limit: Annotated[int | None, Opt(help="Evaluate the first N questions only.")] = None,
+    train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
+    eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
+    device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+):
+    """Train and evaluate every connector x task pair on the same backbone, data and seed; write the table."""
+    from .pipeline import Workspace, resolve_device
+    from .pipeline import run as run_pipeline
+    from .results import atomic_write, comparison_table, machine, read_leaderboard, write_table
+    from .task import TASKS
+
+    conn_list, task_list = _split_list(connectors, "connectors"), _split_list(tasks, "tasks")
+    configs = [_config(c, t, {}, backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
+                       seed, init_seed, limit, device, True, train_docs, eval_questions)
+               for t in task_list for c in conn_list]
+    for cfg in configs:  # fail before any work if any pair is invalid
+        cfg.validate()
+    ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print)
+    results = []
+    t0 = time.time()
+    with _progress() as progress:
+        for cfg in configs:
+            console.print(f"[bold]{cfg.connector} on {cfg.task}[/bold]")
+            results.append(run_pipeline(cfg, output, ws, progress, console.print))
+    console.print(_result_table(results))
+    board = read_leaderboard(output / "leaderboard.csv")
+    board = board[board.run_id.isin([Path(r["run_dir"]).name for r in results])]
+    table = comparison_table(board, conn_list, task_list)
+    csv, md = write_table(output, table, task_list, {t: TASKS.get(t).metric for t in task_list})
+    wall = time.time() - t0
+    atomic_write(output / "sweep.json", json.dumps({
+        "command": "alignbench " + " ".join(sys.argv[1:]), "wall_seconds": round(wall, 1),
+        "runs": [Path(r["run_dir"]).name for r in results], "machine": machine()}, indent=2))
+    console.print(f"sweep of {len(results)} runs in {wall:.0f} s; table: {csv}, {md}")
+
+
+@app.command()
+def tune(
+    connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
+    task: Annotated[str, Opt(help="Task whose validation split scores each learning rate.")] = "docvqa",
+    lrs: Annotated[str, Opt(help="Comma-separated connector learning rates to try.")] = "1e-3,3e-3,1e-2",
+    output: Annotated[Path, Opt(help="Where the search's runs and lr_search.{csv,md} go.")] = DEFAULT_OUTPUT / "tune",
+    steps: Annotated[int, Opt(help="Training steps per trial (the same for every connector).")] = 400,
+    batch_size: Annotated[int, Opt(help="Training batch size.")] = 32,
+    stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
+    seed: Annotated[int, Opt(help="Data seed.")] = 0,
+    init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
+    train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
+    eval_questions: Annotated[int, Opt(help="Questions in the validation split.")] = 300,
+    device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+):
+    """Learning-rate search per connector, scored on a held-out validation split (never the test split),
+    with the same steps, batches and seeds for every connector."""
+    import pandas as pd
+
+    from .pipeline import Workspace, resolve_device
+    from .pipeline import run as run_pipeline
+    from .results import atomic_write
+
+    conn_list = _split_list(connectors, "connectors")
+    try:
+        lr_list = [float(x) for x in _split_list(lrs, "lrs")]
+    except ValueError:
+        raise AlignBenchError(f"--lrs {lrs!r} must be comma-separated numbers, e.g. 1e-3,3e-3") from None
+    configs = []
+    for c in conn_list:
+        for lr in lr_list:
+            cfg = _config(c, task, {}, "tiny", None, None, False, steps, batch_size, lr, 1e-4, stage, seed, init_seed,
+                          None, device, False, train_docs, eval_questions)
+            cfg.data.eval_split = "val"
+            cfg.validate()
+            configs.append(cfg)
+    ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print)
+    rows = []
+    with _progress() as progress:
+        for cfg in configs:
+            console.print(f"[bold]{cfg.connector} lr={cfg.train.lr:g}[/bold]")
+            r = run_pipeline(cfg, output, ws, progress, console.print)
+            rows.append({"connector": cfg.connector, "lr": cfg.train.lr, "val_score": r["score"],
+                         "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})
+    df = pd.DataFrame(rows)
+    best = df.loc[df.groupby("connector", sort=False).val_score.idxmax()]
+    table = Table(title=f"learning-rate search on {task} (validation split, {steps} steps)")
+    for col in ("connector", "lr", "val score", "± stderr", "final loss", "best"):
+        table.add_column(col)
+    md = ["| connector | lr | val score | ± stderr | final loss | best |", "|---|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        mark = "yes" if ((best.connector == r.connector) & (best.lr == r.lr)).any() else ""
+        cells = [r.connector, f"{r.lr:g}", f"{100 * r.val_score:.1f}", f"{100 * r.val_stderr:.1f}",
+                 f"{r.final_loss:.3f}", mark]
+        table.add_row(*cells)
+        md.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    atomic_write(output / "lr_search.csv", df.to_csv(index=False))
+    atomic_write(output / "lr_search.md", "\n".join(md) + "\n")
+    console.print(f"written: {output / 'lr_search.csv'}, {output / 'lr_search.md'}")
+
+
+@app.command("list")
+def list_cmd():
+    """Show the registered connectors and tasks."""
+    import dataclasses
+
+    from .connector import CONNECTORS
+    from .task import TASKS
+
+    table = Table(title="connectors")
+    table.add_column("name")
+    table.add_column("class")
+    table.add_column("options (defaults)")
+    table.add_column("default lr")
+    for name in CONNECTORS.names():
+        cls = CONNECTORS.get(name)
+        opts = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Config))
+        table.add_row(name, f"{cls.__module__}.{cls.__qualname__}", opts or "–", f"{cls.default_lr:g}")
+    console.print(table)
+    table = Table(title="tasks")
+    for col in ("name", "metric", "source", "split", "max new tokens", "embedded set"):
+        table.add_column(col)
+    for name in TASKS.names():
+        t = TASKS.get(name)
+        table.add_row(name, t.metric, f"{t.hf_path}" + (f" ({t.hf_config})" if t.hf_config else ""), t.eval_split,
+                      str(t.max_new_tokens), t.description)
+    console.print(table)
+
+
+@app.command()
+def leaderboard(
+    output: Annotated[Path, Opt(help="Directory holding leaderboard.csv.")] = DEFAULT_OUTPUT,
+    task: Annotated[str | None, Opt(help="Only this task.")] = None,
+):
+    """Print the leaderboard (one row per run, best first within each task)."""
+    from .results import read_leaderboard
+
+    df = read_leaderboard(output / "leaderboard.csv")
+    if task:
+        df = df[df.task == task]
+    df = df.sort_values(["task", "score"], ascending=[True, False])
+    table = Table(title=f"leaderboard ({output / 'leaderboard.csv'})")
+    for col in ("task", "connector", "metric", "score", "± stderr", "n", "blind", "stage", "steps", "seed", "run_id"):
+        table.add_column(col)
+    for _, r in df.iterrows():
+        blind = "–" if r.isna().get("blind_score", True) else f"{100 * r.blind_score:.1f}"
+        table.add_row(r.task, r.connector, r.metric, f"{100 * r.score:.1f}", f"{100 * r.stderr:.1f}", str(r.n), blind,
+                      str(r.stage), str(r.steps), str(r.seed), str(r.run_id))
+    console.print(table)
+
+
+@app.command()
+def prepare(
+    output: Annotated[Path | None, Opt(help="Write here instead of the user cache.")] = None,
+    llm_steps: Annotated[int | None, Opt(help="Override the LLM pretraining steps (reduced-budget check).")] = None,
+    vision_steps: Annotated[int | None, Opt(help="Override the vision pretraining steps.")] = None,
+):
+    """Build and pretrain the embedded default backbone (tiny SigLIP + tiny Llama) and cache it."""
+    import dataclasses
+
+    from .tiny import TinyConfig, cache_root
+    from .tiny import prepare as prepare_tiny
+
+    cfg = TinyConfig()
+    if llm_steps is not None:
+        cfg = dataclasses.replace(cfg, llm_steps=llm_steps)
+    if vision_steps is not None:
+        cfg = dataclasses.replace(cfg, vision_steps=vision_steps)
+    out = output or cache_root() / "backbones" / f"tiny-{cfg.key()}"
+    prepare_tiny(cfg, out, log=console.print, command="alignbench " + " ".join(sys.argv[1:]))
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        app()
+    except AlignBenchError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/red]; results already written are intact")
+        sys.exit(130)

@@ -1,0 +1,95 @@
+"""The connector interface: every connector turns vision features [B, N, d] into LLM inputs [B, T, D].
+
+A connector declares its hyper-parameters as a dataclass (`Config`), which is dumped beside every
+result, and says how many tokens it emits for N patches (`num_tokens`); the model asserts that the
+tokens it receives match. All dimensions come from the backbone through `ConnectorContext`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .errors import AlignBenchError
+from .registry import Registry
+
+
+@dataclass
+class ConnectorContext:
+    vision_dim: int  # d: width of the vision tower's output
+    llm_dim: int  # D: width of the LLM's input embeddings
+    num_patches: int  # N: vision tokens per image
+    llm: Any = None  # the causal LM (ALIGN reads its input embeddings and LM head)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.llm.get_input_embeddings().weight.shape[0]
+
+
+class Connector(nn.Module):
+    """Base class. Subclasses define `Config` (a dataclass), `__init__(ctx, config)` and `forward`."""
+
+    name: ClassVar[str] = ""
+    default_lr: ClassVar[float] = 3e-3  # used when the run gives no --lr (see `alignbench tune`)
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, ctx: ConnectorContext, config: Any):
+        super().__init__()
+        self.ctx_dims = (ctx.vision_dim, ctx.llm_dim, ctx.num_patches)
+        self.config = config
+
+    def num_tokens(self, num_patches: int) -> int:
+        """How many LLM input tokens this connector emits for `num_patches` vision tokens."""
+        return num_patches
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, T, D]
+        raise NotImplementedError
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer groups; a connector may give some of its parameters another learning rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def on_llm_loaded(self, llm) -> None:
+        """Called after a checkpoint's LLM is attached (connectors that read LLM weights re-bind here)."""
+
+
+CONNECTORS: Registry[type[Connector]] = Registry("connector", "alignbench.connectors", "alignbench.connectors")
+
+
+def parse_connector_args(cls: type[Connector], args: dict[str, str] | None) -> Any:
+    """Build `cls.Config` from string overrides (`--connector-arg num_latents=32`), type-checked by field."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    values: dict[str, Any] = {}
+    for key, raw in (args or {}).items():
+        if key not in fields:
+            known = ", ".join(fields) or "(none)"
+            raise AlignBenchError(f"connector {cls.name!r} has no option {key!r}; its options: {known}")
+        default = getattr(cls.Config(), key)
+        try:
+            if isinstance(default, bool):
+                if str(raw).lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                values[key] = str(raw).lower() in ("true", "1")
+            else:
+                values[key] = type(default)(raw) if default is not None else raw
+        except (TypeError, ValueError):
+            raise AlignBenchError(
+                f"connector option {key}={raw!r} is not a valid {type(default).__name__}") from None
+    return cls.Config(**values)
+
+
+def build_connector(name: str, ctx: ConnectorContext, args: dict[str, str] | None = None,
+                    init_seed: int = 1234) -> Connector:
+    cls = CONNECTORS.get(name)
+    config = parse_connector_args(cls, args)
+    # The connector's initialisation has its own seed, apart from the data order's seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return cls(ctx, config)

@@ -1,0 +1,58 @@
+"""ALIGN (AlignVLM, arXiv 2502.01341, Eq. 1-2):
+
+    P = softmax(LN2(W2 · LN1(W1 · F)))        # [B, N, V], a distribution over the LLM vocabulary
+    out = P · E_text                          # [B, N, D], E_text = the LLM's input-embedding matrix
+
+W2 (D -> V) is initialised from the LLM's LM head; E_text is the LLM's own embedding matrix, read
+live (never copied), so every visual token is a convex combination of text embeddings and E_text
+trains exactly when the LLM trains. One token per patch.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alignbench.connector import CONNECTORS, Connector, ConnectorContext
+
+
+@CONNECTORS.register("align")
+class AlignConnector(Connector):
+    @dataclass
+    class Config:
+        init_w2_from_lm_head: bool = True  # the paper's initialisation
+        # LN2 makes the logits invariant to the scale of W1 and W2, so the softmax's sharpness is set by
+        # LN2's gain alone, which AdamW moves by about one learning rate per step. A larger rate for LN2's
+        # affine parameters lets a brief run reach a peaked distribution (1.0 = one rate for all).
+        ln2_lr_mult: float = 1.0
+
+    def __init__(self, ctx: ConnectorContext, config: Config):
+        super().__init__(ctx, config)
+        vocab = ctx.vocab_size
+        self.w1 = nn.Linear(ctx.vision_dim, ctx.llm_dim)
+        self.ln1 = nn.LayerNorm(ctx.llm_dim)
+        self.w2 = nn.Linear(ctx.llm_dim, vocab)
+        self.ln2 = nn.LayerNorm(vocab)
+        if config.init_w2_from_lm_head:
+            with torch.no_grad():
+                self.w2.weight.copy_(ctx.llm.get_output_embeddings().weight[:vocab])
+                self.w2.bias.zero_()
+        self.on_llm_loaded(ctx.llm)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        ln2 = list(self.ln2.parameters())
+        rest = [p for n, p in self.named_parameters() if not n.startswith("ln2.")]
+        return [{"params": rest, "lr": lr}, {"params": ln2, "lr": lr * self.config.ln2_lr_mult}]
+
+    def on_llm_loaded(self, llm) -> None:
+        # A plain attribute, not a submodule: E_text belongs to the LLM (saved and trained with it).
+        self.__dict__["_text_embeddings"] = llm.get_input_embeddings()
+
+    def vocab_distribution(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, N, V]
+        logits = self.ln2(self.w2(self.ln1(self.w1(features))))
+        return torch.softmax(logits.float(), dim=-1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d]
+        e_text = self._text_embeddings.weight  # [V, D]
+        probs = self.vocab_distribution(features)  # [B, N, V]
+        return probs.to(e_text.dtype) @ e_text  # [B, N, D]

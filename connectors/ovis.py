@@ -1,0 +1,32 @@
+"""Ovis visual embedding table (arXiv 2405.20797): P = softmax(LN(W · F)) over K learnable "visual
+words", out = P · E_vis with E_vis a learnable [K, D] table. As in Ovis' code, a LayerNorm sits on
+the K logits and the softmax runs in float32. One token per patch.
+
+Ovis uses K = 2^17 (Ovis 2.5: 65536); the embedded default scales K down with the backbone and the
+value used is dumped with results (`--connector-arg vocab_size=65536` for paper scale).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alignbench.connector import CONNECTORS, Connector, ConnectorContext
+
+
+@CONNECTORS.register("ovis")
+class OvisConnector(Connector):
+    @dataclass
+    class Config:
+        vocab_size: int = 1024  # K, the number of visual words
+
+    def __init__(self, ctx: ConnectorContext, config: Config):
+        super().__init__(ctx, config)
+        self.head = nn.Linear(ctx.vision_dim, config.vocab_size)
+        self.norm = nn.LayerNorm(config.vocab_size)
+        self.vte = nn.Embedding(config.vocab_size, ctx.llm_dim)  # E_vis
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d]
+        logits = self.norm(self.head(features))  # [B, N, K]
+        probs = torch.softmax(logits.float(), dim=-1)  # [B, N, K]
+        return (probs.to(self.vte.weight.dtype) @ self.vte.weight)  # [B, N, D]

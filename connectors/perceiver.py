@@ -1,0 +1,55 @@
+"""Perceiver Resampler (Flamingo, arXiv 2204.14198; Idefics2): learned latent queries cross-attend to
+the vision features (keys/values = features concatenated with the latents), over `depth` layers,
+then a LayerNorm. Emits `num_latents` tokens whatever the number of patches.
+
+AlignVLM gives neither depth nor latent count; the defaults below are ours and are dumped with results.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alignbench.connector import CONNECTORS, Connector, ConnectorContext
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int, ff_mult: int):
+        super().__init__()
+        self.norm_media, self.norm_latents = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, ff_mult * dim), nn.GELU(),
+                                nn.Linear(ff_mult * dim, dim))
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        q = self.norm_latents(latents)  # [B, L, D]
+        kv = torch.cat([self.norm_media(media), q], dim=1)  # [B, N + L, D]
+        latents = latents + self.attn(q, kv, kv, need_weights=False)[0]
+        return latents + self.ff(latents)
+
+
+@CONNECTORS.register("perceiver")
+class PerceiverConnector(Connector):
+    @dataclass
+    class Config:
+        num_latents: int = 64  # the usual Idefics2 / Flamingo choice
+        depth: int = 2
+        heads: int = 4
+        ff_mult: int = 4
+
+    def __init__(self, ctx: ConnectorContext, config: Config):
+        super().__init__(ctx, config)
+        self.proj = nn.Linear(ctx.vision_dim, ctx.llm_dim)
+        self.latents = nn.Parameter(torch.randn(config.num_latents, ctx.llm_dim) * 0.02)
+        self.blocks = nn.ModuleList(_Block(ctx.llm_dim, config.heads, config.ff_mult) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(ctx.llm_dim)
+
+    def num_tokens(self, num_patches: int) -> int:
+        return self.config.num_latents
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d]
+        media = self.proj(features)  # [B, N, D]
+        latents = self.latents.unsqueeze(0).expand(features.shape[0], -1, -1)  # [B, L, D]
+        for block in self.blocks:
+            latents = block(media, latents)
+        return self.norm(latents)  # [B, L, D]

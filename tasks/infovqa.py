@@ -1,0 +1,12 @@
+"""InfographicVQA (lmms-eval `infovqa_val`): questions on infographics, ANLS (tau = 0.5)."""
+
+from alignbench.task import TASKS, Task
+
+TASKS.add("infovqa", Task(
+    name="infovqa",
+    hf_path="lmms-lab/DocVQA", hf_config="InfographicVQA", eval_split="validation",
+    question_field="question", answers_field="answers",
+    prompt_suffix="\nAnswer the question using a single word or phrase.",
+    metric="anls", max_new_tokens=32,
+    description="titles, big numbers, percentages, icons, two-column layout",
+))

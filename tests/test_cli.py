@@ -1,0 +1,111 @@
+"""The command line as a user drives it: run, sweep, list, leaderboard, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from alignbench.cli import app
+
+SMALL = ["--steps", "3", "--batch-size", "4", "--train-docs", "6", "--eval-questions", "6"]
+
+
+def cli(*args, cwd=None):
+    """Run the real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "alignbench", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_list_shows_connectors_and_tasks():
+    out = CliRunner().invoke(app, ["list"])
+    assert out.exit_code == 0
+    for name in ["mlp", "perceiver", "ovis", "align", "docvqa", "infovqa", "chartqa", "num_latents=64"]:
+        assert name in out.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--connector", "alignn"], "unknown connector 'alignn'; known connectors: align, mlp, ovis, perceiver"),
+    (["run", "--task", "docvqa_val"], "unknown task 'docvqa_val'; known tasks: chartqa, docvqa, infovqa"),
+    (["run", "--stage", "half"], "unknown stage 'half'"),
+    (["run", "--steps", "0"], "--steps must be at least 1"),
+    (["run", "--connector", "perceiver", "--connector-arg", "depth=deep"], "not a valid int"),
+    (["run", "--device", "tpu"], "unknown device 'tpu'"),
+    (["sweep", "--connectors", "mlp,nope"], "unknown connector 'nope'"),
+    (["leaderboard", "--output", "does-not-exist"], "no leaderboard at"),
+])
+def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert needle in " ".join(res.stderr.split())
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
+
+
+def test_unwritable_output_is_a_message(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = cli("run", *SMALL, "--output", str(blocker / "sub"), cwd=tmp_path)
+    assert res.returncode == 2
+    assert "not writable" in res.stderr and "--output" in res.stderr
+
+
+def test_run_writes_run_dir_and_appends_leaderboard(tmp_path):
+    out = tmp_path / "out"
+    res = cli("run", "--connector", "mlp", "--task", "docvqa", *SMALL, "--output", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "AlignBench results" in res.stdout and "trainable" in res.stdout
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 1 and board.connector[0] == "mlp" and board.n[0] == 6
+    run_dir = out / "runs" / board.run_id[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    result = json.loads((run_dir / "results.json").read_text())
+    preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert config["connector"] == "mlp" and config["train"]["steps"] == 3
+    assert {"score", "stderr", "n", "wall_seconds", "versions", "commit", "blind"} <= set(result)
+    assert len(preds) == 6 and {"prediction", "answers", "score"} <= set(preds[0])
+    assert result["score"] == pytest.approx(sum(p["score"] for p in preds) / 6)
+
+    # a failing run (bad option) leaves the leaderboard byte-for-byte intact
+    before = (out / "leaderboard.csv").read_bytes()
+    assert cli("run", "--connector", "nope", "--output", str(out), cwd=tmp_path).returncode == 2
+    assert (out / "leaderboard.csv").read_bytes() == before
+
+    # a second identical run gets its own directory and a second row
+    assert cli("run", "--connector", "mlp", "--task", "docvqa", *SMALL, "--output", str(out),
+               cwd=tmp_path).returncode == 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 2 and board.run_id.nunique() == 2
+    shown = cli("leaderboard", "--output", str(out), cwd=tmp_path)
+    assert shown.returncode == 0 and board.run_id[0] in shown.stdout
+
+
+def test_config_dump_rebuilds_the_run(tmp_path):
+    from alignbench.pipeline import RunConfig
+
+    out = tmp_path / "out"
+    assert cli("run", "--connector", "perceiver", "--task", "chartqa", *SMALL, "--connector-arg", "num_latents=16",
+               "--output", str(out), cwd=tmp_path).returncode == 0
+    run_dir = next((out / "runs").iterdir())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["connector_config"] == {"num_latents": 16, "depth": 2, "heads": 4, "ff_mult": 4}
+    assert config["connector_tokens"] == 16
+    rebuilt = RunConfig.from_dict(config)
+    assert rebuilt.connector_args == {"num_latents": "16"} and rebuilt.data.train_docs == 6
+    result = json.loads((run_dir / "results.json").read_text())
+    assert set(result["per_split"]) <= {"human_test", "augmented_test"} and result["per_split"]
+
+
+def test_sweep_writes_the_comparison_table(tmp_path):
+    out = tmp_path / "sweep"
+    res = cli("sweep", "--connectors", "mlp,align", "--tasks", "docvqa,chartqa", *SMALL, "--output", str(out),
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    table = pd.read_csv(out / "table.csv")
+    assert list(table.connector) == ["mlp", "align"]
+    assert {"docvqa", "chartqa", "avg", "docvqa_stderr", "docvqa_blind"} <= set(table.columns)
+    md = (out / "table.md").read_text()
+    assert md.startswith("| connector | docvqa (anls) | chartqa (relaxed_accuracy) | avg |")
+    assert "blind (mlp, shuffled pages)" in md
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 4

@@ -1,0 +1,48 @@
+"""The one merge path: declared token counts, answer-only loss, batched generation equals single."""
+
+import pytest
+import torch
+
+from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
+from alignbench.data import Sample, collate, encode_prompt
+from alignbench.model import VLM
+from alignbench.task import TASKS
+
+
+def _model(backbone, name):
+    ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)
+    return VLM(backbone, build_connector(name, ctx)).eval()
+
+
+@pytest.mark.parametrize("name", CONNECTORS.names())
+def test_loss_counts_answer_tokens_only(tiny_backbone, name):
+    torch.manual_seed(0)
+    model = _model(tiny_backbone, name)
+    task = TASKS.get("docvqa")
+    samples = [Sample(0, "What is the TOTAL amount?", ["12.40"], None, "a"),
+               Sample(1, "Who signed the letter?", ["ANNA"], None, "b")]
+    ids, mask, labels = collate(model.tokenizer, task, samples)
+    feats = torch.randn(2, tiny_backbone.num_patches, tiny_backbone.vision_dim)
+    loss = model.loss(feats, ids, mask, labels)
+    # reference: full logits over the merged sequence, cross-entropy on answer positions only
+    embeds, full_mask, n_vis = model.merge(feats, ids, mask)
+    logits = model.llm(inputs_embeds=embeds, attention_mask=full_mask).logits[:, n_vis:-1]
+    target = labels[:, 1:]
+    ref = torch.nn.functional.cross_entropy(logits[target != -100], target[target != -100])
+    torch.testing.assert_close(loss, ref, rtol=1e-4, atol=1e-4)
+    n_answer = (labels != -100).sum().item()
+    assert n_answer == sum(len(model.tokenizer(s.answers[0])["input_ids"]) + 1 for s in samples)
+
+
+@pytest.mark.parametrize("name", CONNECTORS.names())
+def test_batched_generation_equals_one_at_a_time(tiny_backbone, name):
+    torch.manual_seed(0)
+    model = _model(tiny_backbone, name)
+    task = TASKS.get("chartqa")
+    questions = ["What is the value of CAR?", "Which category has the highest value?", "Why?"]
+    prompts = [encode_prompt(model.tokenizer, task, q) for q in questions]
+    assert len({len(p) for p in prompts}) == 3  # different lengths exercise left padding
+    feats = torch.randn(3, tiny_backbone.num_patches, tiny_backbone.vision_dim)
+    batched = model.generate(feats, prompts, 8)
+    single = [model.generate(feats[i : i + 1], [prompts[i]], 8)[0] for i in range(3)]
+    assert batched == single

@@ -1,0 +1,44 @@
+"""`alignbench prepare` itself still runs (reduced budget), and the shipped weights match their manifest."""
+
+import json
+import subprocess
+import sys
+
+from alignbench.tiny import ASSETS, TinyConfig, _valid, load_tiny, locate
+
+
+def test_shipped_backbone_matches_its_manifest():
+    manifest = json.loads((ASSETS / "manifest.json").read_text())
+    stale = "shipped weights are stale: run `alignbench prepare --output alignbench/assets/tiny`"
+    assert manifest["key"] == TinyConfig().key(), stale
+    assert _valid(ASSETS, TinyConfig().key())
+    assert locate(TinyConfig()) == ASSETS
+    assert manifest["command"].startswith("alignbench prepare")
+    assert sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file()) < 20 * 2**20
+
+
+def test_prepare_runs_on_a_reduced_budget(tmp_path):
+    out = tmp_path / "tiny"
+    res = subprocess.run([sys.executable, "-m", "alignbench", "prepare", "--output", str(out), "--llm-steps", "3",
+                          "--vision-steps", "3"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    cfg = TinyConfig(**manifest["config"])
+    assert cfg.llm_steps == 3 and _valid(out, cfg.key())
+    assert manifest["command"] == f"alignbench prepare --output {out} --llm-steps 3 --vision-steps 3"
+    assert set(manifest["sha256"]) >= {"vision/model.safetensors", "llm/model.safetensors", "tokenizer/tokenizer.json"}
+
+
+def test_cached_backbone_is_reused_and_tampering_is_detected(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path))
+    cfg = TinyConfig(vision_steps=2, llm_steps=2, vision_pool=2)
+    logs: list[str] = []
+    b = load_tiny(cfg, log=logs.append)
+    assert any("preparing it once" in line for line in logs)
+    logs.clear()
+    load_tiny(cfg, log=logs.append)
+    assert not any("preparing" in line for line in logs)  # the cache hit prepares nothing
+    assert b.key == f"tiny-{cfg.key()}"
+    path = tmp_path / "backbones" / f"tiny-{cfg.key()}"
+    (path / "llm" / "model.safetensors").write_bytes(b"corrupt")
+    assert locate(cfg) is None  # a damaged cache entry is never loaded

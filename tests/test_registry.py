@@ -1,0 +1,36 @@
+import pytest
+
+from alignbench.connector import CONNECTORS, Connector
+from alignbench.errors import AlignBenchError
+from alignbench.registry import Registry
+from alignbench.task import TASKS
+
+
+def test_builtins_registered_by_exact_name():
+    assert CONNECTORS.names() == ["align", "mlp", "ovis", "perceiver"]
+    assert TASKS.names() == ["chartqa", "docvqa", "infovqa"]
+    for name in CONNECTORS.names():
+        assert issubclass(CONNECTORS.get(name), Connector)
+        assert CONNECTORS.get(name).name == name
+
+
+@pytest.mark.parametrize("registry,bad", [(CONNECTORS, "alig"), (CONNECTORS, "mlp2x_gelu"), (TASKS, "docvqa_val")])
+def test_unknown_name_lists_known_ones(registry, bad):
+    with pytest.raises(AlignBenchError) as err:
+        registry.get(bad)
+    message = str(err.value)
+    assert repr(bad) in message
+    for known in registry.names():
+        assert known in message
+
+
+def test_no_substring_dispatch():
+    with pytest.raises(AlignBenchError):
+        CONNECTORS.get("align_v2")
+
+
+def test_duplicate_registration_rejected():
+    reg = Registry("thing", "alignbench.test-none", "alignbench.errors")
+    reg.add("a", object())
+    with pytest.raises(AlignBenchError, match="registered twice"):
+        reg.add("a", object())
