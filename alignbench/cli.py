@@ -119,6 +119,41 @@ def run(
     console.print(f"leaderboard: {output / 'leaderboard.csv'}")
 
 
+def _execute(configs: list, output: Path, jobs: int, device: str) -> list[dict]:
+    """Run configs in order, in this process (with progress bars) or in `jobs` worker processes."""
+    from .pipeline import Workspace, resolve_device
+    from .pipeline import run as run_pipeline
+    from .results import prepare_output
+    from .task import TASKS
+
+    if jobs < 1:
+        raise AlignBenchError(f"--jobs must be at least 1, got {jobs}")
+    for cfg in configs:  # fail before any work if any job is invalid
+        cfg.validate()
+    ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print)
+    if jobs == 1:
+        results = []
+        with _progress() as progress:
+            for cfg in configs:
+                console.print(f"[bold]{cfg.connector} on {cfg.task} (lr {cfg.train.lr or 'default'})[/bold]")
+                results.append(run_pipeline(cfg, output, ws, progress, console.print))
+        return results
+    from .pipeline import run_parallel
+
+    prepare_output(output)
+    for cfg in configs:  # generate each dataset once, before the workers start
+        for split in ("train", cfg.data.eval_split):
+            ws.split(TASKS.get(cfg.task), split)
+    console.print(f"running {len(configs)} jobs in {jobs} processes")
+
+    def report(r):
+        blind = f" (blind {100 * r['blind']['score']:.1f})" if "blind" in r else ""
+        console.print(f"{r['connector']} on {r['task']}: {100 * r['score']:.1f} ± {100 * r['stderr']:.1f}{blind}, "
+                      f"{r['wall_seconds']:.0f} s")
+
+    return run_parallel(configs, output, jobs, on_result=report)
+
+
 @app.command()
 def sweep(
     connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
@@ -139,10 +174,9 @@ def sweep(
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    jobs: Annotated[int, Opt(help="Parallel worker processes (CPU: one per core is fastest).")] = 1,
 ):
     """Train and evaluate every connector x task pair on the same backbone, data and seed; write the table."""
-    from .pipeline import Workspace, resolve_device
-    from .pipeline import run as run_pipeline
     from .results import atomic_write, comparison_table, machine, read_leaderboard, write_table
     from .task import TASKS
 
@@ -150,15 +184,8 @@ def sweep(
     configs = [_config(c, t, {}, backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
                        seed, init_seed, limit, device, True, train_docs, eval_questions)
                for t in task_list for c in conn_list]
-    for cfg in configs:  # fail before any work if any pair is invalid
-        cfg.validate()
-    ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print)
-    results = []
     t0 = time.time()
-    with _progress() as progress:
-        for cfg in configs:
-            console.print(f"[bold]{cfg.connector} on {cfg.task}[/bold]")
-            results.append(run_pipeline(cfg, output, ws, progress, console.print))
+    results = _execute(configs, output, jobs, device)
     console.print(_result_table(results))
     board = read_leaderboard(output / "leaderboard.csv")
     board = board[board.run_id.isin([Path(r["run_dir"]).name for r in results])]
@@ -185,13 +212,12 @@ def tune(
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
     eval_questions: Annotated[int, Opt(help="Questions in the validation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    jobs: Annotated[int, Opt(help="Parallel worker processes (CPU: one per core is fastest).")] = 1,
 ):
     """Learning-rate search per connector, scored on a held-out validation split (never the test split),
     with the same steps, batches and seeds for every connector."""
     import pandas as pd
 
-    from .pipeline import Workspace, resolve_device
-    from .pipeline import run as run_pipeline
     from .results import atomic_write
 
     conn_list = _split_list(connectors, "connectors")
@@ -207,14 +233,10 @@ def tune(
             cfg.data.eval_split = "val"
             cfg.validate()
             configs.append(cfg)
-    ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print)
     rows = []
-    with _progress() as progress:
-        for cfg in configs:
-            console.print(f"[bold]{cfg.connector} lr={cfg.train.lr:g}[/bold]")
-            r = run_pipeline(cfg, output, ws, progress, console.print)
-            rows.append({"connector": cfg.connector, "lr": cfg.train.lr, "val_score": r["score"],
-                         "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})
+    for cfg, r in zip(configs, _execute(configs, output, jobs, device)):
+        rows.append({"connector": cfg.connector, "lr": cfg.train.lr, "val_score": r["score"],
+                     "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})
     df = pd.DataFrame(rows)
     best = df.loc[df.groupby("connector", sort=False).val_score.idxmax()]
     table = Table(title=f"learning-rate search on {task} (validation split, {steps} steps)")
@@ -306,10 +328,13 @@ def prepare(
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import datasets
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
     try:
         app()
     except AlignBenchError as exc:

@@ -52,6 +52,10 @@ class Connector(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, T, D]
         raise NotImplementedError
 
+    def diagnostics(self, features: torch.Tensor) -> dict:
+        """Optional statistics written to results.json (e.g. how peaked a softmax connector is)."""
+        return {}
+
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer groups; a connector may give some of its parameters another learning rate."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
@@ -93,3 +97,12 @@ def build_connector(name: str, ctx: ConnectorContext, args: dict[str, str] | Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         return cls(ctx, config)
+
+
+def distribution_stats(probs: torch.Tensor) -> dict:
+    """How peaked a per-token distribution [..., K] is: mean top probability, mean entropy (nats), and the
+    number of entries whose mean probability over all tokens exceeds 1e-6."""
+    probs = probs.flatten(0, -2).float()
+    entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+    return {"mean_top_prob": probs.max(-1).values.mean().item(), "mean_entropy": entropy.mean().item(),
+            "support_1e-6": int((probs.mean(0) > 1e-6).sum().item()), "size": probs.shape[-1]}

@@ -79,8 +79,12 @@ def embedded_dataset(task: str, split: str, cfg: DataConfig, spec: PageSpec, cac
     ds = datasets.Dataset.from_list(rows, features=features)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     ds.save_to_disk(str(tmp))
-    if not path.exists():
+    try:
         os.replace(tmp, path)
+    except OSError:  # another process finished the same dataset first: identical content, keep theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(path))
 
 

@@ -125,6 +125,7 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     # 4. train, 5. evaluate
     stats = train(model, task, train_split, train_feats, cfg.train, cfg.data.seed, device, progress, log)
     result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress)
+    result["connector_diagnostics"] = connector.diagnostics(eval_feats[:64].to(device))
     # 6. write
     config = asdict(cfg) | {
         "connector_config": asdict(connector.config), "connector_tokens": connector.num_tokens(backbone.num_patches),
@@ -139,3 +140,45 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     append_leaderboard(output, leaderboard_row(run_dir, config, result))
     result["run_dir"] = str(run_dir)
     return result
+
+
+# ---------------------------------------------------------------- parallel sweeps
+
+_WORKSPACE: Workspace | None = None
+
+
+def _init_worker(threads: int) -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _run_in_worker(cfg: RunConfig, output: Path) -> dict:
+    """One sweep job in a worker process; the workspace is kept for the worker's next job."""
+    global _WORKSPACE
+    if _WORKSPACE is None:
+        _WORKSPACE = Workspace(cfg.backbone, cfg.data, resolve_device(cfg.device), log=lambda *a, **k: None)
+    return run(cfg, output, _WORKSPACE, progress=None, log=lambda *a, **k: None)
+
+
+def run_parallel(configs: list[RunConfig], output: Path, jobs: int, on_result=None) -> list[dict]:
+    """Run sweep jobs in `jobs` processes of `cpu_count // jobs` threads each (CPU sweeps: small matrices
+    use cores better as separate processes than as threads of one). Results come back in input order."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = [pool.submit(_run_in_worker, cfg, output) for cfg in configs]
+        results = []
+        for fut in futures:
+            results.append(fut.result())
+            if on_result:
+                on_result(results[-1])
+    return results

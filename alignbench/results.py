@@ -110,14 +110,19 @@ def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
 
 
 def append_leaderboard(output: Path, row: dict) -> Path:
-    """Read, append, write to a temporary file, rename: existing rows are never lost or rewritten."""
+    """Under a file lock: read, append, write to a temporary file, rename. Existing rows are never lost or
+    rewritten, and processes finishing at once (parallel sweeps) serialise here."""
+    import fcntl
+
     path = output / LEADERBOARD
-    frame = pd.DataFrame([row])
-    if path.exists():
-        frame = pd.concat([read_leaderboard(path), frame], ignore_index=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with open(output / f".{LEADERBOARD}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        frame = pd.DataFrame([row])
+        if path.exists():
+            frame = pd.concat([read_leaderboard(path), frame], ignore_index=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
     return path
 
 

@@ -32,7 +32,7 @@ from .backbone import Backbone, glyph_transform
 from .embedded import CELL_CLASSES, PageSpec, cell_labels, render, sample_docs
 
 # Bump when the page generators or the text format change: it invalidates prepared weights.
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "3"
 ASSETS = Path(__file__).parent / "assets" / "tiny"
 TASK_NAMES = ("docvqa", "infovqa", "chartqa")
 
@@ -54,10 +54,11 @@ class TinyConfig:
     vision_batch: int = 32
     vision_lr: float = 2e-3
     vision_pool: int = 600  # rendered pages per task for glyph pretraining
-    llm_steps: int = 1500
+    llm_steps: int = 1800
     llm_batch: int = 32
     llm_lr: float = 3e-3
     doc_loss_weight: float = 0.1  # next-token loss on page text and questions (answers weigh 1)
+    quote_loss_weight: float = 0.5  # next-token loss on the page quoted after its questions
     qas_per_sequence: int = 4
     seed: int = 0
 
@@ -158,15 +159,23 @@ def pretrain_vision(vision, cfg: TinyConfig, log=print) -> float:
     return acc
 
 
-def text_sequence(tokenizer, doc, qas, task_suffix: str, doc_weight: float):
-    """Page cells, then (question + suffix, answer, eos) pairs; weights: answers 1, the rest doc_weight."""
-    ids = page_ids(tokenizer, doc.page.text())
+def text_sequence(tokenizer, doc, qas, task_suffix: str, doc_weight: float, quote_weight: float):
+    """Page cells, then (question + suffix, answer, eos) pairs, then a newline and the page quoted again.
+
+    Weights: answers 1, the quoted page `quote_weight`, the rest `doc_weight`. Quoting the page teaches the
+    model to copy text it has read (the skill every extractive answer needs) with a dense signal; without it
+    a model this small learns to answer names it has memorised but not to copy digits."""
+    page = page_ids(tokenizer, doc.page.text())
+    ids = list(page)
     weights = [doc_weight] * len(ids)
     for qa in qas:
         q = tokenizer(qa.question + task_suffix, add_special_tokens=False)["input_ids"]
         a = tokenizer(qa.answers[0], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids += q + a
         weights += [doc_weight] * len(q) + [1.0] * len(a)
+    if quote_weight > 0:
+        ids += tokenizer("\n", add_special_tokens=False)["input_ids"] + page
+        weights += [doc_weight] + [quote_weight] * len(page)
     return ids, weights
 
 
@@ -188,7 +197,8 @@ def pretrain_llm(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
             task = TASK_NAMES[i % len(TASK_NAMES)]
             doc = sample_docs(task, 1, int(rng.integers(2**31)), cfg.page)[0]
             order = rng.permutation(len(doc.qas))[: cfg.qas_per_sequence]
-            seqs.append(text_sequence(tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight))
+            seqs.append(text_sequence(tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight,
+                                      cfg.quote_loss_weight))
         length = max(len(s) for s, _ in seqs)
         ids = torch.full((len(seqs), length), tokenizer.pad_token_id)
         w = torch.zeros(len(seqs), length)
@@ -203,7 +213,7 @@ def pretrain_llm(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
         opt.step()
-        is_answer = weight == 1.0
+        is_answer = weight == 1.0  # answers (and eos) only
         acc = ((logits.argmax(-1) == target) & is_answer).sum().item() / max(1, is_answer.sum().item())
         answer_acc = 0.95 * answer_acc + 0.05 * acc
         if step % 100 == 0 or step == cfg.llm_steps - 1:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from alignbench.connector import CONNECTORS, Connector, ConnectorContext
+from alignbench.connector import CONNECTORS, Connector, ConnectorContext, distribution_stats
 
 
 @CONNECTORS.register("align")
@@ -51,6 +51,10 @@ class AlignConnector(Connector):
     def vocab_distribution(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, N, V]
         logits = self.ln2(self.w2(self.ln1(self.w1(features))))
         return torch.softmax(logits.float(), dim=-1)
+
+    @torch.no_grad()
+    def diagnostics(self, features: torch.Tensor) -> dict:
+        return {"vocab_distribution": distribution_stats(self.vocab_distribution(features))}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d]
         e_text = self._text_embeddings.weight  # [V, D]

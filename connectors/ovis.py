@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from alignbench.connector import CONNECTORS, Connector, ConnectorContext
+from alignbench.connector import CONNECTORS, Connector, ConnectorContext, distribution_stats
 
 
 @CONNECTORS.register("ovis")
@@ -26,7 +26,13 @@ class OvisConnector(Connector):
         self.norm = nn.LayerNorm(config.vocab_size)
         self.vte = nn.Embedding(config.vocab_size, ctx.llm_dim)  # E_vis
 
+    def visual_word_distribution(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, N, K]
+        return torch.softmax(self.norm(self.head(features)).float(), dim=-1)
+
+    @torch.no_grad()
+    def diagnostics(self, features: torch.Tensor) -> dict:
+        return {"visual_word_distribution": distribution_stats(self.visual_word_distribution(features))}
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d]
-        logits = self.norm(self.head(features))  # [B, N, K]
-        probs = torch.softmax(logits.float(), dim=-1)  # [B, N, K]
-        return (probs.to(self.vte.weight.dtype) @ self.vte.weight)  # [B, N, D]
+        probs = self.visual_word_distribution(features)  # [B, N, K]
+        return probs.to(self.vte.weight.dtype) @ self.vte.weight  # [B, N, D]

@@ -75,3 +75,10 @@ def test_connector_options_are_typed():
 def test_perceiver_emits_fixed_token_count(ctx):
     conn = build_connector("perceiver", ctx, {"num_latents": "8"})
     assert conn(torch.randn(1, 50, ctx.vision_dim)).shape[1] == 8 == conn.num_tokens(50)
+
+
+@pytest.mark.parametrize("name", ["align", "ovis"])
+def test_softmax_connectors_report_their_distribution(name, ctx):
+    stats = next(iter(build_connector(name, ctx).diagnostics(torch.randn(2, ctx.num_patches, ctx.vision_dim)).values()))
+    assert 0 < stats["mean_top_prob"] <= 1 and stats["mean_entropy"] > 0
+    assert 0 < stats["support_1e-6"] <= stats["size"]

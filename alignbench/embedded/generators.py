@@ -67,6 +67,13 @@ def _money(rng, lo=1, hi=60) -> str:
     return f"{rng.integers(lo, hi)}.{rng.integers(0, 100):02d}"
 
 
+def _key_value(page: Page, row: int, key: str, value: str) -> None:
+    """A key and its value on one row: adjacent, or the value flush right (`PageSpec.right_align`)."""
+    page.write(row, 0, key)
+    col = page.spec.cols - len(value) if page.spec.right_align else len(key) + 1
+    page.write(row, col, value)
+
+
 # ---------------------------------------------------------------- DocVQA-like
 
 
@@ -90,7 +97,7 @@ def _form(rng, spec) -> Doc:
     for i, key in enumerate(keys):
         value = fields[key]()[: spec.cols - len(key) - 2]
         page.write(2 + i * (2 if len(keys) <= 4 else 1) + (1 if len(keys) <= 4 else 0), 0, f"{key}: {value}")
-        qas.append(QA(f"What is the {key} on the form?", [value], "form"))
+        qas.append(QA(f"What is the {key}?", [value], "form"))
     return Doc(page, qas, "form")
 
 
@@ -102,14 +109,12 @@ def _receipt(rng, spec) -> Doc:
     prices = [_money(rng, 1, 20) for _ in items]
     qas = [QA("What is the name of the store?", [store], "receipt")]
     for i, (item, price) in enumerate(zip(items, prices)):
-        page.write(2 + i, 0, item)
-        page.write(2 + i, spec.cols - len(price), price)
-        qas.append(QA(f"How much does {item} cost?", [price, f"${price}"], "receipt"))
+        _key_value(page, 2 + i, item, price)
+        qas.append(QA(f"What is the price of {item}?", [price, f"${price}"], "receipt"))
     total = f"{sum(float(p) for p in prices):.2f}"
     row = 3 + len(items)
-    page.write(row, 0, "TOTAL")
-    page.write(row, spec.cols - len(total), total)
-    qas.append(QA("What is the TOTAL amount?", [total, f"${total}"], "receipt"))
+    _key_value(page, row, "TOTAL", total)
+    qas.append(QA("What is the TOTAL?", [total, f"${total}"], "receipt"))
     page.write(row + 2, 0, _date(rng))
     return Doc(page, qas, "receipt")
 
@@ -144,14 +149,12 @@ def _table(rng, spec) -> Doc:
     n = int(rng.integers(3, 7))
     keys = [str(2015 + i) for i in rng.choice(10, size=n, replace=False)] if keys is None else \
         [str(k) for k in rng.choice(keys, size=n, replace=False)]
-    page.write(0, 0, key_col)
-    page.write(0, spec.cols - len(val_col), val_col)
+    _key_value(page, 0, key_col, val_col)
     page.write(1, 0, "-" * spec.cols)
     qas = []
     for i, key in enumerate(keys):
         value = str(rng.integers(10, 99 if val_col == "AGE" else 999))
-        page.write(2 + i, 0, key)
-        page.write(2 + i, spec.cols - len(value), value)
+        _key_value(page, 2 + i, key, value)
         qas.append(QA(f"What is the {val_col} of {key}?", [value], "table"))
     return Doc(page, qas, "table")
 
@@ -297,8 +300,7 @@ def chartqa_doc(rng: np.random.Generator, spec: PageSpec) -> Doc:
         page.mark_graphic(r, k)
     page.drawings.append(_plot(kind, values))
     for i, (cat, s) in enumerate(zip(cats, shown)):
-        page.write(PLOT_ROWS[1] + i, 0, cat)
-        page.write(PLOT_ROWS[1] + i, spec.cols - len(s), s)
+        _key_value(page, PLOT_ROWS[1] + i, cat, s)
     qas = [QA(f"What is the value of {cat}?", [s], "augmented") for cat, s in zip(cats, shown)]
     order = np.argsort(values, kind="stable")
     if values.count(max(values)) == 1:

@@ -34,6 +34,9 @@ class PageSpec:
     cell: int = 8  # pixels; equals the vision tower's patch size
     font_size: int = 9
     jitter: int = 0  # max glyph offset from the cell centre, in pixels (0 = aligned)
+    # Values right after their key ("MILK 3.20") or flush right on the row. Right alignment makes the
+    # LLM find the value by row position instead of adjacency: far harder for a model this small.
+    right_align: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
