@@ -44,6 +44,18 @@ def _kv(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _per_connector(pairs: list[str] | None, connectors: list[str]) -> dict[str, dict[str, str]]:
+    """`--connector-arg align.ln2_lr_mult=10` -> {"align": {"ln2_lr_mult": "10"}} (multi-connector commands)."""
+    out: dict[str, dict[str, str]] = {c: {} for c in connectors}
+    for key, value in _kv(pairs).items():
+        name, _, option = key.partition(".")
+        if not option or name not in out:
+            raise AlignBenchError(f"--connector-arg {key}={value}: use CONNECTOR.OPTION=VALUE with a connector of "
+                                  f"this command ({', '.join(connectors)})")
+        out[name][option] = value
+    return out
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
@@ -93,8 +105,8 @@ def run(
     vision: Annotated[str | None, Opt(help="Vision tower: Hugging Face id or local folder.")] = None,
     llm: Annotated[str | None, Opt(help="Causal LM: Hugging Face id or local folder.")] = None,
     trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off by default).")] = False,
-    steps: Annotated[int, Opt(help="Training steps (the same budget for every connector).")] = 400,
-    batch_size: Annotated[int, Opt(help="Training batch size.")] = 32,
+    steps: Annotated[int, Opt(help="Training steps (the same budget for every connector).")] = 250,
+    batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
     llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
     stage: Annotated[str, Opt(help="'connector' (connector only) or 'full' (connector + LLM).")] = "connector",
@@ -163,8 +175,8 @@ def sweep(
     vision: Annotated[str | None, Opt(help="Vision tower: Hugging Face id or local folder.")] = None,
     llm: Annotated[str | None, Opt(help="Causal LM: Hugging Face id or local folder.")] = None,
     trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off by default).")] = False,
-    steps: Annotated[int, Opt(help="Training steps per run.")] = 400,
-    batch_size: Annotated[int, Opt(help="Training batch size.")] = 32,
+    steps: Annotated[int, Opt(help="Training steps per run.")] = 250,
+    batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
     llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
@@ -175,13 +187,15 @@ def sweep(
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
     jobs: Annotated[int, Opt(help="Parallel worker processes (CPU: one per core is fastest).")] = 1,
+    connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
 ):
     """Train and evaluate every connector x task pair on the same backbone, data and seed; write the table."""
     from .results import atomic_write, comparison_table, machine, read_leaderboard, write_table
     from .task import TASKS
 
     conn_list, task_list = _split_list(connectors, "connectors"), _split_list(tasks, "tasks")
-    configs = [_config(c, t, {}, backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
+    args = _per_connector(connector_arg, conn_list)
+    configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
                        seed, init_seed, limit, device, True, train_docs, eval_questions)
                for t in task_list for c in conn_list]
     t0 = time.time()
@@ -204,8 +218,8 @@ def tune(
     task: Annotated[str, Opt(help="Task whose validation split scores each learning rate.")] = "docvqa",
     lrs: Annotated[str, Opt(help="Comma-separated connector learning rates to try.")] = "1e-3,3e-3,1e-2",
     output: Annotated[Path, Opt(help="Where the search's runs and lr_search.{csv,md} go.")] = DEFAULT_OUTPUT / "tune",
-    steps: Annotated[int, Opt(help="Training steps per trial (the same for every connector).")] = 400,
-    batch_size: Annotated[int, Opt(help="Training batch size.")] = 32,
+    steps: Annotated[int, Opt(help="Training steps per trial (the same for every connector).")] = 250,
+    batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
     seed: Annotated[int, Opt(help="Data seed.")] = 0,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
@@ -213,6 +227,7 @@ def tune(
     eval_questions: Annotated[int, Opt(help="Questions in the validation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
     jobs: Annotated[int, Opt(help="Parallel worker processes (CPU: one per core is fastest).")] = 1,
+    connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
 ):
     """Learning-rate search per connector, scored on a held-out validation split (never the test split),
     with the same steps, batches and seeds for every connector."""
@@ -225,17 +240,19 @@ def tune(
         lr_list = [float(x) for x in _split_list(lrs, "lrs")]
     except ValueError:
         raise AlignBenchError(f"--lrs {lrs!r} must be comma-separated numbers, e.g. 1e-3,3e-3") from None
+    args = _per_connector(connector_arg, conn_list)
     configs = []
     for c in conn_list:
         for lr in lr_list:
-            cfg = _config(c, task, {}, "tiny", None, None, False, steps, batch_size, lr, 1e-4, stage, seed, init_seed,
-                          None, device, False, train_docs, eval_questions)
+            cfg = _config(c, task, args[c], "tiny", None, None, False, steps, batch_size, lr, 1e-4, stage, seed,
+                          init_seed, None, device, False, train_docs, eval_questions)
             cfg.data.eval_split = "val"
             cfg.validate()
             configs.append(cfg)
     rows = []
     for cfg, r in zip(configs, _execute(configs, output, jobs, device)):
-        rows.append({"connector": cfg.connector, "lr": cfg.train.lr, "val_score": r["score"],
+        rows.append({"connector": cfg.connector, "options": " ".join(f"{k}={v}" for k, v in cfg.connector_args.items()),
+                     "lr": cfg.train.lr, "val_score": r["score"],
                      "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})
     df = pd.DataFrame(rows)
     best = df.loc[df.groupby("connector", sort=False).val_score.idxmax()]

@@ -149,14 +149,30 @@ def encode_prompt(tokenizer, task: Task, question: str) -> list[int]:
     return tokenizer(task.prompt(question), add_special_tokens=True)["input_ids"]
 
 
-def collate(tokenizer, task: Task, samples: list[Sample]):
-    """Right-padded prompt + answer + eos; labels mark the answer tokens only."""
+def pages(split: Split, max_questions: int) -> list[list[int]]:
+    """Sample indices grouped by page (at most `max_questions` per page, in dataset order)."""
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(split.samples):
+        if s.answers:
+            groups.setdefault(s.image, []).append(i)
+    return [idx[:max_questions] for idx in groups.values()]
+
+
+def collate(tokenizer, task: Task, samples: list[Sample] | list[list[Sample]]):
+    """Right-padded (prompt + answer + eos) sequences; labels mark the answer tokens only.
+
+    An item may be a list of samples on the same page: their question/answer pairs then follow each other
+    in one sequence after the page, so one pass over the visual tokens trains on every question of a page."""
     seqs, labels = [], []
-    for s in samples:
-        prompt = encode_prompt(tokenizer, task, s.question)
-        answer = tokenizer(s.answers[0], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        seqs.append(prompt + answer)
-        labels.append([-100] * len(prompt) + answer)
+    for item in samples:
+        seq, lab = [], []
+        for s in item if isinstance(item, list) else [item]:
+            prompt = encode_prompt(tokenizer, task, s.question)
+            answer = tokenizer(s.answers[0], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            seq += prompt + answer
+            lab += [-100] * len(prompt) + answer
+        seqs.append(seq)
+        labels.append(lab)
     length = max(map(len, seqs))
     ids = torch.full((len(seqs), length), tokenizer.pad_token_id, dtype=torch.long)
     lab = torch.full((len(seqs), length), -100, dtype=torch.long)

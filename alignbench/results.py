@@ -152,6 +152,10 @@ def comparison_table(df: pd.DataFrame, connectors: list[str], tasks: list[str]) 
             row[f"{t}_stderr"] = 100 * sel.stderr.mean()
             row[f"{t}_blind"] = 100 * sel.blind_score.mean()
             row[f"{t}_n"] = int(sel.n.iloc[-1])
+            splits = [json.loads(p) for p in sel.get("per_split", []) if isinstance(p, str)]
+            for split_name in sorted(splits[-1]) if splits else []:
+                scores = [p[split_name]["score"] for p in splits if split_name in p]
+                row[f"{t}/{split_name}"] = 100 * sum(scores) / len(scores)
         present = [row[t] for t in tasks if t in row]
         row["avg"] = sum(present) / len(present) if present else float("nan")
         rows.append(row)
@@ -159,16 +163,22 @@ def comparison_table(df: pd.DataFrame, connectors: list[str], tasks: list[str]) 
 
 
 def table_markdown(table: pd.DataFrame, tasks: list[str], metrics: dict[str, str]) -> str:
+    """Connectors x tasks in points (score ± stderr), blind baselines beside them, then per-split scores."""
     head = "| connector | " + " | ".join(f"{t} ({metrics[t]})" for t in tasks) + " | avg |"
     lines = [head, "|" + "---|" * (len(tasks) + 2)]
     for _, r in table.iterrows():
-        cells = [f"{r[t]:.1f} ± {r[f'{t}_stderr']:.1f}" if t in r and pd.notna(r.get(t)) else "–" for t in tasks]
+        cells = [f"{r[t]:.1f} ± {r[f'{t}_stderr']:.1f}" if pd.notna(r.get(t)) else "–" for t in tasks]
         lines.append(f"| {r['connector']} | " + " | ".join(cells) + f" | {r['avg']:.1f} |")
     for _, r in table.iterrows():
         cells = [f"{r[f'{t}_blind']:.1f}" if pd.notna(r.get(f"{t}_blind")) else "–" for t in tasks]
         blind_avg = [r[f"{t}_blind"] for t in tasks if pd.notna(r.get(f"{t}_blind"))]
         avg = f"{sum(blind_avg) / len(blind_avg):.1f}" if blind_avg else "–"
         lines.append(f"| blind ({r['connector']}, shuffled pages) | " + " | ".join(cells) + f" | {avg} |")
+    split_cols = [c for c in table.columns if "/" in c]
+    if split_cols:
+        lines += ["", "| connector | " + " | ".join(split_cols) + " |", "|" + "---|" * (len(split_cols) + 1)]
+        for _, r in table.iterrows():
+            lines.append(f"| {r['connector']} | " + " | ".join(f"{r[c]:.1f}" for c in split_cols) + " |")
     return "\n".join(lines) + "\n"
 
 

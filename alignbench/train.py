@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import Split, batches, collate
+from .data import Split, batches, collate, pages
 from .errors import AlignBenchError
 from .model import VLM
 from .task import Task
@@ -26,8 +26,9 @@ STAGES = ("connector", "full")
 @dataclass
 class TrainConfig:
     stage: str = "connector"
-    steps: int = 400
-    batch_size: int = 32
+    steps: int = 250
+    batch_size: int = 16  # pages per step (each with up to `questions_per_page` questions)
+    questions_per_page: int = 8  # 1 = one question per sequence
     lr: float | None = None  # connector learning rate; None = the connector's `default_lr`
     llm_lr: float = 1e-4  # LLM learning rate in the `full` stage
     warmup_steps: int = 40
@@ -38,7 +39,7 @@ class TrainConfig:
     def validate(self) -> None:
         if self.stage not in STAGES:
             raise AlignBenchError(f"unknown stage {self.stage!r}; known stages: {', '.join(STAGES)}")
-        for name in ("steps", "batch_size"):
+        for name in ("steps", "batch_size", "questions_per_page"):
             if getattr(self, name) < 1:
                 raise AlignBenchError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not ((self.lr is None or self.lr > 0) and self.llm_lr > 0):
@@ -83,12 +84,13 @@ def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: Tra
     losses: list[float] = []
     t0 = time.time()
     task_id = progress.add_task("train", total=cfg.steps, loss=float("nan")) if progress else None
-    for step, idx in enumerate(batches(len(split.samples), cfg.batch_size, cfg.steps, data_seed)):
+    page_groups = pages(split, cfg.questions_per_page)  # every connector gets the same pages in the same order
+    for step, idx in enumerate(batches(len(page_groups), cfg.batch_size, cfg.steps, data_seed)):
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
-        chosen = [split.samples[i] for i in idx]
+        chosen = [[split.samples[i] for i in page_groups[k]] for k in idx]
         ids, mask, labels = collate(model.tokenizer, task, chosen)
-        feats = features[[s.image for s in chosen]].to(device)
+        feats = features[[page[0].image for page in chosen]].to(device)
         with autocast:
             loss = model.loss(feats, ids.to(device), mask.to(device), labels.to(device))
         if not torch.isfinite(loss):

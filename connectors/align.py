@@ -25,6 +25,8 @@ class AlignConnector(Connector):
         # LN2's gain alone, which AdamW moves by about one learning rate per step. A larger rate for LN2's
         # affine parameters lets a brief run reach a peaked distribution (1.0 = one rate for all).
         ln2_lr_mult: float = 1.0
+        # Initial gain of LN2 (the softmax's inverse temperature at initialisation; LayerNorm's default is 1).
+        ln2_gain_init: float = 1.0
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
@@ -33,6 +35,7 @@ class AlignConnector(Connector):
         self.ln1 = nn.LayerNorm(ctx.llm_dim)
         self.w2 = nn.Linear(ctx.llm_dim, vocab)
         self.ln2 = nn.LayerNorm(vocab)
+        nn.init.constant_(self.ln2.weight, config.ln2_gain_init)
         if config.init_w2_from_lm_head:
             with torch.no_grad():
                 self.w2.weight.copy_(ctx.llm.get_output_embeddings().weight[:vocab])

@@ -19,12 +19,15 @@ class OvisConnector(Connector):
     @dataclass
     class Config:
         vocab_size: int = 1024  # K, the number of visual words
+        # Initial gain of the LayerNorm on the K logits (softmax inverse temperature; LayerNorm's default is 1).
+        norm_gain_init: float = 1.0
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
         self.head = nn.Linear(ctx.vision_dim, config.vocab_size)
         self.norm = nn.LayerNorm(config.vocab_size)
         self.vte = nn.Embedding(config.vocab_size, ctx.llm_dim)  # E_vis
+        nn.init.constant_(self.norm.weight, config.norm_gain_init)
 
     def visual_word_distribution(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, N, K]
         return torch.softmax(self.norm(self.head(features)).float(), dim=-1)
