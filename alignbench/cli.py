@@ -153,9 +153,9 @@ def _execute(configs: list, output: Path, jobs: int, device: str) -> list[dict]:
     from .pipeline import run_parallel
 
     prepare_output(output)
-    for cfg in configs:  # generate each dataset once, before the workers start
+    for cfg in configs:  # generate each dataset once, before the workers start (they compute features)
         for split in ("train", cfg.data.eval_split):
-            ws.split(TASKS.get(cfg.task), split)
+            ws.data(TASKS.get(cfg.task), split)
     console.print(f"running {len(configs)} jobs in {jobs} processes")
 
     def report(r):
@@ -247,7 +247,6 @@ def tune(
             cfg = _config(c, task, args[c], "tiny", None, None, False, steps, batch_size, lr, 1e-4, stage, seed,
                           init_seed, None, device, False, train_docs, eval_questions)
             cfg.data.eval_split = "val"
-            cfg.validate()
             configs.append(cfg)
     rows = []
     for cfg, r in zip(configs, _execute(configs, output, jobs, device)):
@@ -345,13 +344,9 @@ def prepare(
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .pipeline import quiet_libraries
 
-    import datasets
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
+    quiet_libraries()
     try:
         app()
     except AlignBenchError as exc:

@@ -85,13 +85,17 @@ class Workspace:
             self._backbone.llm.to(self.device)
         return self._backbone
 
+    def data(self, task: Task, name: str) -> Split:
+        """The split's samples and images (generated and cached on disk once), without vision features."""
+        from .embedded import PageSpec
+
+        spec = PageSpec(**self.backbone.info["page"]) if "page" in self.backbone.info else PageSpec()
+        return load_split(task, name, self.data_cfg, spec, cache_root())
+
     def split(self, task: Task, name: str) -> tuple[Split, torch.Tensor]:
         if (task.name, name) not in self._splits:
-            from .embedded import PageSpec
-
-            spec = PageSpec(**self.backbone.info["page"]) if "page" in self.backbone.info else PageSpec()
             t0 = time.time()
-            split = load_split(task, name, self.data_cfg, spec, cache_root())
+            split = self.data(task, name)
             feats = self.backbone.encode_images(split.images, device=self.device)  # [n_images, N, d]
             self.log(f"{task.name}/{name}: {len(split.samples)} questions on {len(split.images)} pages "
                      f"(data + vision features {time.time() - t0:.1f} s)")
@@ -147,14 +151,19 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
 _WORKSPACE: Workspace | None = None
 
 
-def _init_worker(threads: int) -> None:
+def quiet_libraries() -> None:
+    """Our own progress bars and messages replace the libraries' per-file loading bars."""
     import datasets
     import transformers
 
     datasets.disable_progress_bars()
-    torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    quiet_libraries()
 
 
 def _run_in_worker(cfg: RunConfig, output: Path) -> dict:
