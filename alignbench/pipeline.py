@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .backbone import Backbone, BackboneConfig, load_backbone
+from .checkpoint import save_trained
 from .connector import CONNECTORS, ConnectorContext, build_connector, parse_connector_args
 from .data import DataConfig, Split, load_split
 from .errors import AlignBenchError
@@ -140,6 +141,7 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
                        "wall_seconds": round(time.time() - t0, 2), "versions": versions(), "commit": git_commit(),
                        "device": device, "machine": machine()}
     run_dir = new_run_dir(output, task.name, cfg.connector, cfg.data.seed)
+    save_trained(run_dir, model, cfg.train.stage)
     write_run(run_dir, config, result, records)
     append_leaderboard(output, leaderboard_row(run_dir, config, result))
     result["run_dir"] = str(run_dir)
