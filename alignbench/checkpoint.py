@@ -1,6 +1,17 @@
 """What a run trained, saved beside its results: `connector.safetensors` always, `llm.safetensors` when the
 LLM trained (stage `full`). Together with `config.json` they rebuild the trained model by themselves;
 nothing is unpickled (safetensors and JSON only).
+
+Training checkpoints (resumable runs) live in `RUN_DIR/checkpoints/`:
+
+    checkpoints/step-0000050/connector.safetensors   (and llm.safetensors in stage `full`)
+    checkpoints/step-0000050/state.safetensors       optimizer moments, RNG state
+    checkpoints/step-0000050/state.json              step, optimizer hyper-parameters, data order, losses
+    checkpoints/latest.json                          names the newest complete checkpoint
+
+A checkpoint is written into a temporary folder, synced and renamed; only then does `latest.json` (itself
+written to a temporary name and renamed) point at it. A process killed at any moment therefore leaves
+`latest.json` naming a complete checkpoint, the previous one or none.
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,6 +32,10 @@ from .model import VLM
 
 CONNECTOR_FILE = "connector.safetensors"
 LLM_FILE = "llm.safetensors"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.json"
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
 
 
 def _save(module: torch.nn.Module, path: Path) -> None:
@@ -62,3 +78,126 @@ def load_trained(run_dir: Path, backbone: Backbone, device: str = "cpu") -> tupl
     connector.to(device).on_llm_loaded(backbone.llm)
     model = VLM(backbone, connector).eval()
     return model, config
+
+
+# ---------------------------------------------------------------- resumable training checkpoints
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a directory entry to disk, so a rename never publishes data still in flight."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def _optimizer_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer `state_dict()` as safetensors-ready tensors plus JSON-ready everything else."""
+    tensors, per_param = {}, {}
+    for idx, entry in state["state"].items():
+        per_param[str(idx)] = {}
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                per_param[str(idx)][key] = value
+    return tensors, {"state": per_param, "param_groups": state["param_groups"]}
+
+
+def _optimizer_join(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    state: dict[int, dict] = {int(idx): dict(entry) for idx, entry in meta["state"].items()}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(run_dir: Path, step: int, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+                    state: dict, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the checkpoint after `step` completed steps, then make it the latest; older ones are removed.
+
+    `modules` are saved by name (`connector`, `llm`); `state` is JSON (data order, losses, ...), `tensors`
+    are extra tensors (RNG state)."""
+    from safetensors.torch import save_file, save_model
+
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    tmp = root / f".{name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for key, module in modules.items():
+        save_model(module, str(tmp / f"{key}.safetensors"))
+    opt_tensors, opt_meta = _optimizer_split(optimizer.state_dict())
+    save_file(opt_tensors | {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()},
+              str(tmp / STATE_TENSORS))
+    (tmp / STATE_JSON).write_text(json.dumps({"step": step, "modules": sorted(modules), "optimizer": opt_meta,
+                                              **state}, indent=1))
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
+    final = root / name
+    if final.exists():  # left by a save that was interrupted before it was published: never the latest
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(root)
+    _write_json(root / LATEST, {"step": step, "dir": name})
+    _fsync(root)
+    for old in root.iterdir():
+        if old.name not in (name, LATEST):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(step, folder) of the newest complete checkpoint, or None."""
+    pointer = Path(run_dir) / CHECKPOINTS / LATEST
+    if not pointer.is_file():
+        return None
+    try:
+        latest = json.loads(pointer.read_text())
+        return int(latest["step"]), pointer.parent / str(latest["dir"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AlignBenchError(f"checkpoint pointer {pointer} is unreadable ({exc}); delete {pointer.parent} "
+                              "to restart training from scratch") from None
+
+
+def load_checkpoint(run_dir: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+                    device: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """Restore the latest checkpoint into `modules` and `optimizer`; returns (JSON state, extra tensors) or None.
+
+    Only safetensors and JSON are read: nothing is unpickled."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, load_model
+
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        return None
+    step, folder = found
+    try:
+        state = json.loads((folder / STATE_JSON).read_text())
+        if state.get("step") != step or sorted(state.get("modules", [])) != sorted(modules):
+            raise ValueError(f"it holds step {state.get('step')} of modules {state.get('modules')}, expected step "
+                             f"{step} of {sorted(modules)}")
+        for key, module in modules.items():
+            load_model(module, str(folder / f"{key}.safetensors"), device=str(device))
+        flat = load_file(str(folder / STATE_TENSORS), device="cpu")
+        optimizer.load_state_dict(_optimizer_join(state["optimizer"], flat))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        raise AlignBenchError(f"checkpoint {folder} is unreadable ({type(exc).__name__}: {exc}); delete "
+                              f"{folder.parent} to restart training from scratch") from None
+    extra = {k.removeprefix("extra."): v for k, v in flat.items() if k.startswith("extra.")}
+    return state, extra
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    shutil.rmtree(Path(run_dir) / CHECKPOINTS, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Command line: `alignbench run | sweep | list | leaderboard | prepare`.
+"""Command line: `alignbench run | sweep | tune | list | leaderboard | prepare | probe | report`.
 
 Every user-facing failure is an `AlignBenchError`: one line on stderr, exit code 2, no traceback.
 """
@@ -63,14 +63,16 @@ def _progress() -> Progress:
 
 
 def _config(connector, task, connector_args, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
-            llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300):
+            llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300,
+            eval_batch_size=64):
     from .backbone import BackboneConfig
     from .data import DataConfig
     from .evaluate import EvalConfig
     from .pipeline import RunConfig
     from .train import TrainConfig
 
-    for name, value in (("limit", eval_limit), ("train-docs", train_docs), ("eval-questions", eval_questions)):
+    for name, value in (("limit", eval_limit), ("train-docs", train_docs), ("eval-questions", eval_questions),
+                        ("eval-batch-size", eval_batch_size)):
         if value is not None and value < 1:
             raise AlignBenchError(f"--{name} must be at least 1, got {value}")
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr)
@@ -78,8 +80,45 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code),
                     data=DataConfig(train_docs=train_docs, eval_questions=eval_questions, seed=seed,
                                     eval_limit=eval_limit), train=train,
-                    eval=EvalConfig(blind=blind), device=device)
+                    eval=EvalConfig(batch_size=eval_batch_size, blind=blind), device=device)
     return cfg
+
+
+def _load_plugins(paths: list[Path] | None) -> None:
+    """`--plugin PATH` (repeatable): import each file or package directory, which registers its connectors
+    and tasks. The only way, besides installed entry points, that code is loaded."""
+    from .registry import load_plugin
+
+    for path in paths or []:
+        load_plugin(path)
+
+
+def _resume_config(ctx: typer.Context, run_dir: Path):
+    """(configuration, output directory) of the run to continue, from its own config.json."""
+    from .pipeline import RunConfig
+    from .registry import loaded_plugins
+
+    # Sources are compared by name: typer may bring its own copy of click's ParameterSource.
+    given = [name for name in ctx.params if name not in ("resume", "checkpoint_every", "plugin")
+             and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise AlignBenchError(f"--resume continues a run with the configuration in its config.json; drop {flags} "
+                              "(or start a new run without --resume)")
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise AlignBenchError(f"--resume {str(run_dir)!r} is not a run directory (no config.json); give "
+                              "OUTPUT/runs/RUN_ID as printed when the run started")
+    try:
+        saved = json.loads(path.read_text())
+        cfg = RunConfig.from_dict(saved)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AlignBenchError(f"{path} is not an AlignBench run config ({type(exc).__name__}: {exc})") from None
+    missing = [p for p in saved.get("plugins", []) if p not in loaded_plugins()]
+    if missing:
+        raise AlignBenchError(f"{run_dir} ran with plug-in(s) {', '.join(missing)}; pass --plugin for each to "
+                              "resume it")
+    return cfg, run_dir.parent.parent
 
 
 def _result_table(results: list[dict]) -> Table:
@@ -95,9 +134,15 @@ def _result_table(results: list[dict]) -> Table:
 
 
 Opt = typer.Option
+PluginOpt = Annotated[list[Path] | None, Opt("--plugin", help="Import connectors/tasks from this Python file or "
+                                            "package directory (repeatable); nothing else is imported implicitly.")]
+# Its default, 50, is train.DEFAULT_CHECKPOINT_EVERY (written out here so the CLI starts without importing torch).
+CHECKPOINT_HELP = "Write a resumable checkpoint every N training steps (0: after the last step only)."
+
 
 @app.command()
 def run(
+    ctx: typer.Context,
     connector: Annotated[str, Opt(help="Connector name (see `alignbench list`).")] = "align",
     task: Annotated[str, Opt(help="Task name (see `alignbench list`).")] = "docvqa",
     output: Annotated[Path, Opt(help="Where run directories and leaderboard.csv go.")] = DEFAULT_OUTPUT,
@@ -118,28 +163,43 @@ def run(
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
     blind: Annotated[bool, Opt(help="Also score the shuffled-page blind baseline.")] = True,
+    eval_batch_size: Annotated[int, Opt(help="Questions per evaluation batch.")] = 64,
+    checkpoint_every: Annotated[int, Opt(help=CHECKPOINT_HELP)] = 50,
+    resume: Annotated[Path | None, Opt(help="Continue an interrupted run: its directory OUTPUT/runs/RUN_ID, with "
+                                            "the configuration saved there.")] = None,
+    plugin: PluginOpt = None,
 ):
     """Train one connector briefly and evaluate it on one task; append a leaderboard row."""
     from .pipeline import run as run_pipeline
 
-    cfg = _config(connector, task, _kv(connector_arg), backbone, vision, llm, trust_remote_code, steps, batch_size,
-                  lr, llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions)
+    _load_plugins(plugin)
+    if resume is not None:
+        cfg, output = _resume_config(ctx, resume)
+    else:
+        cfg = _config(connector, task, _kv(connector_arg), backbone, vision, llm, trust_remote_code, steps,
+                      batch_size, lr, llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
+                      eval_batch_size)
     cfg.validate()
     with _progress() as progress:
-        result = run_pipeline(cfg, output, progress=progress, log=console.print)
+        result = run_pipeline(cfg, output, progress=progress, log=console.print, checkpoint_every=checkpoint_every,
+                              resume=resume)
     console.print(_result_table([result]))
     console.print(f"leaderboard: {output / 'leaderboard.csv'}")
 
 
-def _execute(configs: list, output: Path, jobs: int, device: str) -> list[dict]:
+def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_every: int = 50) -> list[dict]:
     """Run configs in order, in this process (with progress bars) or in `jobs` worker processes."""
     from .pipeline import Workspace, resolve_device
     from .pipeline import run as run_pipeline
+    from .registry import loaded_plugins
     from .results import prepare_output
     from .task import TASKS
 
     if jobs < 1:
         raise AlignBenchError(f"--jobs must be at least 1, got {jobs}")
+    if jobs > 1 and loaded_plugins():
+        raise AlignBenchError("a --plugin is imported in this process only; use --jobs 1, or install the plug-in "
+                              "as a package (entry point) to run it in worker processes")
     for cfg in configs:  # fail before any work if any job is invalid
         cfg.validate()
     ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print)
@@ -148,14 +208,15 @@ def _execute(configs: list, output: Path, jobs: int, device: str) -> list[dict]:
         with _progress() as progress:
             for cfg in configs:
                 console.print(f"[bold]{cfg.connector} on {cfg.task} (lr {cfg.train.lr or 'default'})[/bold]")
-                results.append(run_pipeline(cfg, output, ws, progress, console.print))
+                results.append(run_pipeline(cfg, output, ws, progress, console.print,
+                                            checkpoint_every=checkpoint_every))
         return results
     from .pipeline import run_parallel
 
     prepare_output(output)
     for cfg in configs:  # generate each dataset once, before the workers start (they compute features)
         for split in ("train", cfg.data.eval_split):
-            ws.data(TASKS.get(cfg.task), split)
+            ws.data(TASKS.get(cfg.task), split, cfg.data)
     console.print(f"running {len(configs)} jobs in {jobs} processes")
 
     def report(r):
@@ -181,6 +242,8 @@ def sweep(
     llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
     seed: Annotated[int, Opt(help="Data seed (shared by every run).")] = 0,
+    seeds: Annotated[str | None, Opt(help="Comma-separated seeds, each a full sweep (data seed s, init seed "
+                                          "init_seed + s); the table reports mean ± std over seeds.")] = None,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
     limit: Annotated[int | None, Opt(help="Evaluate the first N questions only.")] = None,
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
@@ -188,18 +251,26 @@ def sweep(
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
     jobs: Annotated[int, Opt(help="Parallel worker processes (CPU: one per core is fastest).")] = 1,
     connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
+    checkpoint_every: Annotated[int, Opt(help=CHECKPOINT_HELP)] = 50,
+    plugin: PluginOpt = None,
 ):
     """Train and evaluate every connector x task pair on the same backbone, data and seed; write the table."""
+    import dataclasses
+
     from .results import atomic_write, comparison_table, machine, read_leaderboard, write_table
     from .task import TASKS
 
+    _load_plugins(plugin)
     conn_list, task_list = _split_list(connectors, "connectors"), _split_list(tasks, "tasks")
     args = _per_connector(connector_arg, conn_list)
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
                        seed, init_seed, limit, device, True, train_docs, eval_questions)
                for t in task_list for c in conn_list]
+    if seeds is not None:
+        configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
+                   for s in _seeds(seeds) for cfg in configs]
     t0 = time.time()
-    results = _execute(configs, output, jobs, device)
+    results = _execute(configs, output, jobs, device, checkpoint_every)
     console.print(_result_table(results))
     board = read_leaderboard(output / "leaderboard.csv")
     board = board[board.run_id.isin([Path(r["run_dir"]).name for r in results])]
@@ -272,12 +343,14 @@ def tune(
 
 
 @app.command("list")
-def list_cmd():
+def list_cmd(plugin: PluginOpt = None):
     """Show the registered connectors and tasks."""
     import dataclasses
 
     from .connector import CONNECTORS
     from .task import TASKS
+
+    _load_plugins(plugin)
 
     table = Table(title="connectors")
     table.add_column("name")
@@ -304,8 +377,8 @@ def leaderboard(
     output: Annotated[Path, Opt(help="Directory holding leaderboard.csv.")] = DEFAULT_OUTPUT,
     task: Annotated[str | None, Opt(help="Only this task.")] = None,
 ):
-    """Print the leaderboard (one row per run, best first within each task)."""
-    from .results import read_leaderboard
+    """Print the leaderboard (one row per run, best first within each task), and mean ± std across seeds."""
+    from .results import aggregate_seeds, read_leaderboard
 
     df = read_leaderboard(output / "leaderboard.csv")
     if task:
@@ -319,6 +392,17 @@ def leaderboard(
         table.add_row(r.task, r.connector, r.metric, f"{100 * r.score:.1f}", f"{100 * r.stderr:.1f}", str(r.n), blind,
                       str(r.stage), str(r.steps), str(r.seed), str(r.run_id))
     console.print(table)
+    agg = aggregate_seeds(df)
+    if (agg.seeds > 1).any():
+        table = Table(title="across seeds (latest run per seed)")
+        for col in ("task", "connector", "stage", "steps", "lr", "mean", "± std", "seeds", "blind"):
+            table.add_column(col)
+        for _, r in agg.iterrows():
+            std = "–" if r.isna()["std"] else f"{100 * r['std']:.1f}"
+            blind = "–" if r.isna()["blind"] else f"{100 * r.blind:.1f}"
+            table.add_row(r.task, r.connector, str(r.stage), str(r.steps), f"{r.lr:g}", f"{100 * r['mean']:.1f}", std,
+                          str(r.seeds), blind)
+        console.print(table)
 
 
 @app.command()
@@ -326,6 +410,7 @@ def prepare(
     output: Annotated[Path | None, Opt(help="Write here instead of the user cache.")] = None,
     llm_steps: Annotated[int | None, Opt(help="Override the LLM pretraining steps (reduced-budget check).")] = None,
     vision_steps: Annotated[int | None, Opt(help="Override the vision pretraining steps.")] = None,
+    soft_input_steps: Annotated[int | None, Opt(help="Override the blended-page LLM steps (stage 2).")] = None,
 ):
     """Build and pretrain the embedded default backbone (tiny SigLIP + tiny Llama) and cache it."""
     import dataclasses
@@ -338,8 +423,188 @@ def prepare(
         cfg = dataclasses.replace(cfg, llm_steps=llm_steps)
     if vision_steps is not None:
         cfg = dataclasses.replace(cfg, vision_steps=vision_steps)
+    if soft_input_steps is not None:
+        cfg = dataclasses.replace(cfg, soft_input_steps=soft_input_steps)
+    for name, value in (("llm", cfg.llm_steps), ("vision", cfg.vision_steps), ("soft-input", cfg.soft_input_steps)):
+        if value < (0 if name == "soft-input" else 1):
+            raise AlignBenchError(f"--{name}-steps must be at least {0 if name == 'soft-input' else 1}, got {value}")
     out = output or cache_root() / "backbones" / f"tiny-{cfg.key()}"
     prepare_tiny(cfg, out, log=console.print, command="alignbench " + " ".join(sys.argv[1:]))
+
+
+# ---------------------------------------------------------------- probes and report
+
+probe_app = typer.Typer(no_args_is_help=True, help="Probes on trained runs: feature noise, image corruptions, "
+                        "ALIGN's vocabulary distribution.")
+app.add_typer(probe_app, name="probe")
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        return [int(x) for x in _split_list(value, "seeds")]
+    except ValueError:
+        raise AlignBenchError(f"--seeds {value!r} must be comma-separated integers, e.g. 0,1,2") from None
+
+
+def seeded(cfg, seed: int):
+    """Seed s: data seed s (pages and batch order) and connector init seed `init_seed + s`."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=seed),
+                               train=dataclasses.replace(cfg.train, init_seed=cfg.train.init_seed + seed))
+
+
+def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed, train_docs,
+                  eval_questions, device, connector_arg):
+    from .pipeline import Workspace, resolve_device
+    from .probe import trained_models
+    from .results import prepare_output
+
+    conn_list = _split_list(connectors, "connectors")
+    args = _per_connector(connector_arg, conn_list)
+    seed_list = _seeds(seeds)
+    configs = [seeded(_config(c, task, args[c], "tiny", None, None, False, steps, batch_size, lr, 1e-4, stage, 0,
+                              init_seed, None, device, True, train_docs, eval_questions), s)
+               for s in seed_list for c in conn_list]
+    for cfg in configs:
+        cfg.validate()
+    prepare_output(output)
+    ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print)
+    t0 = time.time()
+    with _progress() as progress:
+        trained = trained_models(configs, output, ws, log=console.print, progress=progress)
+    n_new = sum(t.trained_now for t in trained)
+    console.print(f"{len(trained) - n_new} run(s) re-used, {n_new} trained ({time.time() - t0:.0f} s)")
+    return trained, ws
+
+
+def _finish_probe(output: Path, probe: dict, t0: float) -> None:
+    from .probe import write_probe
+
+    d = write_probe(output, probe, "alignbench " + " ".join(sys.argv[1:]), time.time() - t0)
+    console.print((d / "table.md").read_text())
+    console.print(f"probe written: {d}")
+
+
+_TRAIN_HELP = "(only for runs that are missing)"
+
+
+@probe_app.command("noise")
+def probe_noise(
+    connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
+    task: Annotated[str, Opt(help="Task whose evaluation split is probed.")] = "docvqa",
+    sigmas: Annotated[str, Opt(help="Comma-separated noise levels; 0 = clean.")] = "0,0.5,1,3",
+    sigma_mode: Annotated[str, Opt(help="'absolute' (F + N(0, σ²), the paper's σ = 3) or 'relative' "
+                                        "(σ times the clean features' standard deviation).")] = "absolute",
+    seeds: Annotated[str, Opt(help="Comma-separated seeds (data seed s, init seed init_seed + s).")] = "0",
+    noise_seed: Annotated[int, Opt(help="Seed of the noise (the same noise for every connector).")] = 0,
+    output: Annotated[Path, Opt(help="Where the runs are (leaderboard.csv) and probes/ goes.")] = DEFAULT_OUTPUT,
+    steps: Annotated[int, Opt(help=f"Training steps {_TRAIN_HELP}.")] = 250,
+    batch_size: Annotated[int, Opt(help=f"Pages per step {_TRAIN_HELP}.")] = 16,
+    lr: Annotated[float | None, Opt(help=f"Connector learning rate {_TRAIN_HELP}.")] = None,
+    stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
+    init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
+    train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
+    eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
+    device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
+):
+    """Gaussian noise on the vision features at evaluation time: score vs σ and output drift per connector."""
+    from .probe import noise_probe
+
+    try:
+        sigma_list = [float(x) for x in _split_list(sigmas, "sigmas")]
+    except ValueError:
+        raise AlignBenchError(f"--sigmas {sigmas!r} must be comma-separated numbers, e.g. 0,0.5,1,3") from None
+    if sigma_mode not in ("absolute", "relative"):
+        raise AlignBenchError(f"unknown --sigma-mode {sigma_mode!r}; use absolute or relative")
+    if any(not (s >= 0 and s < float("inf")) for s in sigma_list):
+        raise AlignBenchError(f"--sigmas must be finite and non-negative, got {sigmas!r}")
+    if 0.0 not in sigma_list:
+        sigma_list = [0.0, *sigma_list]  # the clean score the drop is measured from
+    t0 = time.time()
+    trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
+                                train_docs, eval_questions, device, connector_arg)
+    probe = noise_probe(trained, task, ws, sigma_list, sigma_mode, noise_seed, log=console.print)
+    _finish_probe(output, probe, t0)
+
+
+@probe_app.command("image")
+def probe_image(
+    connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
+    task: Annotated[str, Opt(help="Task whose evaluation split is probed.")] = "docvqa",
+    corruptions: Annotated[str, Opt(help="NAME[:SEVERITY 1-3], comma-separated (blur, jpeg, downscale, rotate, "
+                                         "pixel; severity 2 by default).")] = "blur,jpeg,downscale,rotate,pixel",
+    seeds: Annotated[str, Opt(help="Comma-separated seeds (data seed s, init seed init_seed + s).")] = "0",
+    output: Annotated[Path, Opt(help="Where the runs are (leaderboard.csv) and probes/ goes.")] = DEFAULT_OUTPUT,
+    steps: Annotated[int, Opt(help=f"Training steps {_TRAIN_HELP}.")] = 250,
+    batch_size: Annotated[int, Opt(help=f"Pages per step {_TRAIN_HELP}.")] = 16,
+    lr: Annotated[float | None, Opt(help=f"Connector learning rate {_TRAIN_HELP}.")] = None,
+    stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
+    init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
+    train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
+    eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
+    device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
+):
+    """Image corruptions a scanner makes, applied before the vision tower: score per corruption and connector."""
+    from .probe import image_probe, parse_corruptions
+
+    corruption_list = parse_corruptions(corruptions)
+    t0 = time.time()
+    trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
+                                train_docs, eval_questions, device, connector_arg)
+    probe = image_probe(trained, task, ws, corruption_list, log=console.print)
+    _finish_probe(output, probe, t0)
+
+
+@probe_app.command("vocab")
+def probe_vocab(
+    run: Annotated[Path, Opt(help="An ALIGN run directory (with connector.safetensors).")],
+    docs: Annotated[int, Opt(help="Pages whose patches are averaged.")] = 100,
+    top_k: Annotated[str, Opt(help="Comma-separated vocabulary sizes for the pruning experiment.")] = "5,10,20,50",
+    output: Annotated[Path | None, Opt(help="Where probes/ goes (default: the run's output directory).")] = None,
+    device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+):
+    """ALIGN's vocabulary distribution over the patches of N pages, and E_text pruned to the top-k tokens."""
+    from .backbone import BackboneConfig
+    from .data import DataConfig
+    from .pipeline import Workspace, resolve_device
+    from .probe import vocab_probe
+
+    if not (run / "config.json").is_file():
+        raise AlignBenchError(f"{str(run)!r} is not a run directory (no config.json); give --run "
+                              "OUTPUT/runs/<run id>")
+    try:
+        ks = [int(x) for x in _split_list(top_k, "top-k")]
+    except ValueError:
+        raise AlignBenchError(f"--top-k {top_k!r} must be comma-separated integers, e.g. 5,10,20") from None
+    if docs < 1:
+        raise AlignBenchError(f"--docs must be at least 1, got {docs}")
+    try:
+        config = json.loads((run / "config.json").read_text())
+        backbone_cfg, data_cfg = BackboneConfig(**config["backbone"]), DataConfig(**config["data"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AlignBenchError(f"{run / 'config.json'} is not an AlignBench run config ({exc})") from None
+    t0 = time.time()
+    ws = Workspace(backbone_cfg, data_cfg, resolve_device(device), console.print)
+    probe = vocab_probe(run, ws, docs, ks, log=console.print)
+    _finish_probe(output or run.parent.parent, probe, t0)
+
+
+@app.command()
+def report(
+    runs: Annotated[Path, Opt(help="Output directory of the sweep(s) and probes to report on.")] = DEFAULT_OUTPUT,
+    out: Annotated[Path | None, Opt(help="Markdown file to write (default: RUNS/REPORT.md).")] = None,
+    connectors: Annotated[str, Opt(help="Comma-separated connectors, in table order.")] = "mlp,perceiver,ovis,align",
+    tasks: Annotated[str, Opt(help="Comma-separated tasks.")] = "docvqa,infovqa,chartqa",
+):
+    """Write the comparison report: 95% CIs, paired bootstrap tests, noise and vocabulary probes, paper numbers."""
+    from .report import write_report
+
+    path = write_report(runs, out or runs / "REPORT.md", _split_list(connectors, "connectors"),
+                        _split_list(tasks, "tasks"), command="alignbench " + " ".join(sys.argv[1:]))
+    console.print(f"report written: {path}")
 
 
 def main() -> None:

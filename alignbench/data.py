@@ -1,6 +1,11 @@
 """Task data: embedded sets (generated from a seed, cached on disk) in the real datasets' schema,
 turned into model-ready samples. Images are de-duplicated by content before the vision tower runs
 (many questions share one page).
+
+Bad rows never reach a metric. `to_split` normalises what it can (grayscale, RGBA, CMYK, 16-bit images
+become 8-bit RGB; numeric answers become text) and skips and counts the rest, with a reason per row
+(`SKIP_REASONS`); a source that is wrong as a whole (a missing column, no rows, no usable row) stops
+the run with one message naming the source.
 """
 
 from __future__ import annotations
@@ -8,8 +13,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
-from dataclasses import asdict, dataclass
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +54,15 @@ class Sample:
 class Split:
     images: list  # unique PIL images
     samples: list[Sample]
+    skipped: list[dict] = field(default_factory=list)  # {"uid", "reason", "detail"} per row left out
+
+    def skip_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(s["reason"] for s in self.skipped).items()))
+
+
+# Why a row is left out (counted in results.json as `n_skipped` / `skipped`).
+SKIP_REASONS = ("missing image", "unreadable image", "image too large", "empty question", "no gold answers",
+                "answers not text")
 
 
 def _embedded_rows(task: str, split: str, cfg: DataConfig, spec: PageSpec) -> list[dict]:
@@ -100,49 +117,175 @@ def _feature(task: str, column: str):
     return datasets.Value("string")
 
 
-def to_split(ds, task: Task, limit: int | None = None) -> Split:
-    """Rows -> unique images + samples. Missing columns stop with one clear message."""
-    from datasets import Image as ImageFeature
+def _answer_texts(value) -> list[str] | None:
+    """Gold answers as text: numbers become their shortest spelling ("12", "0.5"), missing and non-finite
+    entries are dropped; None when the value is not text at all (a mapping, nested lists, bytes)."""
+    out = []
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if v is None:
+            continue
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                continue
+            v = str(int(v)) if v.is_integer() and abs(v) < 1e16 else repr(v)
+        elif isinstance(v, (bool, int)):
+            v = str(v)
+        elif not isinstance(v, str):
+            return None
+        if v.strip():
+            out.append(v)
+    return out
+
+
+def _to_rgb(image):
+    """8-bit RGB: 16-bit and float channels are rescaled (not clipped to white), transparency is laid on
+    white paper, palette/CMYK/grayscale/bilevel images are converted."""
     from PIL import Image
 
+    if image.mode.startswith("I;16") or image.mode == "I":
+        arr = np.asarray(image).astype(np.float64)
+        image = Image.fromarray((np.clip(arr, 0, 65535) / 257.0).round().astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).round().astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return image.convert("RGB")
+
+
+def _decode(blob: bytes):
+    """(RGB image, None) or (None, (reason, detail)). Decoding untrusted bytes: any decoder failure is a skip."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(blob))
+            pixels = image.size[0] * image.size[1]
+            if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+                return None, ("image too large", f"{image.size[0]}x{image.size[1]} pixels, over PIL's "
+                                                 f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}")
+            image.load()
+            return _to_rgb(image), None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            return None, ("image too large", str(exc))
+        except Exception as exc:  # PIL raises many exception types on malformed input
+            return None, ("unreadable image", f"{type(exc).__name__}: {exc}")
+
+
+def _image_bytes(cell) -> tuple[bytes | None, tuple[str, str] | None]:
+    if not isinstance(cell, dict) or not (cell.get("bytes") or cell.get("path")):
+        return None, ("missing image", "no image bytes and no path")
+    if cell.get("bytes"):
+        return cell["bytes"], None
+    try:
+        return Path(cell["path"]).read_bytes(), None
+    except OSError as exc:
+        return None, ("missing image", f"{cell['path']}: {exc.strerror or exc}")
+
+
+def to_split(ds, task: Task, limit: int | None = None, source: str | None = None) -> Split:
+    """Rows -> unique images + samples; unusable rows are skipped and counted (`Split.skipped`).
+
+    A source that is wrong as a whole stops with one message naming `source`: a missing column, an image
+    column that holds no images, no rows, or no usable row."""
+    from datasets import Image as ImageFeature
+
+    source = source or f"dataset for task {task.name!r}"
     needed = {"image", task.question_field, task.answers_field} | ({task.split_field} if task.split_field else set())
     missing = sorted(needed - set(ds.column_names))
     if missing:
-        raise AlignBenchError(f"dataset for task {task.name!r} lacks column(s) {missing}; it has "
-                              f"{ds.column_names}. Use a dataset in the {task.hf_path} schema.")
+        raise AlignBenchError(f"{source} lacks column(s) {missing}; it has {ds.column_names}. "
+                              f"Use a dataset in the {task.hf_path} schema.")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
-    raw = ds.cast_column("image", ImageFeature(decode=False))
-    index: dict[str, int] = {}
-    images, samples = [], []
+    if len(ds) == 0:
+        raise AlignBenchError(f"{source} has no rows; check the dataset and its split")
+    try:
+        raw = ds.cast_column("image", ImageFeature(decode=False))
+    except Exception as exc:  # pyarrow and datasets raise several types for an impossible cast
+        raise AlignBenchError(f"{source}: column 'image' holds {ds.features['image']}, not images "
+                              f"({type(exc).__name__}); use a dataset in the {task.hf_path} schema") from None
+    index: dict[str, int | tuple[str, str]] = {}  # content digest -> image index, or why it is unusable
+    images, samples, skipped = [], [], []
     for i, row in enumerate(raw):
-        blob = row["image"]["bytes"] or Path(row["image"]["path"]).read_bytes()
-        digest = hashlib.sha1(blob).hexdigest()
-        if digest not in index:
-            index[digest] = len(images)
-            images.append(Image.open(io.BytesIO(blob)).convert("RGB"))
-        uid = str(row.get("questionId", i))
-        samples.append(Sample(index[digest], row[task.question_field], task.answers(row),
+        uid = str(row["questionId"]) if row.get("questionId") is not None else str(i)
+        question = row[task.question_field]
+        answers = _answer_texts(row[task.answers_field])
+        problem = None
+        if not isinstance(question, str) or not question.strip():
+            problem = ("empty question", repr(question))
+        elif answers is None:
+            problem = ("answers not text", f"{type(row[task.answers_field]).__name__}")
+        else:
+            answers = task.answers({**row, task.answers_field: answers})
+            if not answers:
+                problem = ("no gold answers", repr(row[task.answers_field]))
+        if problem is None:
+            blob, problem = _image_bytes(row["image"])
+            if blob is not None:
+                digest = hashlib.sha1(blob).hexdigest()
+                if digest not in index:
+                    image, failure = _decode(blob)
+                    index[digest] = failure if image is None else len(images)
+                    if image is not None:
+                        images.append(image)
+                problem = index[digest] if isinstance(index[digest], tuple) else None
+        if problem is not None:
+            skipped.append({"uid": uid, "reason": problem[0], "detail": problem[1]})
+            continue
+        samples.append(Sample(index[digest], question, answers,
                               row[task.split_field] if task.split_field else None, uid))
-    return Split(images, samples)
+    split = Split(images, samples, skipped)
+    if not samples:
+        counts = ", ".join(f"{n} {r}" for r, n in split.skip_counts().items())
+        raise AlignBenchError(f"{source}: none of its {len(raw)} rows is usable ({counts}); check the dataset")
+    return split
 
 
 def load_split(task: Task, split: str, cfg: DataConfig, spec: PageSpec, cache: Path) -> Split:
     if cfg.source != "embedded":
         raise AlignBenchError(f"data source {cfg.source!r} is not available; use --data embedded")
+    if split not in SPLIT_OFFSET:
+        raise AlignBenchError(f"unknown split {split!r}; known splits: {', '.join(SPLIT_OFFSET)}")
     ds = embedded_dataset(task.name, split, cfg, spec, cache)
-    return to_split(ds, task, cfg.eval_limit if split != "train" else None)
+    return to_split(ds, task, cfg.eval_limit if split != "train" else None, source=f"embedded {task.name}/{split} set")
+
+
+class BatchOrder:
+    """The same sequence of index batches for every connector: epochs of a seeded permutation.
+
+    Its state (the generator's state and the rest of the current epoch) is plain JSON, so a resumed run
+    continues the very same sequence."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.pending: list[int] = []
+
+    def next(self) -> list[int]:
+        while len(self.pending) < self.batch_size:
+            self.pending.extend(self.rng.permutation(self.n).tolist())
+        batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "batch_size": self.batch_size, "generator": self.rng.bit_generator.state,
+                "pending": list(self.pending)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state["n"], state["batch_size"]) != (self.n, self.batch_size):
+            raise AlignBenchError(f"saved data order is for {state['n']} pages in batches of {state['batch_size']}, "
+                                  f"not {self.n} in batches of {self.batch_size}; start a new run")
+        self.rng.bit_generator.state = state["generator"]
+        self.pending = [int(i) for i in state["pending"]]
 
 
 def batches(n: int, batch_size: int, steps: int, seed: int):
-    """The same sequence of index batches for every connector: epochs of a seeded permutation."""
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
+    """`steps` batches of `BatchOrder(n, batch_size, seed)`."""
+    order = BatchOrder(n, batch_size, seed)
     for _ in range(steps):
-        while len(order) < batch_size:
-            order.extend(rng.permutation(n).tolist())
-        yield order[:batch_size]
-        order = order[batch_size:]
+        yield order.next()
 
 
 def encode_prompt(tokenizer, task: Task, question: str) -> list[int]:

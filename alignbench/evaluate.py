@@ -2,12 +2,20 @@
 
 The blind baseline runs the same trained model with every question paired to another page's
 features (a fixed derangement), so it measures what the model answers without seeing the page.
+
+Given a journal path, predictions are appended to it and flushed batch by batch; an evaluation that was
+killed resumes from it and generates only the batches it lacks. Batches are fixed by the split and the
+batch size (not by what is left), so a resumed evaluation pads and decodes exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -35,35 +43,123 @@ def summarise(scores: list[float], splits: list[str | None]) -> dict:
     return out
 
 
+class PredictionJournal:
+    """An append-only JSONL file of predictions, one line per sample, flushed and synced per batch.
+
+    The first line fingerprints what is evaluated (task, samples, batch size, trained weights); a journal
+    with another fingerprint is started afresh. A line cut short by a kill is dropped on opening."""
+
+    def __init__(self, path: Path, fingerprint: dict):
+        self.path = Path(path)
+        self.done: dict[str, dict[int, str]] = {}
+        self.reused = 0  # predictions taken from the journal instead of generated
+        lines = self._read(fingerprint)
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(json.dumps(x) + "\n" for x in [{"fingerprint": fingerprint}, *lines]))
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a")
+
+    def _read(self, fingerprint: dict) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        lines = []
+        for n, line in enumerate(self.path.read_text().splitlines()):
+            try:
+                item = json.loads(line)
+                if n == 0:
+                    if item != {"fingerprint": fingerprint}:
+                        return []  # another model or sample set: nothing here is reusable
+                    continue
+                self.done.setdefault(str(item["pass"]), {})[int(item["i"])] = str(item["prediction"])
+            except (ValueError, KeyError, TypeError):
+                break  # the tail of a write that was killed
+            lines.append(item)
+        return lines
+
+    def append(self, label: str, indices: list[int], uids: list[str], texts: list[str]) -> None:
+        self._file.write("".join(json.dumps({"pass": label, "i": i, "uid": u, "prediction": t}) + "\n"
+                                 for i, u, t in zip(indices, uids, texts)))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.done.setdefault(label, {}).update(zip(indices, texts))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def weights_digest(model: VLM) -> str:
+    """What was trained (the connector, and the LLM when it trained), as a short content hash."""
+    h = hashlib.sha256()
+    modules = [model.connector] + ([model.llm] if any(p.requires_grad for p in model.llm.parameters()) else [])
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 @torch.no_grad()
 def predict(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: EvalConfig,
-            image_of=None, device: str = "cpu", progress=None, label: str = "eval") -> list[str]:
-    """Predictions in the order of `split.samples`; batches are sorted by prompt length."""
+            image_of=None, device: str = "cpu", progress=None, label: str = "eval",
+            journal: PredictionJournal | None = None) -> list[str]:
+    """Predictions in the order of `split.samples`; batches are sorted by prompt length. With a journal,
+    batches it already holds are not generated again and new ones are appended to it."""
     tok = model.tokenizer
     prompts = [encode_prompt(tok, task, s.question) for s in split.samples]
     images = [image_of(i) if image_of else s.image for i, s in enumerate(split.samples)]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     preds: list[str] = [""] * len(prompts)
+    done = journal.done.get(label, {}) if journal else {}
     task_id = progress.add_task(label, total=len(prompts), loss=float("nan")) if progress else None
     for start in range(0, len(order), cfg.batch_size):
         chunk = order[start : start + cfg.batch_size]
-        feats = features[[images[i] for i in chunk]].to(device)
-        outs = model.generate(feats, [prompts[i] for i in chunk], task.max_new_tokens)
-        for i, ids in zip(chunk, outs):
-            preds[i] = tok.decode(ids, skip_special_tokens=True).strip()
+        if all(i in done for i in chunk):
+            texts = [done[i] for i in chunk]
+            journal.reused += len(chunk)
+        else:
+            feats = features[[images[i] for i in chunk]].to(device)
+            outs = model.generate(feats, [prompts[i] for i in chunk], task.max_new_tokens)
+            texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids in outs]
+            if journal:
+                journal.append(label, chunk, [split.samples[i].uid for i in chunk], texts)
+        for i, text in zip(chunk, texts):
+            preds[i] = text
         if progress:
             progress.update(task_id, advance=len(chunk))
     return preds
 
 
 def evaluate(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: EvalConfig,
-             device: str = "cpu", progress=None) -> tuple[dict, list[dict]]:
+             device: str = "cpu", progress=None, *, journal: Path | None = None) -> tuple[dict, list[dict]]:
+    """Score every sample of `split` (rows the loader skipped are counted in `n_skipped`, never scored).
+
+    With `journal` (a file path), predictions are appended there batch by batch and an interrupted
+    evaluation resumes from it; the caller removes it once the final predictions are written."""
     metric = get_metric(task.metric)
     t0 = time.time()
     model.eval()
-    preds = predict(model, task, split, features, cfg, device=device, progress=progress)
+    appender = None
+    if journal is not None:
+        samples = json.dumps([(s.uid, s.question, s.image) for s in split.samples])
+        appender = PredictionJournal(journal, {
+            "task": task.name, "samples": hashlib.sha256(samples.encode()).hexdigest()[:16],
+            "batch_size": cfg.batch_size, "blind": cfg.blind, "weights": weights_digest(model)})
+    try:
+        result, records = _evaluate(model, task, split, features, cfg, device, progress, metric, appender)
+    finally:
+        if appender:
+            appender.close()
+    result["eval_seconds"] = round(time.time() - t0, 2)
+    if appender:
+        result["predictions_from_journal"] = appender.reused
+    return result, records
+
+
+def _evaluate(model, task, split, features, cfg, device, progress, metric, journal) -> tuple[dict, list[dict]]:
+    preds = predict(model, task, split, features, cfg, device=device, progress=progress, journal=journal)
     scores = [metric(p, s.answers) for p, s in zip(preds, split.samples)]
-    result = {"metric": task.metric, **summarise(scores, [s.split for s in split.samples])}
+    result = {"metric": task.metric, **summarise(scores, [s.split for s in split.samples]),
+              "n_skipped": len(split.skipped), "skipped": split.skip_counts()}
     records = [{"uid": s.uid, "question": s.question, "answers": s.answers, "prediction": p, "score": sc,
                 **({"split": s.split} if s.split is not None else {})}
                for s, p, sc in zip(split.samples, preds, scores)]
@@ -71,11 +167,10 @@ def evaluate(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: 
         # Derangement: each question sees the next unique page, never its own.
         n_img = len(split.images)
         blind_preds = predict(model, task, split, features, cfg, device=device, progress=progress, label="blind",
-                              image_of=lambda i: (split.samples[i].image + 1) % n_img)
+                              image_of=lambda i: (split.samples[i].image + 1) % n_img, journal=journal)
         blind_scores = [metric(p, s.answers) for p, s in zip(blind_preds, split.samples)]
         blind = summarise(blind_scores, [s.split for s in split.samples])
         result["blind"] = {"score": blind["score"], "stderr": blind["stderr"], "n": blind["n"]}
         for rec, bp in zip(records, blind_preds):
             rec["blind_prediction"] = bp
-    result["eval_seconds"] = round(time.time() - t0, 2)
     return result, records

@@ -8,32 +8,37 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from .backbone import Backbone, BackboneConfig, load_backbone
-from .checkpoint import save_trained
+from .checkpoint import remove_checkpoints, save_trained
 from .connector import CONNECTORS, ConnectorContext, build_connector, parse_connector_args
 from .data import DataConfig, Split, load_split
 from .errors import AlignBenchError
 from .evaluate import EvalConfig, evaluate
 from .model import VLM
+from .registry import load_plugin, loaded_plugins
 from .results import (
     append_leaderboard,
+    atomic_write,
     git_commit,
     leaderboard_row,
     machine,
     new_run_dir,
     prepare_output,
+    read_leaderboard,
     versions,
     write_run,
 )
 from .task import TASKS, Task
 from .tiny import cache_root
-from .train import TrainConfig, train
+from .train import DEFAULT_CHECKPOINT_EVERY, TrainConfig, TrainingDiverged, train
 
 
 @dataclass
@@ -76,7 +81,7 @@ class Workspace:
     def __init__(self, backbone_cfg: BackboneConfig, data_cfg: DataConfig, device: str, log=print):
         self.backbone_cfg, self.data_cfg, self.device, self.log = backbone_cfg, data_cfg, device, log
         self._backbone: Backbone | None = None
-        self._splits: dict[tuple[str, str], tuple[Split, torch.Tensor]] = {}
+        self._splits: dict[tuple[str, str, str], tuple[Split, torch.Tensor]] = {}
 
     @property
     def backbone(self) -> Backbone:
@@ -86,26 +91,43 @@ class Workspace:
             self._backbone.llm.to(self.device)
         return self._backbone
 
-    def data(self, task: Task, name: str) -> Split:
+    def data(self, task: Task, name: str, data_cfg: DataConfig | None = None) -> Split:
         """The split's samples and images (generated and cached on disk once), without vision features."""
         from .embedded import PageSpec
 
         spec = PageSpec(**self.backbone.info["page"]) if "page" in self.backbone.info else PageSpec()
-        return load_split(task, name, self.data_cfg, spec, cache_root())
+        return load_split(task, name, data_cfg or self.data_cfg, spec, cache_root())
 
-    def split(self, task: Task, name: str) -> tuple[Split, torch.Tensor]:
-        if (task.name, name) not in self._splits:
+    def split(self, task: Task, name: str, data_cfg: DataConfig | None = None) -> tuple[Split, torch.Tensor]:
+        """Samples and vision features of a split, for `data_cfg` (default: the workspace's); runs with
+        different data seeds share the workspace without sharing their pages."""
+        data_cfg = data_cfg or self.data_cfg
+        key = (task.name, name, json.dumps(asdict(data_cfg), sort_keys=True))
+        if key not in self._splits:
             t0 = time.time()
-            split = self.data(task, name)
+            split = self.data(task, name, data_cfg)
             feats = self.backbone.encode_images(split.images, device=self.device)  # [n_images, N, d]
             self.log(f"{task.name}/{name}: {len(split.samples)} questions on {len(split.images)} pages "
                      f"(data + vision features {time.time() - t0:.1f} s)")
-            self._splits[(task.name, name)] = (split, feats)
-        return self._splits[(task.name, name)]
+            self._splits[key] = (split, feats)
+        return self._splits[key]
 
 
-def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print) -> dict:
-    """Train one connector on one task, evaluate it, write its run directory and leaderboard row."""
+RUN_STATUS = "status.json"  # written when a run stops without results (training diverged)
+PREDICTIONS_JOURNAL = "predictions.partial.jsonl"  # predictions so far, while the evaluation runs
+
+
+def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: Path | None = None,
+        plugins: Sequence[str | Path] = ()) -> dict:
+    """Train one connector on one task, evaluate it, write its run directory and leaderboard row.
+
+    The run directory is made before training: checkpoints (every `checkpoint_every` steps) and the
+    predictions journal go there, so a killed run continues with `resume=RUN_DIR` (same configuration)
+    and ends exactly as an uninterrupted run would. A diverged run writes `status.json`, never results or a
+    leaderboard row. `plugins` are files or package directories imported first (`--plugin`)."""
+    for path in plugins:
+        load_plugin(path)
     cfg.validate()
     if cfg.train.lr is None:  # resolve the connector's own default so the dump states the value used
         default_lr = CONNECTORS.get(cfg.connector).default_lr
@@ -113,6 +135,10 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     t0 = time.time()
     device = resolve_device(cfg.device)
     prepare_output(output)
+    if resume is not None:
+        resume = _check_resumable(Path(resume), output)
+        if (resume / "results.json").is_file():
+            return _finish_listed(resume, output, log)
     ws = workspace or Workspace(cfg.backbone, cfg.data, device, log)
     task = TASKS.get(cfg.task)
 
@@ -120,32 +146,89 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     backbone = ws.backbone
     if cfg.train.stage == "full":
         backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm))
-    # 2. data and frozen vision features
-    train_split, train_feats = ws.split(task, "train")
-    eval_split, eval_feats = ws.split(task, cfg.data.eval_split)
+    # 2. data and frozen vision features; rows the loader could not use are counted, never scored
+    train_split, train_feats = ws.split(task, "train", cfg.data)
+    eval_split, eval_feats = ws.split(task, cfg.data.eval_split, cfg.data)
+    for name, split in (("train", train_split), (cfg.data.eval_split, eval_split)):
+        if split.skipped:
+            reasons = ", ".join(f"{n} {r}" for r, n in split.skip_counts().items())
+            log(f"{task.name}/{name}: skipped {len(split.skipped)} of {len(split.skipped) + len(split.samples)} "
+                f"questions ({reasons})")
     # 3. connector, with its own init seed
     ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)
     connector = build_connector(cfg.connector, ctx, cfg.connector_args, cfg.train.init_seed).to(device)
     model = VLM(backbone, connector)
-    # 4. train, 5. evaluate
-    stats = train(model, task, train_split, train_feats, cfg.train, cfg.data.seed, device, progress, log)
-    result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress)
-    result["connector_diagnostics"] = connector.diagnostics(eval_feats[:64].to(device))
-    # 6. write
-    config = asdict(cfg) | {
+    config = json.loads(json.dumps(asdict(cfg) | {
         "connector_config": asdict(connector.config), "connector_tokens": connector.num_tokens(backbone.num_patches),
         "dims": {"vision_dim": backbone.vision_dim, "llm_dim": backbone.llm_dim, "num_patches": backbone.num_patches},
         "backbone_key": backbone.key, "resolved_device": device,
-    }
+    } | ({"plugins": loaded_plugins()} if loaded_plugins() else {})))
+    # 4. the run directory: a fresh one, or the interrupted run's own (same configuration only)
+    if resume is not None:
+        saved = json.loads((resume / "config.json").read_text())
+        differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        if differ:
+            raise AlignBenchError(f"{resume} was started with another configuration ({', '.join(differ)} differ); "
+                                  "resume it with its own configuration or start a new run")
+        run_dir = resume
+    else:
+        run_dir = new_run_dir(output, task.name, cfg.connector, cfg.data.seed)
+        atomic_write(run_dir / "config.json", json.dumps(config, indent=2))
+    log(f"run directory: {run_dir} (if interrupted, continue it with: alignbench run --resume {run_dir})")
+    # 5. train (checkpointed, resumable), 6. evaluate (journaled, resumable)
+    try:
+        stats = train(model, task, train_split, train_feats, cfg.train, cfg.data.seed, device, progress, log,
+                      checkpoint_dir=run_dir, checkpoint_every=checkpoint_every)
+    except TrainingDiverged as exc:
+        atomic_write(run_dir / RUN_STATUS, json.dumps({"status": "diverged", "step": exc.step,
+                                                       "checkpoint_step": exc.checkpoint_step,
+                                                       "message": str(exc)}, indent=2))
+        raise
+    save_trained(run_dir, model, cfg.train.stage)
+    result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress,
+                               journal=run_dir / PREDICTIONS_JOURNAL)
+    result["connector_diagnostics"] = connector.diagnostics(eval_feats[:64].to(device))
+    result["train_skipped"] = {"n": len(train_split.skipped), "reasons": train_split.skip_counts()}
+    # 7. write: results.json last (it marks the run finished), then the leaderboard row
     result |= stats | {"task": task.name, "connector": cfg.connector, "backbone_key": backbone.key,
                        "wall_seconds": round(time.time() - t0, 2), "versions": versions(), "commit": git_commit(),
                        "device": device, "machine": machine()}
-    run_dir = new_run_dir(output, task.name, cfg.connector, cfg.data.seed)
-    save_trained(run_dir, model, cfg.train.stage)
     write_run(run_dir, config, result, records)
     append_leaderboard(output, leaderboard_row(run_dir, config, result))
+    remove_checkpoints(run_dir)
+    (run_dir / PREDICTIONS_JOURNAL).unlink(missing_ok=True)
     result["run_dir"] = str(run_dir)
     return result
+
+
+def _check_resumable(run_dir: Path, output: Path) -> Path:
+    """The run directory to continue: one under OUTPUT/runs, started (config.json) and not diverged."""
+    if not run_dir.is_dir() or run_dir.resolve().parent != (output / "runs").resolve():
+        raise AlignBenchError(f"--resume {str(run_dir)!r} is not a run directory under {output / 'runs'}; "
+                              "give the RUN_DIR a run printed when it started")
+    if not (run_dir / "config.json").is_file():
+        raise AlignBenchError(f"{run_dir} has no config.json, so it cannot be resumed; start a new run")
+    status = run_dir / RUN_STATUS
+    if status.is_file():
+        raise AlignBenchError(f"{run_dir} stopped for good ({json.loads(status.read_text()).get('message')}); "
+                              "start a new run")
+    return run_dir
+
+
+def _finish_listed(run_dir: Path, output: Path, log) -> dict:
+    """A run killed after writing results.json: add its missing leaderboard row, or say it is complete."""
+    from .results import LEADERBOARD
+
+    config = json.loads((run_dir / "config.json").read_text())
+    result = json.loads((run_dir / "results.json").read_text())
+    board = output / LEADERBOARD
+    if board.is_file() and run_dir.name in set(read_leaderboard(board).run_id.astype(str)):
+        raise AlignBenchError(f"{run_dir} is already finished and on the leaderboard; nothing to resume")
+    append_leaderboard(output, leaderboard_row(run_dir, config, result))
+    remove_checkpoints(run_dir)
+    (run_dir / PREDICTIONS_JOURNAL).unlink(missing_ok=True)
+    log(f"{run_dir} was finished; its leaderboard row is now written")
+    return result | {"run_dir": str(run_dir)}
 
 
 # ---------------------------------------------------------------- parallel sweeps

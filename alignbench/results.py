@@ -9,14 +9,19 @@ Layout under an output directory:
     OUTPUT/table.csv, OUTPUT/table.md   connectors x tasks (sweep)
 
 Files are written to a temporary name and renamed, so a failed or killed run never leaves a
-partial leaderboard or results file.
+partial leaderboard or results file. Names that become path components (task, connector, run id) are
+validated, so no name can reach outside the output directory.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 import platform
+import re
 import secrets
 import subprocess
 import time
@@ -30,9 +35,35 @@ LEADERBOARD = "leaderboard.csv"
 
 
 def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write to a temporary name in the same folder, sync, rename: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def safe_name(value: str, what: str) -> str:
+    """`value` if it is a single harmless path component (letters, digits, '_', '-', '.'; no '..')."""
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value or len(value) > 200:
+        raise AlignBenchError(f"invalid {what} {value!r}: use letters, digits, '_', '-' and '.' "
+                              "(no path separators or '..')")
+    return value
+
+
+def run_path(output: Path, run_id: str) -> Path:
+    """OUTPUT/runs/RUN_ID for a validated run id; never a path outside OUTPUT/runs."""
+    path = Path(output) / "runs" / safe_name(run_id, "run id")
+    if path.resolve().parent != (Path(output) / "runs").resolve():
+        raise AlignBenchError(f"run id {run_id!r} resolves outside {Path(output) / 'runs'}; use a plain run id")
+    return path
 
 
 def prepare_output(output: Path) -> Path:
@@ -48,15 +79,19 @@ def prepare_output(output: Path) -> Path:
 
 
 def new_run_dir(output: Path, task: str, connector: str, seed: int) -> Path:
-    """A fresh directory; two runs with the same settings never share one."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    while True:
-        path = output / "runs" / f"{task}-{connector}-s{seed}-{stamp}-{secrets.token_hex(2)}"
+    """A fresh directory, created exclusively: two runs with the same settings (even in the same second, with
+    the same random suffix) never share one. Task and connector names are validated path components."""
+    base = (f"{safe_name(task, 'task name')}-{safe_name(connector, 'connector name')}-s{int(seed)}-"
+            f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    (output / "runs").mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = run_path(output, base if n == 1 else f"{base}-{n}")
         try:
-            path.mkdir(parents=True)
+            path.mkdir()
             return path
         except FileExistsError:
             continue
+    raise AlignBenchError(f"could not create a fresh run directory under {output / 'runs'}; clean it up")
 
 
 def git_commit() -> str | None:
@@ -95,6 +130,11 @@ def write_run(run_dir: Path, config: dict, result: dict, records: list[dict]) ->
 
 
 def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
+    """One leaderboard row; a result without a finite score (a diverged or empty run) is refused."""
+    score = result.get("score")
+    if result.get("status", "ok") != "ok" or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise AlignBenchError(f"run {run_dir.name} has no valid score (status {result.get('status', 'ok')}, score "
+                              f"{score}); it is not added to the leaderboard")
     blind = result.get("blind", {})
     return {
         "run_id": run_dir.name, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -102,6 +142,7 @@ def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
         "stage": config["train"]["stage"], "steps": config["train"]["steps"], "lr": config["train"]["lr"],
         "seed": config["data"]["seed"], "init_seed": config["train"]["init_seed"], "metric": result["metric"],
         "score": result["score"], "stderr": result["stderr"], "n": result["n"],
+        "n_skipped": result.get("n_skipped", 0),
         "blind_score": blind.get("score"), "blind_stderr": blind.get("stderr"),
         "per_split": json.dumps(result.get("per_split", {})),
         "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
@@ -109,20 +150,40 @@ def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
     }
 
 
+def _csv_cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
 def append_leaderboard(output: Path, row: dict) -> Path:
-    """Under a file lock: read, append, write to a temporary file, rename. Existing rows are never lost or
-    rewritten, and processes finishing at once (parallel sweeps) serialise here."""
+    """Under a file lock: read, append, write to a temporary file, sync, rename. Processes finishing at once
+    (parallel sweeps, separate runs) serialise here; readers see the old file or the new one, never a part.
+
+    Existing rows are kept byte for byte when the new row has no new column; a new column is added at the
+    end of the header, empty in the older rows."""
     import fcntl
 
     path = output / LEADERBOARD
     with open(output / f".{LEADERBOARD}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        frame = pd.DataFrame([row])
-        if path.exists():
-            frame = pd.concat([read_leaderboard(path), frame], ignore_index=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        try:
+            old = path.read_text() if path.exists() else ""
+            header = next(csv.reader([old.splitlines()[0]])) if old.strip() else []
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise AlignBenchError(f"leaderboard {str(path)!r} is not a readable CSV ({exc}); move it away and "
+                                  "run again") from None
+        columns = header + [k for k in row if k not in header]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        if columns == header:
+            buf.write(old if old.endswith("\n") else old + "\n")
+        else:
+            writer.writerow(columns)
+            for cells in list(csv.reader(io.StringIO(old)))[1:]:
+                writer.writerow(cells + [""] * (len(columns) - len(cells)))
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+        atomic_write(path, buf.getvalue())
     return path
 
 
@@ -135,11 +196,22 @@ def read_leaderboard(path: Path) -> pd.DataFrame:
         raise AlignBenchError(f"leaderboard {str(path)!r} is not a readable CSV ({exc})") from None
 
 
+def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std of the score across seeds for each (task, connector, training setting); the latest row per
+    seed counts."""
+    keys = [k for k in ("task", "connector", "backbone", "stage", "steps", "lr", "evaluator") if k in df]
+    latest = df.drop_duplicates([*keys, "seed"], keep="last")
+    agg = latest.groupby(keys, dropna=False, sort=False).agg(
+        mean=("score", "mean"), std=("score", "std"), seeds=("seed", "nunique"),
+        blind=("blind_score", "mean")).reset_index()
+    return agg.sort_values(["task", "mean"], ascending=[True, False])
+
+
 def comparison_table(df: pd.DataFrame, connectors: list[str], tasks: list[str]) -> pd.DataFrame:
     """Connectors x tasks (paper Table 2 layout): score, stderr and blind score per cell, plus the average.
 
     Where a pair has several rows (seeds), the latest row per (connector, task, seed) is kept and the
-    mean over seeds is reported."""
+    mean over seeds is reported, with the standard deviation across seeds (`{task}_seed_std`)."""
     rows = []
     latest = df.drop_duplicates(["connector", "task", "seed"], keep="last")
     for c in connectors:
@@ -150,6 +222,8 @@ def comparison_table(df: pd.DataFrame, connectors: list[str], tasks: list[str]) 
                 continue
             row[t] = 100 * sel.score.mean()
             row[f"{t}_stderr"] = 100 * sel.stderr.mean()
+            row[f"{t}_seeds"] = int(sel.seed.nunique())
+            row[f"{t}_seed_std"] = 100 * sel.score.std() if len(sel) > 1 else float("nan")
             row[f"{t}_blind"] = 100 * sel.blind_score.mean()
             row[f"{t}_n"] = int(sel.n.iloc[-1])
             splits = [json.loads(p) for p in sel.get("per_split", []) if isinstance(p, str)]
@@ -163,11 +237,21 @@ def comparison_table(df: pd.DataFrame, connectors: list[str], tasks: list[str]) 
 
 
 def table_markdown(table: pd.DataFrame, tasks: list[str], metrics: dict[str, str]) -> str:
-    """Connectors x tasks in points (score ± stderr), blind baselines beside them, then per-split scores."""
+    """Connectors x tasks in points (score ± stderr, or mean ± std over seeds when there are several),
+    blind baselines beside them, then per-split scores."""
+
+    def cell(r, t):
+        if pd.isna(r.get(t)):
+            return "–"
+        k = r.get(f"{t}_seeds", 1)
+        if pd.notna(k) and k > 1:
+            return f"{r[t]:.1f} ± {r[f'{t}_seed_std']:.1f} ({int(k)} seeds)"
+        return f"{r[t]:.1f} ± {r[f'{t}_stderr']:.1f}"
+
     head = "| connector | " + " | ".join(f"{t} ({metrics[t]})" for t in tasks) + " | avg |"
     lines = [head, "|" + "---|" * (len(tasks) + 2)]
     for _, r in table.iterrows():
-        cells = [f"{r[t]:.1f} ± {r[f'{t}_stderr']:.1f}" if pd.notna(r.get(t)) else "–" for t in tasks]
+        cells = [cell(r, t) for t in tasks]
         lines.append(f"| {r['connector']} | " + " | ".join(cells) + f" | {r['avg']:.1f} |")
     for _, r in table.iterrows():
         cells = [f"{r[f'{t}_blind']:.1f}" if pd.notna(r.get(f"{t}_blind")) else "–" for t in tasks]

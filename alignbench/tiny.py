@@ -61,14 +61,32 @@ class TinyConfig:
     quote_loss_weight: float = 0.5  # next-token loss on the page quoted after its questions
     qas_per_sequence: int = 4
     seed: int = 0
+    # Stage 2: reading blended inputs. Half the sequences have every page token's embedding replaced by
+    # alpha * e_token + (1 - alpha) * (p . E) with alpha ~ U(alpha_min, 1) per token and p a random softmax:
+    # the convex combinations of token embeddings that a softmax connector hands the LLM before its
+    # distribution is sharp. Large LLMs read such inputs (AlignVLM's premise); a model this small, trained
+    # on exact tokens only, stops reading below about 60 % weight on the right token
+    # (benchmarks/soft_input_tolerance.py). 0 steps = no stage 2.
+    soft_input_steps: int = 300
+    soft_input_lr: float = 1e-3
+    soft_input_fraction: float = 0.5  # share of sequences whose page is blended
+    soft_input_alpha_min: float = 0.2
+    soft_input_sharpness_max: float = 3.0  # p = softmax(s * N(0, 1)) with s ~ U(0, this) per sequence
 
     @property
     def page(self) -> PageSpec:
         return PageSpec(rows=self.rows, cols=self.cols, cell=self.cell)
 
     def key(self) -> str:
-        blob = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if self.soft_input_steps == 0:  # without stage 2 the stage-2 settings do not change the weights
+            fields = {k: v for k, v in fields.items() if not k.startswith("soft_input_")}
+        blob = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def stage1(self) -> TinyConfig:
+        """The same backbone before stage 2 (its weights are stage 2's starting point, cached on their own)."""
+        return dataclasses.replace(self, soft_input_steps=0)
 
 
 def cache_root() -> Path:
@@ -199,12 +217,7 @@ def pretrain_llm(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
             order = rng.permutation(len(doc.qas))[: cfg.qas_per_sequence]
             seqs.append(text_sequence(tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight,
                                       cfg.quote_loss_weight))
-        length = max(len(s) for s, _ in seqs)
-        ids = torch.full((len(seqs), length), tokenizer.pad_token_id)
-        w = torch.zeros(len(seqs), length)
-        for b, (s, ws) in enumerate(seqs):
-            ids[b, : len(s)] = torch.tensor(s)
-            w[b, : len(s)] = torch.tensor(ws)
+        ids, w = _pad(seqs, tokenizer.pad_token_id)
         logits = llm(input_ids=ids).logits[:, :-1]  # [B, L-1, V]
         target, weight = ids[:, 1:], w[:, 1:]
         nll = nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
@@ -222,15 +235,94 @@ def pretrain_llm(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
     return answer_acc
 
 
+def pretrain_llm_soft(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
+    """Stage 2: the stage-1 objective, with the page tokens of some sequences blended (see `TinyConfig`)."""
+    from .task import TASKS
+
+    torch.manual_seed(cfg.seed + 303)
+    rng = np.random.default_rng(cfg.seed + 303)
+    suffix = {t: TASKS.get(t).prompt_suffix for t in TASK_NAMES}
+    embed = llm.get_input_embeddings()
+    n_page = cfg.rows * cfg.cols
+    opt = torch.optim.AdamW(llm.parameters(), lr=cfg.soft_input_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    llm.train()
+    loss_avg = float("nan")
+    for step in range(cfg.soft_input_steps):
+        for g in opt.param_groups:
+            g["lr"] = cfg.soft_input_lr * _cosine(step, cfg.soft_input_steps, 30)
+        seqs = []
+        for i in range(cfg.llm_batch):
+            task = TASK_NAMES[i % len(TASK_NAMES)]
+            doc = sample_docs(task, 1, int(rng.integers(2**31)), cfg.page)[0]
+            order = rng.permutation(len(doc.qas))[: cfg.qas_per_sequence]
+            seqs.append(text_sequence(tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight,
+                                      cfg.quote_loss_weight))
+        ids, w = _pad(seqs, tokenizer.pad_token_id)
+        embeds = embed(ids)  # [B, L, D]; the page is the first n_page tokens of every sequence
+        batch, vocab = ids.shape[0], embed.weight.shape[0]
+        blended = torch.rand(batch) < cfg.soft_input_fraction
+        alpha = torch.empty(batch, n_page, 1).uniform_(cfg.soft_input_alpha_min, 1.0)
+        sharpness = torch.empty(batch, 1, 1).uniform_(0.0, cfg.soft_input_sharpness_max)
+        other = torch.softmax(sharpness * torch.randn(batch, n_page, vocab), dim=-1) @ embed.weight  # [B, N, D]
+        page = torch.where(blended[:, None, None], alpha * embeds[:, :n_page] + (1 - alpha) * other,
+                           embeds[:, :n_page])
+        logits = llm(inputs_embeds=torch.cat([page, embeds[:, n_page:]], dim=1)).logits[:, :-1]
+        nll = nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        loss = (nll * w[:, 1:]).sum() / w[:, 1:].sum()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
+        opt.step()
+        loss_avg = loss.item() if step == 0 else 0.95 * loss_avg + 0.05 * loss.item()
+        if step % 50 == 0 or step == cfg.soft_input_steps - 1:
+            log(f"llm (blended pages) step {step:4d}  loss {loss.item():.4f}")
+    llm.eval()
+    return loss_avg
+
+
+def _pad(seqs, pad_id: int):
+    length = max(len(s) for s, _ in seqs)
+    ids = torch.full((len(seqs), length), pad_id)
+    w = torch.zeros(len(seqs), length)
+    for b, (s, ws) in enumerate(seqs):
+        ids[b, : len(s)] = torch.tensor(s)
+        w[b, : len(s)] = torch.tensor(ws)
+    return ids, w
+
+
 def prepare(cfg: TinyConfig, out_dir: Path, log=print, command: str = "alignbench prepare") -> Path:
-    """Build and pretrain the tiny backbone; write it (safetensors + JSON) to `out_dir`."""
+    """Build and pretrain the tiny backbone; write it (safetensors + JSON) to `out_dir`.
+
+    Stage 1 (vision tower, then LLM on exact text) is itself a cached backbone (`cfg.stage1()`), reused when
+    it is shipped or cached; stage 2 (blended pages) continues from it."""
     t0 = time.time()
-    tokenizer = make_tokenizer()
-    vision, llm = build_models(cfg, len(tokenizer))
-    log(f"preparing tiny backbone {cfg.key()}: vision {sum(p.numel() for p in vision.parameters()):,} "
-        f"params, llm {sum(p.numel() for p in llm.parameters()):,} params")
-    vision_acc = pretrain_vision(vision, cfg, log)
-    llm_acc = pretrain_llm(llm, tokenizer, cfg, log)
+    extra: dict = {}
+    if cfg.soft_input_steps > 0:
+        base_cfg = cfg.stage1()
+        base = locate(base_cfg)
+        if base is None:
+            log(f"stage 1 ({base_cfg.key()}) is not prepared yet; preparing it first")
+            base = prepare(base_cfg, cache_root() / "backbones" / f"tiny-{base_cfg.key()}", log, command)
+        else:
+            log(f"stage 1: re-using prepared weights {base_cfg.key()} from {base}")
+        from transformers import AutoTokenizer, LlamaForCausalLM, SiglipVisionModel
+
+        vision = SiglipVisionModel.from_pretrained(base / "vision", local_files_only=True)
+        llm = LlamaForCausalLM.from_pretrained(base / "llm", local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(base / "tokenizer", local_files_only=True)
+        base_manifest = json.loads((base / "manifest.json").read_text())
+        vision_acc, llm_acc = base_manifest["vision_cell_accuracy"], base_manifest["llm_answer_token_accuracy"]
+        soft_loss = pretrain_llm_soft(llm, tokenizer, cfg, log)
+        extra = {"stage1": {"key": base_cfg.key(), "seconds": base_manifest["seconds"],
+                            "command": base_manifest["command"]},
+                 "stage2_final_loss": round(soft_loss, 4)}
+    else:
+        tokenizer = make_tokenizer()
+        vision, llm = build_models(cfg, len(tokenizer))
+        log(f"preparing tiny backbone {cfg.key()}: vision {sum(p.numel() for p in vision.parameters()):,} "
+            f"params, llm {sum(p.numel() for p in llm.parameters()):,} params")
+        vision_acc = pretrain_vision(vision, cfg, log)
+        llm_acc = pretrain_llm(llm, tokenizer, cfg, log)
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     vision.save_pretrained(tmp / "vision")
@@ -240,7 +332,7 @@ def prepare(cfg: TinyConfig, out_dir: Path, log=print, command: str = "alignbenc
     manifest = {
         "key": cfg.key(), "format_version": FORMAT_VERSION, "config": asdict(cfg), "command": command,
         "seconds": round(time.time() - t0, 1), "vision_cell_accuracy": round(vision_acc, 4),
-        "llm_answer_token_accuracy": round(llm_acc, 4), "torch": torch.__version__,
+        "llm_answer_token_accuracy": round(llm_acc, 4), **extra, "torch": torch.__version__,
         "sha256": {str(p.relative_to(tmp)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -4,6 +4,12 @@ for the same number of steps (the data seed), while its initialisation has a see
 Stages: `connector` trains the connector alone (vision tower and LLM frozen); `full` trains the
 connector and the LLM (the vision tower stays frozen). AdamW, linear warmup then cosine decay,
 gradient clipping, bf16 autocast on CUDA.
+
+Given a run directory, training is resumable: every `checkpoint_every` steps (and after the last step) it
+writes a checkpoint (`alignbench.checkpoint`) with the trained weights, the optimizer's moments, the step,
+the RNG state and the data order; started again on the same directory it continues from the latest one
+and ends with the same weights as a run that was never interrupted. A NaN or infinite loss (or gradient
+norm) stops training with `TrainingDiverged`, naming the step; the last good checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -11,16 +17,28 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-from .data import Split, batches, collate, pages
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data import BatchOrder, Split, collate, pages
 from .errors import AlignBenchError
 from .model import VLM
 from .task import Task
 
 STAGES = ("connector", "full")
+DEFAULT_CHECKPOINT_EVERY = 50  # steps; a checkpoint of a small connector takes milliseconds
+
+
+class TrainingDiverged(AlignBenchError):
+    """The loss (or gradient norm) became NaN or infinite; `step` counts from 1, `checkpoint_step` is the
+    step of the last good checkpoint (None when none was written)."""
+
+    def __init__(self, message: str, step: int, checkpoint_step: int | None):
+        super().__init__(message)
+        self.step, self.checkpoint_step = step, checkpoint_step
 
 
 @dataclass
@@ -65,9 +83,15 @@ def set_trainable(model: VLM, stage: str) -> dict[str, int]:
 
 
 def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: TrainConfig, data_seed: int,
-          device: str = "cpu", progress=None, log=print) -> dict:
-    """Train in place on pre-computed vision features [n_images, N, d]; returns training statistics."""
+          device: str = "cpu", progress=None, log=print, *, checkpoint_dir: Path | None = None,
+          checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> dict:
+    """Train in place on pre-computed vision features [n_images, N, d]; returns training statistics.
+
+    With `checkpoint_dir` (a run directory), checkpoints are written every `checkpoint_every` steps (0: only
+    after the last step) and training resumes from the latest one found there."""
     cfg.validate()
+    if checkpoint_every < 0:
+        raise AlignBenchError(f"--checkpoint-every must be 0 (last step only) or more, got {checkpoint_every}")
     counts = set_trainable(model, cfg.stage)
     log(f"parameters: trainable {counts['trainable']:,} (connector {counts['connector']:,}"
         f"{', llm ' + format(counts['llm'], ',') if cfg.stage == 'full' else ''}), frozen {counts['frozen']:,}")
@@ -79,30 +103,86 @@ def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: Tra
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     params = [p for g in groups for p in g["params"]]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
-    model.connector.train()
-    model.llm.train(cfg.stage == "full")
-    losses: list[float] = []
-    t0 = time.time()
-    task_id = progress.add_task("train", total=cfg.steps, loss=float("nan")) if progress else None
     page_groups = pages(split, cfg.questions_per_page)  # every connector gets the same pages in the same order
-    for step, idx in enumerate(batches(len(page_groups), cfg.batch_size, cfg.steps, data_seed)):
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
-        chosen = [[split.samples[i] for i in page_groups[k]] for k in idx]
-        ids, mask, labels = collate(model.tokenizer, task, chosen)
-        feats = features[[page[0].image for page in chosen]].to(device)
-        with autocast:
-            loss = model.loss(feats, ids.to(device), mask.to(device), labels.to(device))
-        if not torch.isfinite(loss):
-            raise AlignBenchError(f"training diverged: loss is {loss.item()} at step {step}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        losses.append(loss.item())
-        if progress:
-            progress.update(task_id, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+    if not page_groups:
+        raise AlignBenchError(f"the {task.name} training split has no page with a usable question; check the data")
+    order = BatchOrder(len(page_groups), cfg.batch_size, data_seed)
+    modules = {"connector": model.connector} | ({"llm": model.llm} if cfg.stage == "full" else {})
+    # What a checkpoint must agree on to be continued (weights of another configuration are refused).
+    identity = {"train": asdict(cfg), "data_seed": data_seed, "connector": type(model.connector).__name__,
+                "pages": len(page_groups)}
+    losses: list[float] = []
+    start, previous_seconds, ckpt_step = 0, 0.0, None
+    cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    # Training draws from its own RNG stream (seeded by the data seed), saved in every checkpoint.
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(data_seed)
+        if checkpoint_dir is not None:
+            start, losses, previous_seconds = _resume(checkpoint_dir, modules, opt, order, identity, device, cuda)
+            ckpt_step = start or None
+            if start:
+                model.connector.on_llm_loaded(model.llm)
+                log(f"resuming from the checkpoint after step {start} of {cfg.steps}")
+        model.connector.train()
+        model.llm.train(cfg.stage == "full")
+        t0 = time.time()
+        task_id = progress.add_task("train", total=cfg.steps, completed=start, loss=float("nan")) if progress else None
+        for step in range(start, cfg.steps):
+            idx = order.next()
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
+            chosen = [[split.samples[i] for i in page_groups[k]] for k in idx]
+            ids, mask, labels = collate(model.tokenizer, task, chosen)
+            feats = features[[page[0].image for page in chosen]].to(device)
+            with autocast:
+                loss = model.loss(feats, ids.to(device), mask.to(device), labels.to(device))
+            if not torch.isfinite(loss):
+                _diverged(f"loss is {loss.item()}", step + 1, cfg.steps, ckpt_step, checkpoint_dir)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if not torch.isfinite(norm):
+                _diverged(f"gradient norm is {norm.item()}", step + 1, cfg.steps, ckpt_step, checkpoint_dir)
+            opt.step()
+            losses.append(loss.item())
+            done = step + 1
+            due = done == cfg.steps or (checkpoint_every and done % checkpoint_every == 0)
+            if checkpoint_dir is not None and due:
+                state = {"identity": identity, "data_order": order.state_dict(), "losses": losses,
+                         "train_seconds": previous_seconds + time.time() - t0}
+                rng = {"rng.torch": torch.get_rng_state()} | (
+                    {"rng.cuda": torch.cuda.get_rng_state(cuda[0])} if cuda else {})
+                save_checkpoint(checkpoint_dir, done, modules, opt, state, rng)
+                ckpt_step = done
+            if progress:
+                progress.update(task_id, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+        seconds = previous_seconds + time.time() - t0
     model.eval()
     tail = losses[-20:]
-    return {"train_seconds": round(time.time() - t0, 2), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
-            "first_loss": round(losses[0], 4) if losses else None, "params": counts}
+    stats = {"train_seconds": round(seconds, 2), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
+             "first_loss": round(losses[0], 4) if losses else None, "params": counts}
+    return stats | ({"resumed_from_step": start} if start else {})
+
+
+def _resume(checkpoint_dir: Path, modules: dict, opt, order: BatchOrder, identity: dict, device: str,
+            cuda: list[int]) -> tuple[int, list[float], float]:
+    """Restore the latest checkpoint of `checkpoint_dir`, if any: (completed steps, losses, seconds so far)."""
+    found = latest_checkpoint(checkpoint_dir)
+    if found is None:
+        return 0, [], 0.0
+    state, extra = load_checkpoint(checkpoint_dir, modules, opt, device)
+    if state.get("identity") != identity:
+        raise AlignBenchError(f"the checkpoint in {found[1]} was written by another training configuration; "
+                              "start a new run instead of resuming this one")
+    order.load_state_dict(state["data_order"])
+    torch.set_rng_state(extra["rng.torch"])
+    if cuda and "rng.cuda" in extra:
+        torch.cuda.set_rng_state(extra["rng.cuda"], cuda[0])
+    return int(state["step"]), [float(x) for x in state["losses"]], float(state["train_seconds"])
+
+
+def _diverged(what: str, step: int, steps: int, ckpt_step: int | None, checkpoint_dir: Path | None) -> None:
+    kept = (f"the last good checkpoint (after step {ckpt_step}) is kept in {Path(checkpoint_dir) / 'checkpoints'}"
+            if ckpt_step and checkpoint_dir is not None else "no checkpoint had been written")
+    raise TrainingDiverged(f"training diverged: {what} at step {step} of {steps}; {kept}; no results were written. "
+                           "Lower --lr and start a new run", step, ckpt_step)

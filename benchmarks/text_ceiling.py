@@ -1,7 +1,7 @@
 """Ceiling of the embedded backbone: the language model reading the *text form* of each evaluation
 page (the exact characters, as if a connector were perfect), scored with each task's metric.
 
-    python benchmarks/text_ceiling.py [--n 300]      -> results/bench/text_ceiling.json
+    python benchmarks/text_ceiling.py [--n 300]      -> results/bench/text_ceiling_BACKBONE.json
 """
 
 import argparse
@@ -45,7 +45,7 @@ for name in ("docvqa", "infovqa", "chartqa"):
     per_kind = {k: round(mean_stderr([s for s, kk in zip(scores, kinds) if kk == k])[0], 4) for k in sorted(set(kinds))}
     report[name] = {"metric": task.metric, "score": round(m, 4), "stderr": round(e, 4), "n": n, "per_kind": per_kind}
     print(name, report[name])
-out = Path(__file__).resolve().parents[1] / "results" / "bench" / "text_ceiling.json"
+out = Path(__file__).resolve().parents[1] / "results" / "bench" / f"text_ceiling_{backbone.key}.json"
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps({"backbone": backbone.key, "command": "python benchmarks/text_ceiling.py", **report},
                           indent=2) + "\n")

@@ -19,22 +19,25 @@ def test_shipped_backbone_matches_its_manifest():
 
 def test_prepare_runs_on_a_reduced_budget(tmp_path):
     out = tmp_path / "tiny"
-    res = subprocess.run([sys.executable, "-m", "alignbench", "prepare", "--output", str(out), "--llm-steps", "3",
-                          "--vision-steps", "3"], capture_output=True, text=True, timeout=600)
+    args = ["--output", str(out), "--llm-steps", "3", "--vision-steps", "3", "--soft-input-steps", "2"]
+    res = subprocess.run([sys.executable, "-m", "alignbench", "prepare", *args], capture_output=True, text=True,
+                         timeout=600)
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     cfg = TinyConfig(**manifest["config"])
-    assert cfg.llm_steps == 3 and _valid(out, cfg.key())
-    assert manifest["command"] == f"alignbench prepare --output {out} --llm-steps 3 --vision-steps 3"
+    assert cfg.llm_steps == 3 and cfg.soft_input_steps == 2 and _valid(out, cfg.key())
+    assert manifest["command"] == "alignbench prepare " + " ".join(args)
+    assert manifest["stage1"]["key"] == cfg.stage1().key()  # stage 1 prepared first, then continued
     assert set(manifest["sha256"]) >= {"vision/model.safetensors", "llm/model.safetensors", "tokenizer/tokenizer.json"}
 
 
 def test_cached_backbone_is_reused_and_tampering_is_detected(tmp_path, monkeypatch):
     monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path))
-    cfg = TinyConfig(vision_steps=2, llm_steps=2, vision_pool=2)
+    cfg = TinyConfig(vision_steps=2, llm_steps=2, vision_pool=2, soft_input_steps=2)
     logs: list[str] = []
     b = load_tiny(cfg, log=logs.append)
     assert any("preparing it once" in line for line in logs)
+    assert locate(cfg.stage1()) is not None  # stage 1 is cached on its own and reused by stage-2 variants
     logs.clear()
     load_tiny(cfg, log=logs.append)
     assert not any("preparing" in line for line in logs)  # the cache hit prepares nothing

@@ -1,0 +1,45 @@
+"""Process bodies for the concurrency tests in test_reliability.py. Kept apart so that each spawned process
+imports only this module and alignbench.results, not torch and the test module."""
+
+import json
+import time
+from pathlib import Path
+
+from alignbench.results import append_leaderboard, new_run_dir
+
+
+def append_rows(output: str, writer: int, rows: int, gate) -> None:
+    gate.wait()
+    for k in range(rows):
+        append_leaderboard(Path(output), {"run_id": f"w{writer}-r{k}", "connector": "mlp", "task": "docvqa",
+                                          "score": writer + k / 10, "per_split": json.dumps({"a": {"b": 1, "c": 2}})})
+
+
+def read_continuously(output: str, stop, problems) -> None:
+    """Read the leaderboard in a loop while others write it; report any read that is not a whole table."""
+    import csv
+
+    path = Path(output) / "leaderboard.csv"
+    while not stop.is_set():
+        time.sleep(0.001)
+        if not path.exists():
+            continue
+        rows = list(csv.reader(path.read_text().splitlines()))
+        if not rows or rows[0][0] != "run_id" or any(len(r) != len(rows[0]) for r in rows):
+            problems.put(repr(rows[:3]))
+
+
+def append_forever(output: str, writer: int, done) -> None:
+    for k in range(10**6):
+        append_leaderboard(Path(output), {"run_id": f"w{writer}-r{k}", "score": k})
+        done.put(f"w{writer}-r{k}")
+
+
+def frozen_run_dir(output: str, gate, result) -> None:
+    """new_run_dir with the clock and the random suffix frozen: every process asks for the very same name."""
+    import alignbench.results as results
+
+    results.time.strftime = lambda *a: "20260101-000000"
+    results.secrets.token_hex = lambda n: "beef"
+    gate.wait()
+    result.put(new_run_dir(Path(output), "docvqa", "mlp", 0).name)
