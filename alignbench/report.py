@@ -192,7 +192,7 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
 
     # 5. probes
     probes = latest_probes(runs)
-    lines += _noise_section(probes, figures, probe_plot)
+    lines += _noise_section(probes, figures, probe_plot, scores)
     lines += _image_section(probes, figures, probe_plot)
     lines += _vocab_section(probes)
 
@@ -223,7 +223,13 @@ def _bar_plot(cis: dict, connectors: list[str], tasks: list[str], path: Path) ->
     plt.close(fig)
 
 
-def _noise_section(probes: dict, figures: Path, probe_plot) -> list[str]:
+def _blind_mean(scores: dict, connector: str, task: str) -> float | None:
+    e = scores.get((connector, task))
+    blind = [s["blind"] for s in e["seeds"].values() if s["blind"] is not None] if e else []
+    return bootstrap(blind).estimate if blind else None
+
+
+def _noise_section(probes: dict, figures: Path, probe_plot, scores: dict) -> list[str]:
     found = [p for (kind, _), p in probes.items() if kind == "noise"]
     lines = ["## 5. Finding 2: robustness to noise on the vision features", ""]
     if not found:
@@ -241,13 +247,38 @@ def _noise_section(probes: dict, figures: Path, probe_plot) -> list[str]:
         def drops(runs, clean=clean, worst=worst):
             return [[c - n for c, n in zip(r["per_sample"][clean], r["per_sample"][worst])] for r in runs]
 
+        # A drop means little for a connector near its blind baseline: it has little to lose. The share of
+        # the clean margin above the blind baseline that survives the noise puts connectors on one scale.
+        retained = []
+        for c, rs in by.items():
+            blind = _blind_mean(scores, c, p["task"])
+            if blind is None:
+                continue
+            clean_mean = sum(r["scores"][clean]["score"] for r in rs) / len(rs)
+            cells = []
+            for sg in sigmas[1:]:
+                noisy_mean = sum(r["scores"][sg]["score"] for r in rs) / len(rs)
+                margin = clean_mean - blind
+                cells.append(f"{100 * (noisy_mean - blind) / margin:.0f} %" if margin > 0 else "–")
+            retained.append(f"| {c} | {100 * (clean_mean - blind):.1f} | " + " | ".join(cells) + " |")
+        if retained:
+            lines += ["Share of the clean margin above the blind baseline that survives the noise "
+                      "((noisy − blind) / (clean − blind)):", "",
+                      "| connector | clean − blind | " + " | ".join(f"σ={sg}" for sg in sigmas[1:]) + " |",
+                      "|" + "---|" * (len(sigmas) + 1), *retained, ""]
         if "align" in by and "mlp" in by:
             seeds = sorted({r["seed"] for r in by["align"]} & {r["seed"] for r in by["mlp"]})
             mlp_runs = [r for s in seeds for r in by["mlp"] if r["seed"] == s]
             align_runs = [r for s in seeds for r in by["align"] if r["seed"] == s]
             iv = paired_difference(drops(mlp_runs), drops(align_runs))
             d_mlp, d_align = bootstrap(drops(mlp_runs)), bootstrap(drops(align_runs))
-            verdict = "reproduces" if iv.low > 0 else ("does not reproduce" if iv.high < 0 else "inconclusive")
+            verdict = "reproduces" if iv.low > 0 else ("does not reproduce" if iv.high < 0 else "is inconclusive")
+            align_blind = _blind_mean(scores, "align", p["task"])
+            align_clean = sum(r["scores"][clean]["score"] for r in align_runs) / max(1, len(align_runs))
+            if align_blind is not None and align_clean - align_blind < d_mlp.estimate:
+                verdict = (f"cannot be tested (ALIGN's clean score is only {100 * (align_clean - align_blind):.1f} "
+                           "points above its blind baseline, less than MLP's drop, so it has less to lose; compare "
+                           "the surviving shares above)")
             drift = {c: sum(r["drift"][worst] for r in rs) / len(rs) for c, rs in by.items()}
             lines += [f"At σ = {worst} ({p['sigma_mode']}): MLP drops {_fmt(d_mlp)} points, ALIGN drops "
                       f"{_fmt(d_align)}; MLP's drop minus ALIGN's: {_fmt(iv)} (p = {iv.p_value:.3f}). "
