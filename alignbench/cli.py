@@ -411,6 +411,7 @@ def prepare(
     llm_steps: Annotated[int | None, Opt(help="Override the LLM pretraining steps (reduced-budget check).")] = None,
     vision_steps: Annotated[int | None, Opt(help="Override the vision pretraining steps.")] = None,
     soft_input_steps: Annotated[int | None, Opt(help="Override the blended-page LLM steps (stage 2).")] = None,
+    vision_pool: Annotated[int | None, Opt(help="Override the rendered pages per task for glyph pretraining.")] = None,
 ):
     """Build and pretrain the embedded default backbone (tiny SigLIP + tiny Llama) and cache it."""
     import dataclasses
@@ -425,6 +426,10 @@ def prepare(
         cfg = dataclasses.replace(cfg, vision_steps=vision_steps)
     if soft_input_steps is not None:
         cfg = dataclasses.replace(cfg, soft_input_steps=soft_input_steps)
+    if vision_pool is not None:
+        if vision_pool < 1:
+            raise AlignBenchError(f"--vision-pool must be at least 1, got {vision_pool}")
+        cfg = dataclasses.replace(cfg, vision_pool=vision_pool)
     for name, value in (("llm", cfg.llm_steps), ("vision", cfg.vision_steps), ("soft-input", cfg.soft_input_steps)):
         if value < (0 if name == "soft-input" else 1):
             raise AlignBenchError(f"--{name}-steps must be at least {0 if name == 'soft-input' else 1}, got {value}")

@@ -19,13 +19,14 @@ def test_shipped_backbone_matches_its_manifest():
 
 def test_prepare_runs_on_a_reduced_budget(tmp_path):
     out = tmp_path / "tiny"
-    args = ["--output", str(out), "--llm-steps", "3", "--vision-steps", "3", "--soft-input-steps", "2"]
+    args = ["--output", str(out), "--llm-steps", "3", "--vision-steps", "3", "--soft-input-steps", "2",
+            "--vision-pool", "4"]
     res = subprocess.run([sys.executable, "-m", "alignbench", "prepare", *args], capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     cfg = TinyConfig(**manifest["config"])
-    assert cfg.llm_steps == 3 and cfg.soft_input_steps == 2 and _valid(out, cfg.key())
+    assert cfg.llm_steps == 3 and cfg.soft_input_steps == 2 and cfg.vision_pool == 4 and _valid(out, cfg.key())
     assert manifest["command"] == "alignbench prepare " + " ".join(args)
     assert manifest["stage1"]["key"] == cfg.stage1().key()  # stage 1 prepared first, then continued
     assert set(manifest["sha256"]) >= {"vision/model.safetensors", "llm/model.safetensors", "tokenizer/tokenizer.json"}
