@@ -6,6 +6,11 @@
 W2 (D -> V) is initialised from the LLM's LM head; E_text is the LLM's own embedding matrix, read
 live (never copied), so every visual token is a convex combination of text embeddings and E_text
 trains exactly when the LLM trains. One token per patch.
+
+`impl` chooses how out is computed: "naive" materialises P [B, N, V] (and keeps it for the backward
+pass); "chunked" streams the vocabulary in chunks of `chunk_size` with an online softmax and recomputes
+chunks in the backward pass (`alignbench.align_kernel`, exact, extra memory O(N·D + N·chunk));
+"auto" uses chunked when the vocabulary is larger than one chunk.
 """
 
 from dataclasses import dataclass
@@ -13,7 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alignbench.align_kernel import align_attention, vocab_stats
 from alignbench.connector import CONNECTORS, Connector, ConnectorContext, distribution_stats
+from alignbench.errors import AlignBenchError
+
+IMPLS = ("auto", "naive", "chunked")
 
 
 @CONNECTORS.register("align")
@@ -27,6 +36,16 @@ class AlignConnector(Connector):
         ln2_lr_mult: float = 1.0
         # Initial gain of LN2 (the softmax's inverse temperature at initialisation; LayerNorm's default is 1).
         ln2_gain_init: float = 1.0
+        impl: str = "auto"  # "naive", "chunked" or "auto" (chunked when the vocabulary exceeds chunk_size)
+        chunk_size: int = 4096  # vocabulary rows per chunk of the chunked implementation
+
+        def __post_init__(self):
+            if self.impl not in IMPLS:
+                raise AlignBenchError(f"connector option impl={self.impl!r} is not one of {', '.join(IMPLS)}; "
+                                      "pass e.g. --connector-arg impl=chunked")
+            if self.chunk_size < 1:
+                raise AlignBenchError(f"connector option chunk_size={self.chunk_size} must be a positive integer "
+                                      "(vocabulary rows per chunk, e.g. 4096)")
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
@@ -51,15 +70,30 @@ class AlignConnector(Connector):
         # A plain attribute, not a submodule: E_text belongs to the LLM (saved and trained with it).
         self.__dict__["_text_embeddings"] = llm.get_input_embeddings()
 
+    @property
+    def chunked(self) -> bool:
+        """Whether forward runs the chunked kernel (resolves impl="auto")."""
+        impl = self.config.impl
+        return impl == "chunked" or (impl == "auto" and self.w2.out_features > self.config.chunk_size)
+
     def vocab_distribution(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, N, V]
         logits = self.ln2(self.w2(self.ln1(self.w1(features))))
         return torch.softmax(logits.float(), dim=-1)
 
     @torch.no_grad()
     def diagnostics(self, features: torch.Tensor) -> dict:
+        if self.chunked:  # the same statistics without the [B, N, V] matrix
+            h = self.ln1(self.w1(features))  # [B, N, D]
+            stats = vocab_stats(h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps,
+                                self.config.chunk_size)
+            return {"vocab_distribution": stats}
         return {"vocab_distribution": distribution_stats(self.vocab_distribution(features))}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d]
         e_text = self._text_embeddings.weight  # [V, D]
+        if self.chunked:
+            h = self.ln1(self.w1(features))  # [B, N, D]
+            return align_attention(h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps,
+                                   e_text, self.config.chunk_size)  # [B, N, D]
         probs = self.vocab_distribution(features)  # [B, N, V]
         return probs.to(e_text.dtype) @ e_text  # [B, N, D]

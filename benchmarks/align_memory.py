@@ -1,0 +1,296 @@
+"""Naive vs chunked ALIGN: peak extra memory and time of one forward + backward pass.
+
+    python benchmarks/align_memory.py [--quick] [--repeats 2] [--threads N] [--chunk-size 4096]
+        -> results/bench/align_memory.{json,md}      (--quick: align_memory_quick.{json,md})
+
+What runs: out = softmax(LN2(h · W2ᵀ + b2)) · E_text and its backward pass, for h of T tokens. W1 and LN1
+come before h and are the same for both implementations, so they are left out. "naive" is the
+connector's impl=naive code (it keeps the [T, V] probabilities); "chunked" is impl=chunked
+(`alignbench.align_kernel.align_attention`). CPU grid: float32, V in {32000, 128256}, T in {729, 2916},
+D in {1024, 2048}. With CUDA: also bf16 at paper scale (T = 6561, V = 128256, D = 3072).
+
+Two measurements per configuration and implementation, each in a fresh subprocess:
+* "all": the gradients of all six inputs (h, W2, b2, LN2's gain and bias, E_text), as when the LLM trains
+  too. Gives the time and the total peak extra memory, which includes the two [V, D] gradients (W2 and
+  E_text): they are outputs, the same for any implementation, and at V = 128k alone 1-2 GB.
+* "activations": W2 and E_text frozen (gradients of h, b2, gain, bias only), the same forward and the same
+  [T, V]-sized work in the backward pass, without the [V, D] gradient outputs. Its peak extra memory is
+  what the implementation itself holds: for naive the [T, V] matrices, for chunked its chunk buffers.
+  The memory bar (chunked <= 1/10 of naive at V = 128k) is checked on this; the totals are reported too.
+
+How memory is measured.
+* CPU: the subprocess runs glibc with MALLOC_MMAP_THRESHOLD_=131072 (and the same trim threshold), so
+  every allocation above 128 KiB is mapped on allocation and unmapped on free: the resident set size
+  (RSS) follows the tensors alive, not what the heap kept from earlier allocations. One small run of the
+  same implementation (T = 16) goes first, so one-time costs (library buffers, autograd's threads) are
+  not counted. Then the inputs are allocated (in place, without temporaries), the peak RSS is reset
+  (writing 5 to /proc/self/clear_refs sets VmHWM to the current RSS) and the current RSS is the
+  baseline; after forward + backward, with the gradients still held, peak extra = VmHWM - baseline
+  (the largest over the repeats). If clear_refs is unavailable, ru_maxrss stands in for VmHWM (stated
+  per row as "method").
+* CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus memory_allocated after the
+  inputs are allocated.
+Time: wall seconds of forward + backward ("all"), the median of --repeats runs in the subprocess (the
+first included: first-touching freshly allocated memory is part of every training step); the process's
+CPU seconds and the load average are recorded beside it, since the machine may be shared (with a busy
+machine, --threads 1 keeps the comparison from measuring the scheduler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "results" / "bench"
+FULL_GRID = [(v, t, d) for v in (32000, 128256) for t in (729, 2916) for d in (1024, 2048)]
+QUICK_GRID = [(v, t, d) for v in (8192, 32000) for t in (256,) for d in (512,)]
+PAPER = (128256, 6561, 3072)  # Llama 3 vocabulary, 9 tiles x 729 patches, Llama 3.2 3B width
+
+
+def _status_kb() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    kb = _status_kb()
+    return kb["VmHWM"] <= kb["VmRSS"] + 1024
+
+
+def worker(spec: dict) -> dict:
+    """One implementation on one configuration; runs in its own process."""
+    import torch
+    from torch.nn import functional as F
+
+    from alignbench.align_kernel import align_attention
+
+    V, T, D, impl, device = spec["V"], spec["T"], spec["D"], spec["impl"], spec["device"]
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    dtype = getattr(torch, spec["dtype"])
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def param(*shape, std=1.0, mean=0.0):
+        return torch.empty(*shape, device=device, dtype=dtype).normal_(mean, std, generator=gen).requires_grad_()
+
+    def make_step(V: int, T: int):
+        h, w2, e_text = param(T, D), param(V, D, std=0.02), param(V, D, std=0.02)
+        b2, gain, bias = param(V, std=0.02), param(V, std=0.1, mean=1.0), param(V, std=0.02)
+        dout = param(T, D).detach()
+        inputs = [h, w2, b2, gain, bias, e_text]
+        if spec["grads"] == "activations":  # no [V, D] gradient outputs
+            w2.requires_grad_(False)
+            e_text.requires_grad_(False)
+            inputs = [h, b2, gain, bias]
+
+        def step():
+            if impl == "naive":  # connectors/align.py, impl=naive
+                logits = F.layer_norm(F.linear(h, w2, b2), (V,), gain, bias, 1e-5)
+                out = torch.softmax(logits.float(), dim=-1).to(e_text.dtype) @ e_text
+            else:
+                out = align_attention(h, w2, b2, gain, bias, 1e-5, e_text, spec["chunk_size"])
+            return torch.autograd.grad(out, inputs, dout)
+
+        return step
+
+    # A small run first, so that one-time costs (library buffers, autograd threads) stay out of the figures.
+    make_step(spec["chunk_size"] + 7, 16)()
+    step = make_step(V, T)
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base, method = torch.cuda.memory_allocated(), "torch.cuda.max_memory_allocated - memory_allocated after inputs"
+    elif _reset_peak_rss():
+        base, method = _status_kb()["VmRSS"] * 1024, "VmHWM after clear_refs=5, minus VmRSS after inputs"
+    else:
+        base = _status_kb()["VmRSS"] * 1024
+        method = "ru_maxrss of a fresh process, minus VmRSS after inputs"
+    walls, cpus, peaks, grad_bytes = [], [], [], 0
+    for _ in range(spec["repeats"]):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        grads = step()
+        if cuda:
+            torch.cuda.synchronize()
+        walls.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpus.append(after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime)
+        if cuda:
+            peaks.append(torch.cuda.max_memory_allocated() - base)
+        elif method.startswith("VmHWM"):
+            peaks.append(_status_kb()["VmHWM"] * 1024 - base)
+        else:
+            peaks.append(after.ru_maxrss * 1024 - base)
+        grad_bytes = sum(g.numel() * g.element_size() for g in grads)
+        del grads
+    peak = max(peaks)
+    return {"grads": spec["grads"], "peak_extra_bytes": peak, "gradient_bytes": grad_bytes,
+            "wall_s": statistics.median(walls), "wall_runs_s": [round(w, 3) for w in walls],
+            "cpu_s": statistics.median(cpus), "cpu_runs_s": [round(c, 3) for c in cpus], "method": method,
+            "loadavg_1min": os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version()}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_one(spec: dict) -> dict:
+    # Every allocation above 128 KiB is mapped and unmapped at once (no adaptive threshold, no retained heap),
+    # so the resident set follows the tensors alive, as torch.cuda.max_memory_allocated does on a GPU.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                          env=env)
+    if proc.returncode != 0:  # out of memory, most likely: recorded, not fatal
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def gb(n: float) -> str:
+    return f"{n / 2**30:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small grid (seconds), for a smoke test")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads in each subprocess (default: torch's own choice)")
+    parser.add_argument("--chunk-size", type=int, default=4096)
+    parser.add_argument("--configs", help="VxTxD,... instead of the grid (e.g. 128256x2916x1024)")
+    parser.add_argument("--no-cuda", action="store_true", help="skip the paper-scale GPU rows")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = QUICK_GRID if args.quick else FULL_GRID
+    if args.configs:
+        grid = [tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
+    jobs = [("cpu", "float32", *cfg) for cfg in grid]
+    if torch.cuda.is_available() and not args.no_cuda:
+        jobs.append(("cuda", "bfloat16", *PAPER))
+    rows = []
+    for device, dtype, V, T, D in jobs:
+        row = {"device": device, "dtype": dtype, "V": V, "T": T, "D": D, "chunk_size": args.chunk_size}
+        for impl in ("naive", "chunked"):
+            for grads, repeats in (("all", args.repeats), ("activations", 1)):
+                spec = {"impl": impl, "grads": grads, "device": device, "dtype": dtype, "V": V, "T": T, "D": D,
+                        "chunk_size": args.chunk_size, "repeats": repeats, "threads": args.threads}
+                row[f"{impl}_{grads}"] = result = run_one(spec)
+                print(f"{device} {dtype} V={V} T={T} D={D} {impl} {grads}: {result}", flush=True)
+        parts = [row[k] for k in ("naive_all", "chunked_all", "naive_activations", "chunked_activations")]
+        if not any("error" in p for p in parts):
+            na, ca, nact, cact = parts
+            row["memory_ratio"] = ca["peak_extra_bytes"] / na["peak_extra_bytes"]
+            row["activation_ratio"] = cact["peak_extra_bytes"] / nact["peak_extra_bytes"]
+            row["time_ratio"] = ca["wall_s"] / na["wall_s"]
+            row["cpu_time_ratio"] = ca["cpu_s"] / na["cpu_s"]
+        row["machine"] = machine(device)
+        rows.append(row)
+
+    big = [r for r in rows if r["V"] == 128256 and r["device"] == "cpu" and "time_ratio" in r]
+
+    def bar(key: str, limit: float):
+        return all(r[key] <= limit for r in big) if big else None
+
+    bars = {"activation memory: chunked <= 1/10 of naive (V = 128256, CPU)": bar("activation_ratio", 0.1),
+            "total peak extra, [V, D] gradients included: chunked <= 1/10 of naive (V = 128256, CPU)":
+                bar("memory_ratio", 0.1),
+            "time: chunked <= 1.2 x naive (V = 128256, CPU)": bar("time_ratio", 1.2)}
+    command = "python benchmarks/align_memory.py" + (" --quick" if args.quick else "") + \
+        (f" --configs {args.configs}" if args.configs else "") + f" --repeats {args.repeats}" + \
+        (f" --threads {args.threads}" if args.threads else "") + \
+        (f" --chunk-size {args.chunk_size}" if args.chunk_size != 4096 else "")
+    method = __doc__.split("How memory is measured.")[1].split("Time:")[0].strip()
+    report = {"command": command, "what": __doc__.split("What runs: ")[1].split("How memory")[0].strip(),
+              "memory_method": method, "time_method": "median wall seconds of the 'all' run over --repeats "
+              "(first run included); cpu_s = the process's CPU seconds", "repeats": args.repeats,
+              "threads": args.threads, "bars": {k: v for k, v in bars.items()}, "rows": rows}
+
+    header = ["device", "dtype", "V", "T", "D", "naive act. GB", "chunked act. GB", "act. ratio",
+              "naive total GB", "chunked total GB", "total ratio", "naive s", "chunked s", "time ratio",
+              "naive CPU s", "chunked CPU s", "CPU-time ratio"]
+    lines = []
+    for r in rows:
+        cells = [r["device"], r["dtype"], str(r["V"]), str(r["T"]), str(r["D"])]
+        if "time_ratio" not in r:
+            errors = [r[k].get("error") for k in ("naive_all", "chunked_all", "naive_activations",
+                                                   "chunked_activations") if "error" in r[k]]
+            lines.append(cells + ["; ".join(errors)[:60]] + [""] * (len(header) - 6))
+            continue
+        na, ca, nact, cact = (r[k] for k in ("naive_all", "chunked_all", "naive_activations", "chunked_activations"))
+        lines.append(cells + [gb(nact["peak_extra_bytes"]), gb(cact["peak_extra_bytes"]),
+                              f"{r['activation_ratio']:.3f}", gb(na["peak_extra_bytes"]), gb(ca["peak_extra_bytes"]),
+                              f"{r['memory_ratio']:.3f}", f"{na['wall_s']:.2f}", f"{ca['wall_s']:.2f}",
+                              f"{r['time_ratio']:.2f}", f"{na['cpu_s']:.2f}", f"{ca['cpu_s']:.2f}",
+                              f"{r['cpu_time_ratio']:.2f}"])
+    table = Table(title=f"ALIGN forward + backward, naive vs chunked (chunk {args.chunk_size})")
+    for name in header:
+        table.add_column(name, justify="right")
+    for line in lines:
+        table.add_row(*line)
+    Console(width=230).print(table)
+    verdicts = {name: "met" if ok else "NOT met" if ok is not None else "not measured" for name, ok in bars.items()}
+    for name, verdict in verdicts.items():
+        print(f"bar {name}: {verdict}")
+
+    m = rows[0]["machine"] if rows else {}
+    gpus = sorted({r["machine"]["gpu"] for r in rows if "gpu" in r["machine"]})
+    threads = args.threads or m.get("torch_threads")
+    md = ["# ALIGN memory and time: naive vs chunked\n", f"`{command}`\n",
+          f"Machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}, {threads} torch thread(s) "
+          f"per run{''.join(', GPU ' + g for g in gpus)}.\n",
+          "act. = peak extra memory with W2 and E_text frozen (what the implementation itself holds); total = "
+          "peak extra memory with all six gradients, the two [V, D] ones included; GB = 2^30 bytes. Times: "
+          f"forward + backward with all six gradients, median of {args.repeats} runs.\n",
+          f"Memory: {method}\n",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(line) + " |" for line in lines]
+    md += [""] + [f"- bar {name}: **{verdict}**" for name, verdict in verdicts.items()]
+    stem = "align_memory_custom" if args.configs else "align_memory_quick" if args.quick else "align_memory"
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (OUT_DIR / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {OUT_DIR / stem}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
