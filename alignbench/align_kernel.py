@@ -40,6 +40,7 @@ Math runs in float32 (float64 if an input is float64); bf16 or fp16 inputs are u
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 STRATEGIES = ("auto", "gram", "stream")
 
@@ -55,7 +56,11 @@ def align_attention(h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, ln_weig
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, not {chunk_size}")
-    return _AlignAttention.apply(h, w2, b2, ln_weight, ln_bias, e_text, float(eps), int(chunk_size), strategy)
+    inputs = (h, w2, b2, ln_weight, ln_bias, e_text)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):  # inference: nothing to keep
+        out = _forward(*inputs, float(eps), int(chunk_size), strategy, track_q=False)[0]
+        return out.reshape(h.shape).to(e_text.dtype)
+    return _AlignAttention.apply(*inputs, float(eps), int(chunk_size), strategy)
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -154,20 +159,27 @@ def _softmax_pass(xr: torch.Tensor, vocab: _Vocab, bufs: torch.Tensor, values: b
         q_sum.div_(denom) if track_q else None
 
 
+def _forward(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy, track_q: bool):
+    """out [T, D] and what the backward pass needs: strategy, xr, r, lse and (Q, Σ g p x̂) or (Gram,)."""
+    with torch.autocast(h.device.type, enabled=False):
+        vocab, strategy, bufs, xr, r, gram = _prepare(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy)
+        track_q = track_q and strategy == "stream"
+        lse, out, q, q_sum = _softmax_pass(xr, vocab, bufs, values=True, track_q=track_q)
+    return out, strategy, xr, r, lse, (q, q_sum) if track_q else (gram,) if strategy == "gram" else ()
+
+
 class _AlignAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy):
-        with torch.autocast(h.device.type, enabled=False):
-            vocab, strategy, bufs, xr, r, gram = _prepare(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk,
-                                                          strategy)
-            track_q = strategy == "stream" and any(ctx.needs_input_grad[:3])  # b feeds dh, dW2, db2
-            lse, out, q, q_sum = _softmax_pass(xr, vocab, bufs, values=True, track_q=track_q)  # out: [T, D]
-            extra = (q, q_sum) if track_q else (gram,) if strategy == "gram" else ()
+        track_q = any(ctx.needs_input_grad[:3])  # b (through Q) feeds dh, dW2, db2
+        out, strategy, xr, r, lse, extra = _forward(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy,
+                                                    track_q)
         ctx.save_for_backward(w2, b2, ln_weight, ln_bias, e_text, xr, r, lse, out, *extra)
         ctx.config = (h.shape, h.dtype, chunk, strategy)
         return out.reshape(h.shape).to(e_text.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         w2, b2, ln_weight, ln_bias, e_text, xr, r, lse, out, *extra = ctx.saved_tensors
         shape, h_dtype, chunk, strategy = ctx.config
