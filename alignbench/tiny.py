@@ -210,14 +210,7 @@ def pretrain_llm(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
     for step in range(cfg.llm_steps):
         for g in opt.param_groups:
             g["lr"] = cfg.llm_lr * _cosine(step, cfg.llm_steps, 100)
-        seqs = []
-        for i in range(cfg.llm_batch):
-            task = TASK_NAMES[i % len(TASK_NAMES)]
-            doc = sample_docs(task, 1, int(rng.integers(2**31)), cfg.page)[0]
-            order = rng.permutation(len(doc.qas))[: cfg.qas_per_sequence]
-            seqs.append(text_sequence(tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight,
-                                      cfg.quote_loss_weight))
-        ids, w = _pad(seqs, tokenizer.pad_token_id)
+        ids, w = _text_batch(tokenizer, cfg, rng, suffix)
         logits = llm(input_ids=ids).logits[:, :-1]  # [B, L-1, V]
         target, weight = ids[:, 1:], w[:, 1:]
         nll = nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
@@ -250,14 +243,7 @@ def pretrain_llm_soft(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
     for step in range(cfg.soft_input_steps):
         for g in opt.param_groups:
             g["lr"] = cfg.soft_input_lr * _cosine(step, cfg.soft_input_steps, 30)
-        seqs = []
-        for i in range(cfg.llm_batch):
-            task = TASK_NAMES[i % len(TASK_NAMES)]
-            doc = sample_docs(task, 1, int(rng.integers(2**31)), cfg.page)[0]
-            order = rng.permutation(len(doc.qas))[: cfg.qas_per_sequence]
-            seqs.append(text_sequence(tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight,
-                                      cfg.quote_loss_weight))
-        ids, w = _pad(seqs, tokenizer.pad_token_id)
+        ids, w = _text_batch(tokenizer, cfg, rng, suffix)
         embeds = embed(ids)  # [B, L, D]; the page is the first n_page tokens of every sequence
         batch, vocab = ids.shape[0], embed.weight.shape[0]
         blended = torch.rand(batch) < cfg.soft_input_fraction
@@ -278,6 +264,18 @@ def pretrain_llm_soft(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
             log(f"llm (blended pages) step {step:4d}  loss {loss.item():.4f}")
     llm.eval()
     return loss_avg
+
+
+def _text_batch(tokenizer, cfg: TinyConfig, rng, suffix: dict):
+    """`cfg.llm_batch` freshly generated pages in text form (the three tasks in turn), padded, with weights."""
+    seqs = []
+    for i in range(cfg.llm_batch):
+        task = TASK_NAMES[i % len(TASK_NAMES)]
+        doc = sample_docs(task, 1, int(rng.integers(2**31)), cfg.page)[0]
+        order = rng.permutation(len(doc.qas))[: cfg.qas_per_sequence]
+        seqs.append(text_sequence(tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight,
+                                  cfg.quote_loss_weight))
+    return _pad(seqs, tokenizer.pad_token_id)
 
 
 def _pad(seqs, pad_id: int):
