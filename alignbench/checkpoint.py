@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .backbone import Backbone
-from .connector import ConnectorContext, build_connector
+from .connector import build_connector
 from .errors import AlignBenchError
 from .model import VLM
 
@@ -71,7 +71,7 @@ def load_trained(run_dir: Path, backbone: Backbone, device: str = "cpu") -> tupl
     if (run_dir / LLM_FILE).is_file():
         backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm))
         load_model(backbone.llm, str(run_dir / LLM_FILE), device=str(device))
-    ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)
+    ctx = backbone.connector_context()
     connector = build_connector(config["connector"], ctx, config.get("connector_args", {}),
                                 config["train"]["init_seed"])
     load_model(connector, str(run_dir / CONNECTOR_FILE), device=str(device))

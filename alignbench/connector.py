@@ -22,8 +22,15 @@ from .registry import Registry
 class ConnectorContext:
     vision_dim: int  # d: width of the vision tower's output
     llm_dim: int  # D: width of the LLM's input embeddings
-    num_patches: int  # N: vision tokens per image
+    num_patches: int  # N: vision tokens per image (per tile when the backbone tiles images)
     llm: Any = None  # the causal LM (ALIGN reads its input embeddings and LM head)
+    # With tiling, an image's features are its tiles' N patches each, concatenated (tile-major, the thumbnail
+    # last): [B, t·N, d] for t tiles, at most `max_patches` patches; `num_tokens` is asked for t·N.
+    max_patches: int | None = None
+
+    def __post_init__(self):
+        if self.max_patches is None:
+            self.max_patches = self.num_patches
 
     @property
     def vocab_size(self) -> int:

@@ -1,6 +1,7 @@
-"""Task data: embedded sets (generated from a seed, cached on disk) in the real datasets' schema,
-turned into model-ready samples. Images are de-duplicated by content before the vision tower runs
-(many questions share one page).
+"""Task data: embedded sets (generated from a seed, cached on disk) or the real datasets (`--data hf`, a
+dataset id, or a local copy), in the same column schema, turned into model-ready samples. Images are
+de-duplicated by content before the vision tower runs (many questions share one page). Real datasets keep
+their images in the (memory-mapped) dataset and decode a page when a batch needs it.
 
 Bad rows never reach a metric. `to_split` normalises what it can (grayscale, RGBA, CMYK, 16-bit images
 become 8-bit RGB; numeric answers become text) and skips and counts the rest, with a reason per row
@@ -25,7 +26,7 @@ import torch
 
 from .embedded import SCHEMAS, PageSpec, render, sample_docs, to_row
 from .errors import AlignBenchError
-from .task import Task
+from .task import Source, Task
 
 # Seeds of the embedded splits are offset so train and evaluation pages never share a stream.
 SPLIT_OFFSET = {"train": 0, "eval": 7919, "val": 15401}  # "val": for learning-rate search
@@ -33,11 +34,16 @@ SPLIT_OFFSET = {"train": 0, "eval": 7919, "val": 15401}  # "val": for learning-r
 
 @dataclass
 class DataConfig:
+    # "embedded", "hf" (the task's own Hugging Face datasets), or a dataset: a hub id (ID[:CONFIG][@SPLIT]) or a
+    # local copy (a save_to_disk folder, parquet files, a downloaded hub repository)
     source: str = "embedded"
+    train_source: str | None = None  # None: the task's training set for "hf", else `source` (its train split)
     train_docs: int = 1200  # pages in the embedded train split (each carries several questions)
     eval_questions: int = 300  # questions in the embedded evaluation split
     seed: int = 0  # data seed: which pages are generated and the order of training batches
-    eval_limit: int | None = None  # evaluate on the first N questions only
+    eval_limit: int | None = None  # evaluate a subset of N questions, picked by `limit_seed`
+    limit_seed: int = 0  # fixed, so every connector and every data seed is scored on the same subset
+    train_limit: int | None = None  # train on a subset of N rows of a real training set (picked by limit_seed)
     eval_split: str = "eval"  # "val" scores a held-out validation split instead (learning-rate search)
 
 
@@ -184,21 +190,54 @@ def _image_bytes(cell) -> tuple[bytes | None, tuple[str, str] | None]:
         return None, ("missing image", f"{cell['path']}: {exc.strerror or exc}")
 
 
-def to_split(ds, task: Task, limit: int | None = None, source: str | None = None) -> Split:
+class LazyImages:
+    """The unique pages of a split, decoded when asked for: `rows[i]` is a row of `raw` (images not decoded)
+    holding page i. Nothing but the row numbers stays in memory."""
+
+    def __init__(self, raw, rows: list[int]):
+        self.raw, self.rows = raw, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(len(self))[i]]
+        blob, problem = _image_bytes(self.raw[self.rows[i]]["image"])
+        image, failure = _decode(blob) if blob is not None else (None, problem)
+        if image is None:  # it decoded when the split was loaded: the file changed since
+            raise AlignBenchError(f"page {i} (row {self.rows[i]}) can no longer be read ({failure[1]}); "
+                                  "the dataset changed during the run, start it again")
+        return image
+
+
+def subset(n: int, limit: int | None, seed: int) -> list[int] | None:
+    """Row numbers of a seeded subset of `limit` rows out of `n`, in dataset order (None: every row)."""
+    if limit is None or limit >= n:
+        return None
+    return sorted(np.random.default_rng(seed).choice(n, size=limit, replace=False).tolist())
+
+
+def to_split(ds, task: Task, limit: int | None = None, source: str | None = None, *, limit_seed: int = 0,
+             lazy_images: bool = False, need_split_field: bool = True) -> Split:
     """Rows -> unique images + samples; unusable rows are skipped and counted (`Split.skipped`).
 
+    `limit` keeps a subset of that many rows, picked by `limit_seed`. With `lazy_images`, pages are checked
+    once here and decoded again when used (`LazyImages`), so a large dataset never sits decoded in memory.
     A source that is wrong as a whole stops with one message naming `source`: a missing column, an image
     column that holds no images, no rows, or no usable row."""
     from datasets import Image as ImageFeature
 
     source = source or f"dataset for task {task.name!r}"
-    needed = {"image", task.question_field, task.answers_field} | ({task.split_field} if task.split_field else set())
+    split_field = task.split_field if need_split_field else None
+    needed = {"image", task.question_field, task.answers_field} | ({split_field} if split_field else set())
     missing = sorted(needed - set(ds.column_names))
     if missing:
         raise AlignBenchError(f"{source} lacks column(s) {missing}; it has {ds.column_names}. "
                               f"Use a dataset in the {task.hf_path} schema.")
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
+    rows = subset(len(ds), limit, limit_seed)
+    if rows is not None:
+        ds = ds.select(rows)
     if len(ds) == 0:
         raise AlignBenchError(f"{source} has no rows; check the dataset and its split")
     try:
@@ -229,14 +268,14 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
                     image, failure = _decode(blob)
                     index[digest] = failure if image is None else len(images)
                     if image is not None:
-                        images.append(image)
+                        images.append(i if lazy_images else image)
                 problem = index[digest] if isinstance(index[digest], tuple) else None
         if problem is not None:
             skipped.append({"uid": uid, "reason": problem[0], "detail": problem[1]})
             continue
         samples.append(Sample(index[digest], question, answers,
-                              row[task.split_field] if task.split_field else None, uid))
-    split = Split(images, samples, skipped)
+                              str(row[split_field]) if split_field and row[split_field] is not None else None, uid))
+    split = Split(LazyImages(raw, images) if lazy_images else images, samples, skipped)
     if not samples:
         counts = ", ".join(f"{n} {r}" for r, n in split.skip_counts().items())
         raise AlignBenchError(f"{source}: none of its {len(raw)} rows is usable ({counts}); check the dataset")
@@ -244,12 +283,117 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
 
 
 def load_split(task: Task, split: str, cfg: DataConfig, spec: PageSpec, cache: Path) -> Split:
-    if cfg.source != "embedded":
-        raise AlignBenchError(f"data source {cfg.source!r} is not available; use --data embedded")
+    """The `split` ("train", "eval" or, embedded only, "val") of `task` from the configured source."""
     if split not in SPLIT_OFFSET:
         raise AlignBenchError(f"unknown split {split!r}; known splits: {', '.join(SPLIT_OFFSET)}")
-    ds = embedded_dataset(task.name, split, cfg, spec, cache)
-    return to_split(ds, task, cfg.eval_limit if split != "train" else None, source=f"embedded {task.name}/{split} set")
+    limit = cfg.train_limit if split == "train" else cfg.eval_limit
+    if (cfg.train_source if split == "train" and cfg.train_source else cfg.source) == "embedded":
+        ds = embedded_dataset(task.name, split, cfg, spec, cache)
+        return to_split(ds, task, limit, source=f"embedded {task.name}/{split} set", limit_seed=cfg.limit_seed,
+                        need_split_field=split != "train")
+    if split == "val":
+        raise AlignBenchError("the validation split of the learning-rate search exists for the embedded sets only; "
+                              "use --data embedded")
+    source = resolve_source(task, split, cfg)
+    ds = load_source(source, task)
+    return to_split(ds, task, limit, source=source.describe(), limit_seed=cfg.limit_seed, lazy_images=True,
+                    need_split_field=split != "train")
+
+
+# ---------------------------------------------------------------- real datasets
+
+
+def parse_source(spec: str, split: str) -> Source:
+    """`ID_OR_PATH[:CONFIG][@SPLIT]` -> Source. An existing path is taken whole (no config, no split)."""
+    from .hub import is_local
+
+    if is_local(spec):
+        return Source(str(Path(spec).expanduser()), None, split)
+    rest, _, at = spec.partition("@")
+    ref, _, config = rest.partition(":")
+    if not ref:
+        raise AlignBenchError(f"data source {spec!r} names no dataset; use hf, embedded, a dataset id "
+                              "(ID[:CONFIG][@SPLIT]) or a local path")
+    return Source(ref, config or None, at or split)
+
+
+def resolve_source(task: Task, split: str, cfg: DataConfig) -> Source:
+    """Where `split` of `task` comes from: the task's own datasets for "hf", else the given dataset."""
+    if split == "train":
+        spec = cfg.train_source or cfg.source
+        if spec == "hf":
+            if task.train_source is None:
+                raise AlignBenchError(f"task {task.name!r} has no default training set; pass --train-data with a "
+                                      f"dataset in the {task.hf_path} schema (a hub id or a local path)")
+            return task.train_source
+        source = parse_source(spec, "train")
+        if cfg.train_source is None and _single_split(source):
+            raise AlignBenchError(f"--data {spec} holds a single split, so training would use the evaluation rows; "
+                                  "pass --train-data with a training set (or --train-data hf)")
+        return source
+    if cfg.source == "hf":
+        return task.eval_source
+    return parse_source(cfg.source, task.eval_split)
+
+
+def _single_split(source: Source) -> bool:
+    path = Path(source.path)
+    return path.exists() and (path.is_file() or (path / "dataset_info.json").is_file()
+                              or (path / "state.json").is_file())
+
+
+def load_source(source: Source, task: Task):
+    """A `datasets.Dataset` with the task's column names: a local copy or a hub dataset (cache first; offline
+    or with the hub unreachable, the cache only, and a miss is one message naming the id)."""
+    import datasets
+
+    from .hub import hub_status, is_local, looks_like_path, missing_message, offline_mode
+
+    path = Path(source.path).expanduser()
+    local = is_local(source.path)
+    if not local and looks_like_path(source.path):
+        raise AlignBenchError(f"dataset {source.path!r} not found; give a save_to_disk folder, parquet file(s) or a "
+                              "downloaded dataset repository, or a Hugging Face id")
+    online, why = (True, "") if local else hub_status()
+    try:
+        with offline_mode(not local and not online):
+            ds = _load(path if local else source.path, source, local)
+    except (ConnectionError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as exc:
+        if not local and not online:
+            raise AlignBenchError(missing_message(
+                "dataset", source.path, why, f"pass --data / --train-data with a local copy (a save_to_disk "
+                f"folder or parquet files in the {task.hf_path} schema)")) from None
+        raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
+    except ValueError as exc:  # an unknown config or split
+        raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
+    if source.columns:
+        present = {k: v for k, v in source.columns.items() if k in ds.column_names and v not in ds.column_names}
+        ds = ds.rename_columns(present)
+    return ds
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _load(ref, source: Source, local: bool):
+    import datasets
+
+    if local and ref.is_dir() and any((ref / f).is_file() for f in ("dataset_info.json", "state.json",
+                                                                     "dataset_dict.json")):
+        ds = datasets.load_from_disk(str(ref))
+        if isinstance(ds, datasets.DatasetDict):
+            if source.split not in ds:
+                raise ValueError(f"{ref} has no split {source.split!r}; it has {', '.join(ds)}")
+            ds = ds[source.split]
+        return ds
+    if local and ref.is_file():
+        kind = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json"}.get(ref.suffix)
+        if kind is None:
+            raise ValueError(f"{ref} is not a parquet, arrow or JSON file")
+        return datasets.load_dataset(kind, data_files=str(ref), split="train")
+    kwargs = {"data_files": {source.split: source.data_files}} if source.data_files else {}
+    return datasets.load_dataset(str(ref), source.config, split=source.split, **kwargs)
 
 
 class BatchOrder:

@@ -1,6 +1,11 @@
 """One module composes vision tower, connector and LLM, with one merge path:
 
-    [visual tokens from the connector] + [text embeddings of prompt (+ answer)]  ->  LLM
+    [prompt prefix] + [visual tokens from the connector] + [text embeddings of prompt (+ answer)]  ->  LLM
+
+The prefix is what the tokenizer's prompt format puts before the image (`backbone.prompt_format`: a chat
+model's header of the user turn, or a plain model's BOS; nothing for the embedded backbone). Images with
+different numbers of tiles give different numbers of visual tokens: the connector runs once per patch count
+and the shorter visual parts are left-padded (masked), so the text starts at the same position in every row.
 
 Training loss is next-token cross-entropy on answer tokens only, and LM-head logits are computed
 only at those positions. Generation is greedy from `inputs_embeds` with the KV cache, batched with
@@ -12,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import Backbone, vision_features
+from .backbone import Backbone, PatchBatch, prompt_format, vision_features
 from .connector import Connector
 
 
@@ -27,30 +32,69 @@ class VLM(nn.Module):
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return vision_features(self.vision, pixel_values)  # [B, N, d]
 
-    def visual_tokens(self, features: torch.Tensor) -> torch.Tensor:
+    def _connect(self, features: torch.Tensor) -> torch.Tensor:
         tokens = self.connector(features.to(self.connector_dtype))  # [B, T, D]
         expected = self.connector.num_tokens(features.shape[1])
         assert tokens.shape[1] == expected, (
             f"connector {self.connector.name!r} emitted {tokens.shape[1]} tokens, declared {expected}")
         return tokens
 
+    def visual_tokens(self, features: torch.Tensor | PatchBatch) -> torch.Tensor:
+        """[B, T, D]; for a PatchBatch, see `visual_tokens_masked`."""
+        return self.visual_tokens_masked(features)[0]
+
+    def visual_tokens_masked(self, features: torch.Tensor | PatchBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visual tokens [B, T, D] and their mask [B, T]. A PatchBatch (images with different tile counts) runs
+        the connector once per patch count, each call checked against `num_tokens`, and left-pads the
+        shorter outputs with masked zeros."""
+        if not isinstance(features, PatchBatch):
+            tokens = self._connect(features)
+            return tokens, torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
+        parts = [(idx, self._connect(feats)) for idx, feats in features.groups()]
+        longest = max(t.shape[1] for _, t in parts)
+        first = parts[0][1]
+        tokens = first.new_zeros(len(features), longest, first.shape[2])
+        mask = torch.zeros(len(features), longest, dtype=torch.long, device=first.device)
+        for idx, t in parts:
+            tokens[idx, longest - t.shape[1]:] = t
+            mask[idx, longest - t.shape[1]:] = 1
+        return tokens, mask
+
     @property
     def connector_dtype(self) -> torch.dtype:
         return next(self.connector.parameters()).dtype
 
-    def merge(self, features: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """The one merge path: visual tokens prepended to the text embeddings."""
-        visual = self.visual_tokens(features)  # [B, T, D]
-        text = self.llm.get_input_embeddings()(input_ids)  # [B, L, D]
-        embeds = torch.cat([visual.to(text.dtype), text], dim=1)  # [B, T + L, D]
-        mask = torch.cat([attention_mask.new_ones(visual.shape[:2]), attention_mask], dim=1)  # [B, T + L]
-        return embeds, mask, visual.shape[1]
+    @property
+    def prefix_ids(self) -> list[int]:
+        return prompt_format(self.tokenizer).prefix
+
+    def merge(self, features, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """The one merge path: [prefix] + visual tokens + text embeddings. Returns (embeds [B, S, D],
+        mask [B, S], position of the first text token)."""
+        visual, visual_mask = self.visual_tokens_masked(features)  # [B, T, D], [B, T]
+        embed = self.llm.get_input_embeddings()
+        text = embed(input_ids)  # [B, L, D]
+        parts, masks = [visual.to(text.dtype), text], [visual_mask, attention_mask]
+        if self.prefix_ids:
+            prefix = torch.tensor(self.prefix_ids, device=input_ids.device).expand(input_ids.shape[0], -1)
+            parts.insert(0, embed(prefix))  # [B, P, D]
+            masks.insert(0, torch.ones_like(prefix))
+        embeds = torch.cat(parts, dim=1)  # [B, P + T + L, D]
+        mask = torch.cat(masks, dim=1)  # [B, P + T + L]
+        return embeds, mask, embeds.shape[1] - text.shape[1]
+
+    def _text_hidden(self, features, input_ids, attention_mask) -> torch.Tensor:
+        """The LLM's last hidden states at the text positions [B, L, D]."""
+        embeds, mask, text_start = self.merge(features, input_ids, attention_mask)
+        # Positions count real tokens only, so left-padded visual parts shift nothing (as in generation).
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        hidden = self.llm.base_model(inputs_embeds=embeds, attention_mask=mask,
+                                     position_ids=positions).last_hidden_state  # [B, S, D]
+        return hidden[:, text_start:]
 
     def loss(self, features, input_ids, attention_mask, labels) -> torch.Tensor:
         """Mean cross-entropy over answer tokens (labels != -100); logits only where they count."""
-        embeds, mask, n_visual = self.merge(features, input_ids, attention_mask)
-        hidden = self.llm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # [B, T+L, D]
-        hidden = hidden[:, n_visual:]  # text positions only
+        hidden = self._text_hidden(features, input_ids, attention_mask)
         # Position i predicts token i + 1.
         targets = labels[:, 1:]  # [B, L-1]
         keep = targets != -100
@@ -58,21 +102,30 @@ class VLM(nn.Module):
         return nn.functional.cross_entropy(logits.float(), targets[keep])
 
     @torch.no_grad()
-    def generate(self, features: torch.Tensor, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def continuation_logprobs(self, features, input_ids, attention_mask, labels) -> tuple[list[float], list[bool]]:
+        """Per row: the summed log-probability of the labelled tokens and whether greedy decoding would have
+        produced exactly them (lmms-eval's `loglikelihood`)."""
+        hidden = self._text_hidden(features, input_ids, attention_mask)
+        logits = self.llm.get_output_embeddings()(hidden[:, :-1]).float().log_softmax(-1)  # [B, L-1, V]
+        targets = labels[:, 1:]
+        keep = targets != -100
+        picked = logits.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # [B, L-1]
+        greedy = (logits.argmax(-1) == targets) | ~keep
+        return (picked * keep).sum(-1).tolist(), greedy.all(-1).tolist()
+
+    @torch.no_grad()
+    def generate(self, features, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         """Greedy decoding for a batch; prompts are left-padded so every sequence ends at the same place."""
         tok = self.tokenizer
-        device = features.device
+        device = features.values.device if isinstance(features, PatchBatch) else features.device
         length = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), length), tok.pad_token_id, dtype=torch.long, device=device)
         text_mask = torch.zeros((len(prompts), length), dtype=torch.long, device=device)
         for b, p in enumerate(prompts):
             ids[b, length - len(p):] = torch.tensor(p, device=device)
             text_mask[b, length - len(p):] = 1
-        visual = self.visual_tokens(features)  # [B, T, D]
-        text = self.llm.get_input_embeddings()(ids)  # [B, L, D]
-        # Left padding: pad positions move in front of the visual tokens.
-        embeds = torch.cat([visual.to(text.dtype), text], dim=1)
-        mask = torch.cat([text_mask.new_ones(visual.shape[:2]), text_mask], dim=1)
+        embeds, mask, _ = self.merge(features, ids, text_mask)
+        # Left padding: pad positions (text or visual) move in front of everything else.
         order = torch.argsort(mask, dim=1, stable=True)  # zeros (pads) first, original order kept
         embeds = torch.gather(embeds, 1, order.unsqueeze(-1).expand_as(embeds))
         mask = torch.gather(mask, 1, order)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .backbone import Backbone, BackboneConfig, load_backbone
+from .backbone import Backbone, BackboneConfig, LazyFeatures, PatchBatch, load_backbone
 from .checkpoint import remove_checkpoints, save_trained
-from .connector import CONNECTORS, ConnectorContext, build_connector, parse_connector_args
+from .connector import CONNECTORS, build_connector, parse_connector_args
 from .data import DataConfig, Split, load_split
 from .errors import AlignBenchError
 from .evaluate import EvalConfig, evaluate
@@ -55,6 +55,7 @@ class RunConfig:
     def validate(self) -> None:
         TASKS.get(self.task)
         parse_connector_args(CONNECTORS.get(self.connector), self.connector_args)
+        self.backbone.validate()
         self.train.validate()
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise AlignBenchError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]")
@@ -63,10 +64,21 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        """Rebuild from a dumped config.json."""
+        """Rebuild from a dumped config.json (fields added since it was written take their defaults)."""
         return cls(connector=d["connector"], task=d["task"], connector_args=d.get("connector_args", {}),
-                   backbone=BackboneConfig(**d["backbone"]), data=DataConfig(**d["data"]),
-                   train=TrainConfig(**d["train"]), eval=EvalConfig(**d["eval"]), device=d.get("device", "auto"))
+                   backbone=_fields(BackboneConfig, d["backbone"]), data=_fields(DataConfig, d["data"]),
+                   train=_fields(TrainConfig, d["train"]), eval=_fields(EvalConfig, d["eval"]),
+                   device=d.get("device", "auto"))
+
+
+def _fields(cls, values: dict):
+    """`cls(**values)` for a dataclass, refusing names it does not have (a config from a newer version)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise AlignBenchError(f"the saved configuration has {cls.__name__} field(s) {unknown} this version does not "
+                              "know; use the AlignBench version that wrote it")
+    return cls(**values)
 
 
 def resolve_device(device: str) -> str:
@@ -75,20 +87,29 @@ def resolve_device(device: str) -> str:
     return device
 
 
+# Vision features of a split are computed once and kept in memory up to this size; larger splits (real
+# datasets, tiling) run the frozen tower on each batch's pages instead (`LazyFeatures`).
+PRECOMPUTE_BYTES = 2 * 2**30
+
+
 class Workspace:
     """Shared, read-only state across the runs of one process: backbone, splits, vision features."""
 
     def __init__(self, backbone_cfg: BackboneConfig, data_cfg: DataConfig, device: str, log=print):
         self.backbone_cfg, self.data_cfg, self.device, self.log = backbone_cfg, data_cfg, device, log
         self._backbone: Backbone | None = None
-        self._splits: dict[tuple[str, str, str], tuple[Split, torch.Tensor]] = {}
+        self._splits: dict[tuple[str, str, str], tuple[Split, torch.Tensor | PatchBatch | LazyFeatures]] = {}
+        self.precompute_bytes = PRECOMPUTE_BYTES
 
     @property
     def backbone(self) -> Backbone:
         if self._backbone is None:
-            self._backbone = load_backbone(self.backbone_cfg)
-            self._backbone.vision.to(self.device)
-            self._backbone.llm.to(self.device)
+            self._backbone = load_backbone(self.backbone_cfg, device=self.device)
+            info = self._backbone.info
+            if "dtype" in info:
+                self.log(f"backbone {self._backbone.key}: {info['dtype']} on {self.device}, {info['num_patches']} "
+                         f"patches per tile, tiles per image at most {info.get('max_tiles', 1)}"
+                         + (" + thumbnail" if info.get("max_tiles", 1) > 1 else ""))
         return self._backbone
 
     def data(self, task: Task, name: str, data_cfg: DataConfig | None = None) -> Split:
@@ -106,9 +127,15 @@ class Workspace:
         if key not in self._splits:
             t0 = time.time()
             split = self.data(task, name, data_cfg)
-            feats = self.backbone.encode_images(split.images, device=self.device)  # [n_images, N, d]
+            size = len(split.images) * self.backbone.max_patches * self.backbone.vision_dim * 4
+            if size <= self.precompute_bytes:
+                feats = self.backbone.encode_images(split.images, device=self.device)  # [n_images, N, d]
+                how = "data + vision features"
+            else:
+                feats = LazyFeatures(self.backbone, split.images, self.device)
+                how = f"data; vision features per batch, {size / 2**30:.1f} GiB would not be kept"
             self.log(f"{task.name}/{name}: {len(split.samples)} questions on {len(split.images)} pages "
-                     f"(data + vision features {time.time() - t0:.1f} s)")
+                     f"({how} {time.time() - t0:.1f} s)")
             self._splits[key] = (split, feats)
         return self._splits[key]
 
@@ -142,10 +169,11 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     ws = workspace or Workspace(cfg.backbone, cfg.data, device, log)
     task = TASKS.get(cfg.task)
 
-    # 1. backbone (the LLM is copied when it trains, so the shared one stays pristine)
+    # 1. backbone (the LLM is copied when it trains, so the shared one stays pristine; the copy trains in
+    #    float32 under autocast, as bfloat16 weights would round away updates of a small learning rate)
     backbone = ws.backbone
     if cfg.train.stage == "full":
-        backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm))
+        backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm).float())
     # 2. data and frozen vision features; rows the loader could not use are counted, never scored
     train_split, train_feats = ws.split(task, "train", cfg.data)
     eval_split, eval_feats = ws.split(task, cfg.data.eval_split, cfg.data)
@@ -155,14 +183,18 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
             log(f"{task.name}/{name}: skipped {len(split.skipped)} of {len(split.skipped) + len(split.samples)} "
                 f"questions ({reasons})")
     # 3. connector, with its own init seed
-    ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)
+    ctx = backbone.connector_context()
     connector = build_connector(cfg.connector, ctx, cfg.connector_args, cfg.train.init_seed).to(device)
     model = VLM(backbone, connector)
+    dims = {"vision_dim": backbone.vision_dim, "llm_dim": backbone.llm_dim, "num_patches": backbone.num_patches}
+    if backbone.max_patches != backbone.num_patches:
+        dims["max_patches"] = backbone.max_patches
     config = json.loads(json.dumps(asdict(cfg) | {
         "connector_config": asdict(connector.config), "connector_tokens": connector.num_tokens(backbone.num_patches),
-        "dims": {"vision_dim": backbone.vision_dim, "llm_dim": backbone.llm_dim, "num_patches": backbone.num_patches},
-        "backbone_key": backbone.key, "resolved_device": device,
-    } | ({"plugins": loaded_plugins()} if loaded_plugins() else {})))
+        "dims": dims, "backbone_key": backbone.key, "resolved_device": device,
+    } | ({"connector_tokens_max": connector.num_tokens(backbone.max_patches)}
+         if backbone.max_patches != backbone.num_patches else {})
+      | ({"plugins": loaded_plugins()} if loaded_plugins() else {})))
     # 4. the run directory: a fresh one, or the interrupted run's own (same configuration only)
     if resume is not None:
         saved = json.loads((resume / "config.json").read_text())
@@ -187,7 +219,9 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     save_trained(run_dir, model, cfg.train.stage)
     result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress,
                                journal=run_dir / PREDICTIONS_JOURNAL)
-    result["connector_diagnostics"] = connector.diagnostics(eval_feats[:64].to(device))
+    diag = eval_feats[:64]
+    result["connector_diagnostics"] = connector.diagnostics(
+        (diag.largest_group() if isinstance(diag, PatchBatch) else diag).to(device))
     result["train_skipped"] = {"n": len(train_split.skipped), "reasons": train_split.skip_counts()}
     # 7. write: results.json last (it marks the run finished), then the leaderboard row
     result |= stats | {"task": task.name, "connector": cfg.connector, "backbone_key": backbone.key,

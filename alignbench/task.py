@@ -6,9 +6,24 @@ embedded sets use the real column schemas.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .registry import Registry
+
+
+@dataclass
+class Source:
+    """A Hugging Face dataset (hub id) and how its rows map onto a task's columns."""
+
+    path: str
+    config: str | None = None
+    split: str = "train"
+    data_files: str | None = None  # a glob inside the repository, for splits its card does not declare
+    columns: dict[str, str] = field(default_factory=dict)  # the source's column -> the task's column
+
+    def describe(self) -> str:
+        where = f"{self.path}" + (f" ({self.config})" if self.config else "")
+        return f"{where}, split {self.split}" + (f", files {self.data_files}" if self.data_files else "")
 
 
 @dataclass
@@ -24,6 +39,12 @@ class Task:
     max_new_tokens: int
     split_field: str | None = None  # scores are also reported per value of this column
     description: str = ""
+    train_source: Source | None = None  # what `--data hf` trains on (None: give --train-data)
+    lmms_eval_task: str | None = None  # the same benchmark in lmms-eval (`alignbench eval --via lmms-eval`)
+
+    @property
+    def eval_source(self) -> Source:
+        return Source(self.hf_path, self.hf_config, self.eval_split)
 
     def prompt(self, question: str) -> str:
         return f"{question}{self.prompt_suffix}"

@@ -16,6 +16,7 @@ hashes in `manifest.json`, so a fresh machine needs no preparation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -377,4 +378,5 @@ def load_tiny(cfg: TinyConfig | None = None, progress=None, log=print) -> Backbo
     side = cfg.rows * cfg.cell
     info = {"num_patches": cfg.rows * cfg.cols, "vision_dim": cfg.vision_hidden, "image_size": (side, side),
             "page": dataclasses.asdict(cfg.page), "path": str(path)}
-    return Backbone(vision, llm, tokenizer, glyph_transform, key=f"tiny-{cfg.key()}", info=info)
+    return Backbone(vision, llm, tokenizer, functools.partial(glyph_transform, size=(side, side)),
+                    key=f"tiny-{cfg.key()}", info=info)

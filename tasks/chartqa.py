@@ -1,7 +1,7 @@
 """ChartQA (lmms-eval `chartqa`): questions on charts, relaxed accuracy (5 %), overall and per split
 (`type`: human_test / augmented_test)."""
 
-from alignbench.task import TASKS, Task
+from alignbench.task import TASKS, Source, Task
 
 TASKS.add("chartqa", Task(
     name="chartqa",
@@ -10,4 +10,9 @@ TASKS.add("chartqa", Task(
     prompt_suffix="\nAnswer the question with a single word.",
     metric="relaxed_accuracy", max_new_tokens=16, split_field="type",
     description="bar, line and pie charts; values, extremes, differences",
+    # ChartQA's train split in another schema: query -> question, label (a list) -> answer,
+    # human_or_machine -> type.
+    train_source=Source("HuggingFaceM4/ChartQA", split="train",
+                        columns={"query": "question", "label": "answer", "human_or_machine": "type"}),
+    lmms_eval_task="chartqa",
 ))

@@ -1,6 +1,6 @@
 """DocVQA (lmms-eval `docvqa_val`): extractive questions on scanned documents, ANLS (tau = 0.5)."""
 
-from alignbench.task import TASKS, Task
+from alignbench.task import TASKS, Source, Task
 
 TASKS.add("docvqa", Task(
     name="docvqa",
@@ -9,4 +9,7 @@ TASKS.add("docvqa", Task(
     prompt_suffix="\nAnswer the question using a single word or phrase.",
     metric="anls", max_new_tokens=32,
     description="forms, receipts, letters and tables with key/value fields",
+    # The same columns as lmms-lab/DocVQA, with the train split its card declares (39,463 questions).
+    train_source=Source("HuggingFaceM4/DocumentVQA", split="train"),
+    lmms_eval_task="docvqa_val",
 ))

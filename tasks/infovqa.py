@@ -1,6 +1,6 @@
 """InfographicVQA (lmms-eval `infovqa_val`): questions on infographics, ANLS (tau = 0.5)."""
 
-from alignbench.task import TASKS, Task
+from alignbench.task import TASKS, Source, Task
 
 TASKS.add("infovqa", Task(
     name="infovqa",
@@ -9,4 +9,7 @@ TASKS.add("infovqa", Task(
     prompt_suffix="\nAnswer the question using a single word or phrase.",
     metric="anls", max_new_tokens=32,
     description="titles, big numbers, percentages, icons, two-column layout",
+    # The repository holds the train files (23,946 questions) though its card declares only validation/test.
+    train_source=Source("lmms-lab/DocVQA", split="train", data_files="InfographicVQA/train-*.parquet"),
+    lmms_eval_task="infovqa_val",
 ))
