@@ -1,4 +1,4 @@
-"""Command line: `alignbench run | sweep | tune | list | leaderboard | prepare | probe | report`.
+"""Command line: `alignbench run | sweep | tune | eval | list | leaderboard | prepare | probe | report`.
 
 Every user-facing failure is an `AlignBenchError`: one line on stderr, exit code 2, no traceback.
 """
@@ -64,7 +64,8 @@ def _progress() -> Progress:
 
 def _config(connector, task, connector_args, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
             llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300,
-            eval_batch_size=64):
+            eval_batch_size=64, data="embedded", train_data=None, train_limit=None, max_tiles=1, dtype="auto",
+            chat_template="auto"):
     from .backbone import BackboneConfig
     from .data import DataConfig
     from .evaluate import EvalConfig
@@ -72,14 +73,15 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
     from .train import TrainConfig
 
     for name, value in (("limit", eval_limit), ("train-docs", train_docs), ("eval-questions", eval_questions),
-                        ("eval-batch-size", eval_batch_size)):
+                        ("eval-batch-size", eval_batch_size), ("train-limit", train_limit)):
         if value is not None and value < 1:
             raise AlignBenchError(f"--{name} must be at least 1, got {value}")
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr)
     cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
-                    backbone=BackboneConfig(backbone, vision, llm, trust_remote_code),
-                    data=DataConfig(train_docs=train_docs, eval_questions=eval_questions, seed=seed,
-                                    eval_limit=eval_limit), train=train,
+                    backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
+                    data=DataConfig(source=data, train_source=train_data, train_docs=train_docs,
+                                    eval_questions=eval_questions, seed=seed, eval_limit=eval_limit,
+                                    train_limit=train_limit), train=train,
                     eval=EvalConfig(batch_size=eval_batch_size, blind=blind), device=device)
     return cfg
 
@@ -134,6 +136,16 @@ def _result_table(results: list[dict]) -> Table:
 
 
 Opt = typer.Option
+BACKBONE_HELP = ("'tiny' (embedded default), 'hf' (give --vision and --llm), or a preset: siglip-llama3.2-1b, "
+                 "siglip-llama3.2-3b, siglip-llama3.1-8b (see `alignbench list`).")
+DATA_HELP = ("'embedded', 'hf' (the task's own Hugging Face datasets), a dataset id ID[:CONFIG][@SPLIT], or a local "
+             "copy (save_to_disk folder, parquet files, downloaded dataset repository).")
+TRAIN_DATA_HELP = ("Training set (same forms as --data); default: the task's training set for --data hf, else the "
+                   "train split of --data.")
+LIMIT_HELP = "Evaluate a seeded subset of N questions (the same subset for every connector and seed)."
+TILES_HELP = "Tile each image into at most N tower-sized tiles by aspect ratio, plus a thumbnail (1: no tiling)."
+DTYPE_HELP = "Backbone precision: auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, float16."
+CHAT_HELP = "'auto': a chat model's own chat template around the prompt; 'none': plain text."
 PluginOpt = Annotated[list[Path] | None, Opt("--plugin", help="Import connectors/tasks from this Python file or "
                                             "package directory (repeatable); nothing else is imported implicitly.")]
 # Its default, 50, is train.DEFAULT_CHECKPOINT_EVERY (written out here so the CLI starts without importing torch).
@@ -146,10 +158,16 @@ def run(
     connector: Annotated[str, Opt(help="Connector name (see `alignbench list`).")] = "align",
     task: Annotated[str, Opt(help="Task name (see `alignbench list`).")] = "docvqa",
     output: Annotated[Path, Opt(help="Where run directories and leaderboard.csv go.")] = DEFAULT_OUTPUT,
-    backbone: Annotated[str, Opt(help="'tiny' (embedded default) or 'hf' (give --vision and --llm).")] = "tiny",
+    backbone: Annotated[str, Opt(help=BACKBONE_HELP)] = "tiny",
     vision: Annotated[str | None, Opt(help="Vision tower: Hugging Face id or local folder.")] = None,
     llm: Annotated[str | None, Opt(help="Causal LM: Hugging Face id or local folder.")] = None,
     trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off by default).")] = False,
+    data: Annotated[str, Opt(help=DATA_HELP)] = "embedded",
+    train_data: Annotated[str | None, Opt(help=TRAIN_DATA_HELP)] = None,
+    train_limit: Annotated[int | None, Opt(help="Train on a seeded subset of N rows of a real training set.")] = None,
+    max_tiles: Annotated[int, Opt(help=TILES_HELP)] = 1,
+    dtype: Annotated[str, Opt(help=DTYPE_HELP)] = "auto",
+    chat_template: Annotated[str, Opt(help=CHAT_HELP)] = "auto",
     steps: Annotated[int, Opt(help="Training steps (the same budget for every connector).")] = 250,
     batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
@@ -158,7 +176,7 @@ def run(
     seed: Annotated[int, Opt(help="Data seed: the pages generated and the order of batches.")] = 0,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
     connector_arg: Annotated[list[str] | None, Opt(help="Connector option KEY=VALUE (repeatable).")] = None,
-    limit: Annotated[int | None, Opt(help="Evaluate the first N questions only.")] = None,
+    limit: Annotated[int | None, Opt(help=LIMIT_HELP)] = None,
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
@@ -178,7 +196,7 @@ def run(
     else:
         cfg = _config(connector, task, _kv(connector_arg), backbone, vision, llm, trust_remote_code, steps,
                       batch_size, lr, llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
-                      eval_batch_size)
+                      eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template)
     cfg.validate()
     with _progress() as progress:
         result = run_pipeline(cfg, output, progress=progress, log=console.print, checkpoint_every=checkpoint_every,
@@ -232,10 +250,16 @@ def sweep(
     connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
     tasks: Annotated[str, Opt(help="Comma-separated tasks.")] = "docvqa,infovqa,chartqa",
     output: Annotated[Path, Opt(help="Where run directories, leaderboard.csv and table.{csv,md} go.")] = DEFAULT_OUTPUT,
-    backbone: Annotated[str, Opt(help="'tiny' (embedded default) or 'hf' (give --vision and --llm).")] = "tiny",
+    backbone: Annotated[str, Opt(help=BACKBONE_HELP)] = "tiny",
     vision: Annotated[str | None, Opt(help="Vision tower: Hugging Face id or local folder.")] = None,
     llm: Annotated[str | None, Opt(help="Causal LM: Hugging Face id or local folder.")] = None,
     trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off by default).")] = False,
+    data: Annotated[str, Opt(help=DATA_HELP)] = "embedded",
+    train_data: Annotated[str | None, Opt(help=TRAIN_DATA_HELP)] = None,
+    train_limit: Annotated[int | None, Opt(help="Train on a seeded subset of N rows of a real training set.")] = None,
+    max_tiles: Annotated[int, Opt(help=TILES_HELP)] = 1,
+    dtype: Annotated[str, Opt(help=DTYPE_HELP)] = "auto",
+    chat_template: Annotated[str, Opt(help=CHAT_HELP)] = "auto",
     steps: Annotated[int, Opt(help="Training steps per run.")] = 250,
     batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
@@ -245,7 +269,7 @@ def sweep(
     seeds: Annotated[str | None, Opt(help="Comma-separated seeds, each a full sweep (data seed s, init seed "
                                           "init_seed + s); the table reports mean ± std over seeds.")] = None,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
-    limit: Annotated[int | None, Opt(help="Evaluate the first N questions only.")] = None,
+    limit: Annotated[int | None, Opt(help=LIMIT_HELP)] = None,
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
@@ -264,7 +288,8 @@ def sweep(
     conn_list, task_list = _split_list(connectors, "connectors"), _split_list(tasks, "tasks")
     args = _per_connector(connector_arg, conn_list)
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
-                       seed, init_seed, limit, device, True, train_docs, eval_questions)
+                       seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
+                       train_limit, max_tiles, dtype, chat_template)
                for t in task_list for c in conn_list]
     if seeds is not None:
         configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
@@ -342,6 +367,65 @@ def tune(
     console.print(f"written: {output / 'lr_search.csv'}, {output / 'lr_search.md'}")
 
 
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Annotated[Path, Opt(help="A run directory (OUTPUT/runs/RUN_ID) with its config.json and trained "
+                                         "weights; the model is rebuilt from it alone.")],
+    task: Annotated[str | None, Opt(help="Task to score (default: the task the run trained on).")] = None,
+    via: Annotated[str, Opt(help="'alignbench' (this project's evaluation) or 'lmms-eval' (lmms-eval's task "
+                                 "definition, in this process; needs the lmms-eval extra).")] = "alignbench",
+    data: Annotated[str | None, Opt(help=DATA_HELP + " Default: the run's own evaluation source.")] = None,
+    limit: Annotated[int | None, Opt(help=LIMIT_HELP)] = None,
+    output: Annotated[Path | None, Opt(help="Where the evaluation's directory and leaderboard row go (default: "
+                                            "the run's own output directory).")] = None,
+    lmms_task: Annotated[str | None, Opt(help="lmms-eval task whose definition scores it (default: the task's "
+                                              "counterpart, e.g. docvqa_val).")] = None,
+    include_path: Annotated[str | None, Opt(help="Folder of extra lmms-eval task YAML files (lmms-eval's "
+                                                 "--include_path).")] = None,
+    device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    blind: Annotated[bool, Opt(help="Also score the shuffled-page blind baseline (--via alignbench).")] = True,
+    eval_batch_size: Annotated[int, Opt(help="Questions per generation batch.")] = 64,
+    plugin: PluginOpt = None,
+):
+    """Re-evaluate a trained run (a checkpoint) on a task and append a leaderboard row marked with the evaluator."""
+    import dataclasses
+
+    from .evaluate import EvalConfig
+    from .pipeline import EVALUATORS, CheckpointEvalConfig, evaluate_checkpoint, read_run_config
+
+    _load_plugins(plugin)
+    if via not in EVALUATORS:
+        raise AlignBenchError(f"unknown --via {via!r}; use {' or '.join(EVALUATORS)}")
+    for name, value in (("limit", limit), ("eval-batch-size", eval_batch_size)):
+        if value is not None and value < 1:
+            raise AlignBenchError(f"--{name} must be at least 1, got {value}")
+    run_cfg, _ = read_run_config(checkpoint)
+    data_cfg = dataclasses.replace(run_cfg.data, eval_split="eval", eval_limit=limit if limit else None,
+                                   **({"source": data} if data else {}))
+    if output is None:
+        output = checkpoint.resolve().parent.parent if checkpoint.resolve().parent.name == "runs" else DEFAULT_OUTPUT
+    cfg = CheckpointEvalConfig(checkpoint=str(checkpoint), task=task or run_cfg.task, evaluator=via, data=data_cfg,
+                               eval=EvalConfig(batch_size=eval_batch_size, blind=blind and via == "alignbench"),
+                               device=device, lmms_task=lmms_task, include_path=include_path)
+    from .task import TASKS
+
+    TASKS.get(cfg.task)
+    with _progress() as progress:
+        result = evaluate_checkpoint(cfg, output, progress=progress, log=console.print)
+    table = Table(title=f"{checkpoint.name} on {result['task']}, scored by {via}")
+    for col in ("metric", "score", "± stderr", "n", "blind", "run"):
+        table.add_column(col)
+    blind_score = result.get("blind", {}).get("score")
+    table.add_row(result["metric"], f"{100 * result['score']:.2f}", f"{100 * result['stderr']:.2f}",
+                  str(result["n"]), "–" if blind_score is None else f"{100 * blind_score:.1f}",
+                  Path(result["run_dir"]).name)
+    console.print(table)
+    if "alignbench_metric_on_these_predictions" in result:
+        same = result["alignbench_metric_on_these_predictions"]
+        console.print(f"{same['metric']} (alignbench's definition) on the same predictions: {100 * same['score']:.2f}")
+    console.print(f"leaderboard: {output / 'leaderboard.csv'}")
+
+
 @app.command("list")
 def list_cmd(plugin: PluginOpt = None):
     """Show the registered connectors and tasks."""
@@ -363,12 +447,24 @@ def list_cmd(plugin: PluginOpt = None):
         table.add_row(name, f"{cls.__module__}.{cls.__qualname__}", opts or "–", f"{cls.default_lr:g}")
     console.print(table)
     table = Table(title="tasks")
-    for col in ("name", "metric", "source", "split", "max new tokens", "embedded set"):
+    for col in ("name", "metric", "source (--data hf)", "split", "training set (--data hf)", "lmms-eval task",
+                "max new tokens", "embedded set"):
         table.add_column(col)
     for name in TASKS.names():
         t = TASKS.get(name)
         table.add_row(name, t.metric, f"{t.hf_path}" + (f" ({t.hf_config})" if t.hf_config else ""), t.eval_split,
-                      str(t.max_new_tokens), t.description)
+                      t.train_source.describe() if t.train_source else "– (give --train-data)",
+                      t.lmms_eval_task or "–", str(t.max_new_tokens), t.description)
+    console.print(table)
+    from .backbone import PRESETS
+
+    table = Table(title="backbones (--backbone)")
+    for col in ("name", "vision tower", "language model"):
+        table.add_column(col)
+    table.add_row("tiny", "embedded SigLIP-style tower", "embedded Llama-style LM")
+    table.add_row("hf", "--vision ID_OR_PATH", "--llm ID_OR_PATH")
+    for name, (vision, llm) in PRESETS.items():
+        table.add_row(name, vision, llm)
     console.print(table)
 
 
@@ -378,21 +474,24 @@ def leaderboard(
     task: Annotated[str | None, Opt(help="Only this task.")] = None,
 ):
     """Print the leaderboard (one row per run, best first within each task), and mean ± std across seeds."""
-    from .results import aggregate_seeds, read_leaderboard
+    from .results import aggregate_seeds, read_leaderboard, training_runs
 
     df = read_leaderboard(output / "leaderboard.csv")
     if task:
         df = df[df.task == task]
     df = df.sort_values(["task", "score"], ascending=[True, False])
     table = Table(title=f"leaderboard ({output / 'leaderboard.csv'})")
-    for col in ("task", "connector", "metric", "score", "± stderr", "n", "blind", "stage", "steps", "seed", "run_id"):
+    for col in ("task", "connector", "metric", "score", "± stderr", "n", "blind", "stage", "steps", "seed",
+                "evaluator", "run_id"):
         table.add_column(col)
     for _, r in df.iterrows():
         blind = "–" if r.isna().get("blind_score", True) else f"{100 * r.blind_score:.1f}"
-        table.add_row(r.task, r.connector, r.metric, f"{100 * r.score:.1f}", f"{100 * r.stderr:.1f}", str(r.n), blind,
-                      str(r.stage), str(r.steps), str(r.seed), str(r.run_id))
+        stderr = "–" if r.isna().get("stderr", True) else f"{100 * r.stderr:.1f}"
+        evaluator = r.evaluator + (f" ({r.checkpoint})" if isinstance(r.checkpoint, str) and r.checkpoint else "")
+        table.add_row(r.task, r.connector, r.metric, f"{100 * r.score:.1f}", stderr, str(r.n), blind,
+                      str(r.stage), str(r.steps), str(r.seed), evaluator, str(r.run_id))
     console.print(table)
-    agg = aggregate_seeds(df)
+    agg = aggregate_seeds(training_runs(df))
     if (agg.seeds > 1).any():
         table = Table(title="across seeds (latest run per seed)")
         for col in ("task", "connector", "stage", "steps", "lr", "mean", "± std", "seeds", "blind"):

@@ -61,6 +61,7 @@ class Split:
     images: list  # unique PIL images
     samples: list[Sample]
     skipped: list[dict] = field(default_factory=list)  # {"uid", "reason", "detail"} per row left out
+    answers_are_lists: bool = True  # the source's answers column holds lists (DocVQA), not one string (ChartQA)
 
     def skip_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(s["reason"] for s in self.skipped).items()))
@@ -275,7 +276,10 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
             continue
         samples.append(Sample(index[digest], question, answers,
                               str(row[split_field]) if split_field and row[split_field] is not None else None, uid))
-    split = Split(LazyImages(raw, images) if lazy_images else images, samples, skipped)
+    answers_feature = ds.features.get(task.answers_field)
+    is_list = isinstance(answers_feature, (list, tuple)) or type(answers_feature).__name__ in ("List", "LargeList",
+                                                                                                 "Sequence")
+    split = Split(LazyImages(raw, images) if lazy_images else images, samples, skipped, is_list)
     if not samples:
         counts = ", ".join(f"{n} {r}" for r, n in split.skip_counts().items())
         raise AlignBenchError(f"{source}: none of its {len(raw)} rows is usable ({counts}); check the dataset")

@@ -265,6 +265,90 @@ def _finish_listed(run_dir: Path, output: Path, log) -> dict:
     return result | {"run_dir": str(run_dir)}
 
 
+# ---------------------------------------------------------------- re-evaluating a checkpoint
+
+EVALUATORS = ("alignbench", "lmms-eval")
+
+
+@dataclass
+class CheckpointEvalConfig:
+    """`alignbench eval`: score a trained run's weights on a task, with AlignBench's evaluation or lmms-eval's."""
+
+    checkpoint: str  # the run directory (config.json + connector.safetensors [+ llm.safetensors])
+    task: str
+    evaluator: str = "alignbench"  # "alignbench" or "lmms-eval"
+    data: DataConfig = field(default_factory=DataConfig)  # the evaluation source (and --limit)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "auto"
+    lmms_task: str | None = None  # lmms-eval's task definition (default: the task's `lmms_eval_task`)
+    include_path: str | None = None  # more lmms-eval task folders (YAML), as lmms-eval's --include_path
+
+
+def read_run_config(run_dir: Path) -> tuple[RunConfig, dict]:
+    """The configuration a run directory was made with (config.json), typed and as saved."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise AlignBenchError(f"{str(run_dir)!r} is not a run directory (no config.json); give OUTPUT/runs/RUN_ID "
+                              "of a finished `alignbench run`")
+    try:
+        saved = json.loads(path.read_text())
+        return RunConfig.from_dict(saved), saved
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AlignBenchError(f"{path} is not an AlignBench run config ({type(exc).__name__}: {exc})") from None
+
+
+def load_run(run_dir: Path, device: str = "auto", log=print) -> tuple[VLM, RunConfig, Workspace]:
+    """Rebuild a trained model from its run directory alone: the backbone its config.json names (hub ids or
+    local folders), the trained weights from its safetensors."""
+    from .checkpoint import load_trained
+
+    cfg, saved = read_run_config(run_dir)
+    missing = [p for p in saved.get("plugins", []) if p not in loaded_plugins()]
+    if missing:
+        raise AlignBenchError(f"{run_dir} was trained with plug-in(s) {', '.join(missing)}; pass --plugin for each")
+    ws = Workspace(cfg.backbone, cfg.data, resolve_device(device), log)
+    model, _ = load_trained(Path(run_dir), ws.backbone, ws.device)
+    return model, cfg, ws
+
+
+def evaluate_checkpoint(cfg: CheckpointEvalConfig, output: Path, progress=None, log=print) -> dict:
+    """Score a checkpoint on `cfg.task`: a new directory under OUTPUT/runs (config.json, predictions.jsonl,
+    results.json) and a leaderboard row marked with the evaluator and the checkpoint's run id."""
+    if cfg.evaluator not in EVALUATORS:
+        raise AlignBenchError(f"unknown evaluator {cfg.evaluator!r}; use {' or '.join(EVALUATORS)}")
+    task = TASKS.get(cfg.task)
+    t0 = time.time()
+    prepare_output(output)
+    run_dir = Path(cfg.checkpoint)
+    model, run_cfg, ws = load_run(run_dir, cfg.device, log)
+    # 1. the evaluation rows, from the configured source (the checkpoint's own by default); lmms-eval computes
+    #    the vision features itself, from the images it is handed
+    split, feats = ws.split(task, "eval", cfg.data) if cfg.evaluator == "alignbench" else (
+        ws.data(task, "eval", cfg.data), None)
+    if split.skipped:
+        log(f"{task.name}: skipped {len(split.skipped)} of {len(split.skipped) + len(split.samples)} questions "
+            f"({', '.join(f'{n} {r}' for r, n in split.skip_counts().items())})")
+    # 2. score them
+    if cfg.evaluator == "alignbench":
+        result, records = evaluate(model, task, split, feats, cfg.eval, ws.device, progress)
+    else:
+        from .lmms.bridge import evaluate_with_lmms_eval
+
+        result, records = evaluate_with_lmms_eval(model, ws.backbone, task, split, cfg, log)
+    # 3. write: its own directory, then the leaderboard row (the checkpoint's training settings, this task)
+    row_config = json.loads(json.dumps(asdict(run_cfg) | {"task": task.name, "data": asdict(cfg.data)}))
+    result |= {"task": task.name, "connector": run_cfg.connector, "backbone_key": ws.backbone.key,
+               "evaluator": cfg.evaluator, "checkpoint": run_dir.name, "n_skipped": len(split.skipped),
+               "skipped": split.skip_counts(), "wall_seconds": round(time.time() - t0, 2), "versions": versions(),
+               "commit": git_commit(), "device": ws.device, "machine": machine()}
+    out_dir = new_run_dir(output, task.name, f"{run_cfg.connector}-{cfg.evaluator}", run_cfg.data.seed)
+    config = json.loads(json.dumps({"kind": "checkpoint-eval", **asdict(cfg), "checkpoint_config": row_config}))
+    write_run(out_dir, config, result, records)
+    append_leaderboard(output, leaderboard_row(out_dir, row_config, result))
+    result["run_dir"] = str(out_dir)
+    return result
+
+
 # ---------------------------------------------------------------- parallel sweeps
 
 _WORKSPACE: Workspace | None = None

@@ -34,7 +34,7 @@ from .errors import AlignBenchError
 from .evaluate import EvalConfig, evaluate
 from .pipeline import RunConfig, Workspace
 from .pipeline import run as run_pipeline
-from .results import atomic_write, machine, read_leaderboard
+from .results import atomic_write, machine, read_leaderboard, training_runs
 from .task import TASKS
 
 SIGMA_MODES = ("absolute", "relative")
@@ -48,11 +48,9 @@ def find_run(output: Path, cfg: RunConfig, backbone_key: str) -> Path | None:
     board = output / "leaderboard.csv"
     if not board.exists():
         return None
-    df = read_leaderboard(board)
+    df = training_runs(read_leaderboard(board))
     want = ((df.connector == cfg.connector) & (df.task == cfg.task) & (df.seed == cfg.data.seed)
             & (df.stage == cfg.train.stage) & (df.steps == cfg.train.steps) & (df.backbone == backbone_key))
-    if "evaluator" in df:
-        want &= df.evaluator.fillna("alignbench") == "alignbench"
     for run_id in reversed(df[want].run_id.tolist()):
         run_dir = output / "runs" / str(run_id)
         if has_weights(run_dir):

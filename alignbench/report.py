@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import AlignBenchError
 from .metrics import get_metric
 from .probe import latest_probes, probe_markdown, vocab_markdown
-from .results import atomic_write, read_leaderboard
+from .results import atomic_write, read_leaderboard, training_runs
 from .stats import bootstrap, paired_difference
 
 # AlignVLM (Llama-3.2-3B): Table 2 (high-resource) and Table 3 (low-resource), and the noise analysis.
@@ -42,9 +42,7 @@ def _fmt(iv, scale: float = 100.0) -> str:
 def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
     """{(connector, task): {"seeds": {seed: {"uids", "scores", "blind"}}, "metric", "runs"}} from the latest
     run of each (connector, task, seed) in the leaderboard."""
-    board = read_leaderboard(runs / "leaderboard.csv")
-    if "evaluator" in board:
-        board = board[board.evaluator.fillna("alignbench") == "alignbench"]
+    board = training_runs(read_leaderboard(runs / "leaderboard.csv"))
     latest = board.drop_duplicates(["connector", "task", "seed"], keep="last")
     out: dict = {}
     for _, row in latest.iterrows():

@@ -146,8 +146,10 @@ def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
         "blind_score": blind.get("score"), "blind_stderr": blind.get("stderr"),
         "per_split": json.dumps(result.get("per_split", {})),
         "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
-        "wall_seconds": result.get("wall_seconds"), "evaluator": "alignbench", "commit": result.get("commit"),
-    }
+        "wall_seconds": result.get("wall_seconds"), "evaluator": result.get("evaluator", "alignbench"),
+        "commit": result.get("commit"),
+        # a re-evaluation (`alignbench eval --checkpoint`) names the run whose weights it scored
+    } | ({"checkpoint": result["checkpoint"]} if result.get("checkpoint") else {})
 
 
 def _csv_cell(value) -> str:
@@ -191,9 +193,19 @@ def read_leaderboard(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise AlignBenchError(f"no leaderboard at {str(path)!r}; run `alignbench run` first or pass --output")
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise AlignBenchError(f"leaderboard {str(path)!r} is not a readable CSV ({exc})") from None
+    # Leaderboards written before these columns existed: every row was a training run scored by AlignBench.
+    df["evaluator"] = df["evaluator"].fillna("alignbench") if "evaluator" in df else "alignbench"
+    if "checkpoint" not in df:
+        df["checkpoint"] = pd.Series([None] * len(df), dtype=object)
+    return df
+
+
+def training_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs that trained (and were scored by AlignBench), not re-evaluations of a checkpoint."""
+    return df[(df.evaluator == "alignbench") & df.checkpoint.isna()]
 
 
 def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
