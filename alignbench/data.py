@@ -230,6 +230,7 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
     from datasets import Image as ImageFeature
 
     source = source or f"dataset for task {task.name!r}"
+    ds = with_task_columns(ds, task)
     split_field = task.split_field if need_split_field else None
     needed = {"image", task.question_field, task.answers_field} | ({split_field} if split_field else set())
     missing = sorted(needed - set(ds.column_names))
@@ -274,8 +275,7 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
         if problem is not None:
             skipped.append({"uid": uid, "reason": problem[0], "detail": problem[1]})
             continue
-        samples.append(Sample(index[digest], question, answers,
-                              str(row[split_field]) if split_field and row[split_field] is not None else None, uid))
+        samples.append(Sample(index[digest], question, answers, _split_value(ds, split_field, row), uid))
     answers_feature = ds.features.get(task.answers_field)
     is_list = isinstance(answers_feature, (list, tuple)) or type(answers_feature).__name__ in ("List", "LargeList",
                                                                                                  "Sequence")
@@ -284,6 +284,16 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
         counts = ", ".join(f"{n} {r}" for r, n in split.skip_counts().items())
         raise AlignBenchError(f"{source}: none of its {len(raw)} rows is usable ({counts}); check the dataset")
     return split
+
+
+def _split_value(ds, field: str | None, row: dict) -> str | None:
+    """The row's value of the task's split column, as text (a class label by its name)."""
+    from datasets import ClassLabel
+
+    if not field or row.get(field) is None:
+        return None
+    feature = ds.features.get(field)
+    return feature.int2str(row[field]) if isinstance(feature, ClassLabel) else str(row[field])
 
 
 def load_split(task: Task, split: str, cfg: DataConfig, spec: PageSpec, cache: Path) -> Split:
@@ -370,10 +380,13 @@ def load_source(source: Source, task: Task):
         raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
     except ValueError as exc:  # an unknown config or split
         raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
-    if source.columns:
-        present = {k: v for k, v in source.columns.items() if k in ds.column_names and v not in ds.column_names}
-        ds = ds.rename_columns(present)
     return ds
+
+
+def with_task_columns(ds, task: Task):
+    """Rename the columns of another schema of the task's data (`task.column_aliases`) to the task's names."""
+    renames = {k: v for k, v in task.column_aliases.items() if k in ds.column_names and v not in ds.column_names}
+    return ds.rename_columns(renames) if renames else ds
 
 
 def _one_line(exc: BaseException) -> str:

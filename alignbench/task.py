@@ -13,13 +13,12 @@ from .registry import Registry
 
 @dataclass
 class Source:
-    """A Hugging Face dataset (hub id) and how its rows map onto a task's columns."""
+    """A Hugging Face dataset: hub id (or local path), config, split."""
 
     path: str
     config: str | None = None
     split: str = "train"
     data_files: str | None = None  # a glob inside the repository, for splits its card does not declare
-    columns: dict[str, str] = field(default_factory=dict)  # the source's column -> the task's column
 
     def describe(self) -> str:
         where = f"{self.path}" + (f" ({self.config})" if self.config else "")
@@ -40,6 +39,9 @@ class Task:
     split_field: str | None = None  # scores are also reported per value of this column
     description: str = ""
     train_source: Source | None = None  # what `--data hf` trains on (None: give --train-data)
+    # Another schema of the same data: its column -> the task's column, applied to any source (hub or local)
+    # that lacks the task's column (ChartQA's train split: query -> question, label -> answer).
+    column_aliases: dict[str, str] = field(default_factory=dict)
     lmms_eval_task: str | None = None  # the same benchmark in lmms-eval (`alignbench eval --via lmms-eval`)
 
     @property

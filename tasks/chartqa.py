@@ -10,9 +10,8 @@ TASKS.add("chartqa", Task(
     prompt_suffix="\nAnswer the question with a single word.",
     metric="relaxed_accuracy", max_new_tokens=16, split_field="type",
     description="bar, line and pie charts; values, extremes, differences",
-    # ChartQA's train split in another schema: query -> question, label (a list) -> answer,
-    # human_or_machine -> type.
-    train_source=Source("HuggingFaceM4/ChartQA", split="train",
-                        columns={"query": "question", "label": "answer", "human_or_machine": "type"}),
+    # ChartQA's train split, in another schema (query, label: a list, human_or_machine), mapped below.
+    train_source=Source("HuggingFaceM4/ChartQA", split="train"),
+    column_aliases={"query": "question", "label": "answer", "human_or_machine": "type"},
     lmms_eval_task="chartqa",
 ))
