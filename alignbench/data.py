@@ -374,7 +374,7 @@ def load_source(source: Source, task: Task):
             ds = _load(path if local else source.path, source, local)
     except (ConnectionError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as exc:
         if not local and not online:
-            raise AlignBenchError(missing_message(
+            raise AlignBenchError("cannot load " + missing_message(
                 "dataset", source.path, why, f"pass --data / --train-data with a local copy (a save_to_disk "
                 f"folder or parquet files in the {task.hf_path} schema)")) from None
         raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
