@@ -1,0 +1,119 @@
+"""Tiling (`--max-tiles`): grids chosen by aspect ratio plus a thumbnail, features of all tiles for every connector,
+images with different grids in one batch."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hf_fixtures import real_schema_rows, save_pair
+from PIL import Image
+
+from alignbench.backbone import BackboneConfig, PatchBatch, load_backbone, tile_grid, tile_image
+from alignbench.connector import CONNECTORS, build_connector
+from alignbench.model import VLM
+
+
+@pytest.mark.parametrize("size,max_tiles,grid", [
+    ((1000, 500), 9, (4, 2)),  # aspect 2: (2, 1) and (4, 2) tie; a large page gets the finer grid
+    ((100, 50), 9, (2, 1)),  # ... a small one does not (10,000 px < half of 8 tiles of 100 x 100)
+    ((900, 900), 9, (3, 3)),
+    ((40, 40), 9, (1, 1)),
+    ((300, 900), 9, (1, 3)),  # tall
+    ((1000, 500), 4, (2, 1)),  # (4, 2) is over the limit
+    ((1000, 100), 4, (4, 1)),  # aspect 10: the widest grid allowed
+    ((700, 500), 1, (1, 1)),  # no tiling
+])
+def test_the_grid_follows_the_aspect_ratio(size, max_tiles, grid):
+    assert tile_grid(*size, max_tiles, tile=100) == grid
+
+
+def test_tiles_then_a_thumbnail():
+    image = Image.new("RGB", (200, 100), "white")
+    image.paste((255, 0, 0), (0, 0, 100, 100))  # left half red
+    tiles = tile_image(image, 4, 50)
+    assert len(tiles) == 2 * 1 + 1 and all(t.size == (50, 50) for t in tiles)
+    assert tiles[0].getpixel((25, 25)) == (255, 0, 0) and tiles[1].getpixel((25, 25)) == (255, 255, 255)
+    assert np.array_equal(np.asarray(tiles[-1]), np.asarray(image.resize((50, 50), Image.BICUBIC)))  # thumbnail
+    assert len(tile_image(Image.new("RGB", (50, 50)), 4, 50)) == 1  # one tile: no thumbnail
+
+
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory):
+    vision, llm = save_pair(tmp_path_factory.mktemp("pair"), chat=True)  # 32 x 32 tiles of 4 patches
+    return load_backbone(BackboneConfig("hf", str(vision), str(llm), max_tiles=4))
+
+
+PAGES = [Image.new("RGB", (64, 32), "white"), Image.new("RGB", (32, 32), "gray"), Image.new("RGB", (128, 128))]
+for _k, _page in enumerate(PAGES):  # some content, so features differ
+    _page.paste((40 * _k, 200, 90), (3, 5, 20, 17))
+
+
+def test_images_with_different_grids_come_back_as_a_patch_batch(tiled):
+    feats = tiled.encode_images(PAGES)
+    # 64x32: 2 tiles + thumbnail; 32x32: 1 tile; 128x128: 2x2 tiles + thumbnail (4 patches per tile)
+    assert isinstance(feats, PatchBatch) and feats.lengths.tolist() == [12, 4, 20]
+    assert tiled.max_patches == 4 * 5 and feats.shape == (3, 20, 32)
+    for k, page in enumerate(PAGES):
+        alone = tiled.encode_images([page])
+        assert isinstance(alone, torch.Tensor) and alone.shape[1] == feats.lengths[k]
+        torch.testing.assert_close(feats.values[k, : alone.shape[1]], alone[0], atol=1e-5, rtol=1e-5)
+        assert feats.values[k, alone.shape[1]:].abs().sum() == 0
+    same = feats[[0, 0]]  # a selection with one grid is a plain tensor
+    assert isinstance(same, torch.Tensor) and same.shape == (2, 12, 32)
+
+
+@pytest.mark.parametrize("connector", CONNECTORS.names())
+def test_every_connector_reads_all_tiles_and_padding_changes_nothing(connector, tiled):
+    model = VLM(tiled, build_connector(connector, tiled.connector_context()))
+    feats = tiled.encode_images(PAGES)
+    tokens, mask = model.visual_tokens_masked(feats)
+    for k, n in enumerate(feats.lengths.tolist()):
+        assert mask[k].sum() == model.connector.num_tokens(n)  # what the connector declares for all its tiles
+    # The question is scored the same in a batch of mixed grids (left-padded visual tokens) as alone.
+    tok = tiled.tokenizer
+    from alignbench.backbone import prompt_format
+
+    prompt = prompt_format(tok).encode(tok, "What is the DATE?")
+    answer = tok("12", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids = torch.tensor([prompt + answer] * 3)
+    labels = torch.tensor([[-100] * len(prompt) + answer] * 3)
+    batch, _ = model.continuation_logprobs(feats, ids, torch.ones_like(ids), labels)
+    alone = [model.continuation_logprobs(tiled.encode_images([p]), ids[:1], torch.ones_like(ids[:1]), labels[:1])[0][0]
+             for p in PAGES]
+    assert batch == pytest.approx(alone, abs=1e-4)
+    # ... and trains: a finite gradient for every connector parameter
+    loss = model.loss(feats, ids, torch.ones_like(ids), labels)
+    loss.backward()
+    grads = [p.grad for p in model.connector.parameters() if p.requires_grad]
+    assert torch.isfinite(loss) and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_generation_pads_mixed_grids_to_the_same_answers(tiled):
+    model = VLM(tiled, build_connector("mlp", tiled.connector_context()))
+    tok = tiled.tokenizer
+    from alignbench.backbone import prompt_format
+
+    prompt = prompt_format(tok).encode(tok, "What is it?")
+    batch = model.generate(tiled.encode_images(PAGES), [prompt] * 3, 4)
+    assert batch == [model.generate(tiled.encode_images([p]), [prompt], 4)[0] for p in PAGES]
+
+
+def test_a_tiled_run_records_the_largest_image_it_can_see(tmp_path, monkeypatch, capsys):
+    """The CLI with --max-tiles on pages wider than tall, trained and evaluated."""
+    import datasets
+    from test_real_backbones import SMALL, main_in_process
+
+    vision, llm = save_pair(tmp_path / "pair")
+    data = tmp_path / "docvqa"
+    datasets.DatasetDict({"train": real_schema_rows("docvqa", "train", 3, size=(96, 48)),
+                          "validation": real_schema_rows("docvqa", "eval", 4, size=(96, 48))}).save_to_disk(str(data))
+    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "perceiver", "--backbone", "hf",
+                                   "--vision", vision, "--llm", llm, "--data", data, "--max-tiles", 4, *SMALL,
+                                   "--output", tmp_path / "out")
+    assert code in (0, None), err
+    config = json.loads(next((tmp_path / "out" / "runs").iterdir()).joinpath("config.json").read_text())
+    assert config["dims"]["max_patches"] == 4 * 5 and config["connector_tokens_max"] == 64
+    assert config["backbone_key"].endswith("|tiles4") and config["backbone"]["max_tiles"] == 4
+    with pytest.raises(Exception, match="--max-tiles needs a Hugging Face backbone"):
+        BackboneConfig("tiny", max_tiles=2).validate()
