@@ -124,7 +124,7 @@ def cache_hub_dataset(hf_home: Path, repo_id: str, config: str | None, splits: d
     download: ORG___NAME/CONFIG/0.0.0/HASH/{name-split.arrow, dataset_info.json}, written by the datasets
     library's own parquet builder."""
     from datasets.packaged_modules.parquet.parquet import Parquet
-    from datasets.utils.py_utils import camelcase_to_snakecase
+    from datasets.naming import camelcase_to_snakecase
 
     files = {}
     for name, ds in splits.items():
