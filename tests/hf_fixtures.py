@@ -123,8 +123,8 @@ def cache_hub_dataset(hf_home: Path, repo_id: str, config: str | None, splits: d
     """Lay `splits` ({name: Dataset}) out under HF_HOME/datasets as `load_dataset(repo_id, config)` leaves a hub
     download: ORG___NAME/CONFIG/0.0.0/HASH/{name-split.arrow, dataset_info.json}, written by the datasets
     library's own parquet builder."""
-    from datasets.packaged_modules.parquet.parquet import Parquet
     from datasets.naming import camelcase_to_snakecase
+    from datasets.packaged_modules.parquet.parquet import Parquet
 
     files = {}
     for name, ds in splits.items():

@@ -132,8 +132,8 @@ def evaluate_with_lmms_eval(model, backbone, task: Task, split, cfg, log=print) 
         write_rows(split, task, Path(tmp) / "data")
         (Path(tmp) / "tasks").mkdir()
         (Path(tmp) / "tasks" / f"{name}.yaml").write_text(task_yaml(name, definition, Path(tmp) / "data"))
-        include = [str(Path(tmp) / "tasks")] + ([cfg.include_path] if cfg.include_path else [])
-        manager = TaskManager("WARNING", include_path=include)
+        # Only the derived task: it includes lmms-eval's definition by path (and so needs no index of the rest).
+        manager = TaskManager("WARNING", include_path=str(Path(tmp) / "tasks"), include_defaults=False)
         lm = AlignBenchLMMS(model=model, backbone=backbone, device=backbone_device(backbone),
                             batch_size=cfg.eval.batch_size)
         log(f"lmms-eval {lmms_eval_version()}: task {lmms_task} ({definition}) on {len(split.samples)} questions")
