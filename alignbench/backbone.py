@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .errors import AlignBenchError
-from .hub import hub_status, is_local, looks_like_path, missing_message
+from .hub import hub_status, is_local, looks_like_path, missing_message, offline_mode
 
 # The paper's pairs (AlignVLM: SigLIP-400M with Llama 3.2 1B / 3B and Llama 3.1 8B), one word each.
 PRESETS: dict[str, tuple[str, str]] = {
@@ -356,8 +356,12 @@ def _from_pretrained(loader, ref: str, kind: str, flag: str, cfg: BackboneConfig
                               f"save_pretrained, or a Hugging Face id, to {flag}")
     online, why = (True, "") if local else hub_status()
     try:
-        return loader.from_pretrained(os.path.expanduser(ref) if local else ref, local_files_only=local or not online,
-                                      trust_remote_code=cfg.trust_remote_code, **kwargs)
+        # local_files_only alone is not enough: with peft installed, transformers still asks the hub for an
+        # adapter_config.json (and retries); the libraries' offline switches stop every such request.
+        with offline_mode(not local and not online):
+            return loader.from_pretrained(os.path.expanduser(ref) if local else ref,
+                                          local_files_only=local or not online,
+                                          trust_remote_code=cfg.trust_remote_code, **kwargs)
     except (OSError, ValueError) as exc:
         if not local and not online:
             raise AlignBenchError("cannot load " + missing_message(kind, ref, why, f"pass a local folder (written "

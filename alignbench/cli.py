@@ -77,6 +77,8 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
                         ("eval-batch-size", eval_batch_size), ("train-limit", train_limit)):
         if value is not None and value < 1:
             raise AlignBenchError(f"--{name} must be at least 1, got {value}")
+    if backbone == "tiny" and (vision or llm):  # `--vision X --llm Y` alone means a Hugging Face pair
+        backbone = "hf"
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr)
     cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),

@@ -44,7 +44,7 @@ def pairs(tmp_path_factory):
 
 
 def hf_args(pair):
-    return ["--backbone", "hf", "--vision", pair[0], "--llm", pair[1]]
+    return ["--vision", pair[0], "--llm", pair[1]]  # as the issue writes it: --backbone hf is implied
 
 
 # ---------------------------------------------------------------- one run path, two kinds of backbone
