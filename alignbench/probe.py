@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backbone import PatchBatch
 from .checkpoint import has_weights, load_trained
 from .errors import AlignBenchError
 from .evaluate import EvalConfig, evaluate
@@ -282,9 +283,14 @@ def vocab_probe(run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int]
     task = TASKS.get(config["task"])
     split, feats = ws.split(task, "eval")
     n = min(docs, len(split.images))
-    probs = torch.cat([torch.softmax(_align_logits(connector, feats[i : min(i + 32, n)].to(ws.device)), -1).cpu()
-                       for i in range(0, n, 32)])  # [n, N, V]
-    flat = probs.flatten(0, 1)  # every patch
+    chunks = [feats[i : min(i + 32, n)] for i in range(0, n, 32)]
+    # Tiled pages with different grids (a PatchBatch): every real patch of every tile, group by group.
+    groups = [g for c in chunks for g in ([g for _, g in c.groups()] if isinstance(c, PatchBatch) else [c])]
+    probs = torch.cat([torch.softmax(_align_logits(connector, g.to(ws.device)).flatten(0, 1), -1).cpu()
+                       for g in groups])  # [patches, V]
+    flat = probs  # every patch
+    if not any(isinstance(c, PatchBatch) for c in chunks):
+        probs = probs.view(n, -1, probs.shape[-1])  # [n, N, V]: per page, for the glyph check below
     avg = flat.mean(0)  # [V]
     vocab = avg.numel()
     entropy = -(avg * avg.clamp_min(1e-30).log()).sum().item()
