@@ -66,7 +66,7 @@ def _progress() -> Progress:
 def _config(connector, task, connector_args, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
             llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300,
             eval_batch_size=64, data="embedded", train_data=None, train_limit=None, max_tiles=1, dtype="auto",
-            chat_template="auto"):
+            chat_template="auto", train_tasks=None):
     from .backbone import BackboneConfig
     from .data import DataConfig
     from .evaluate import EvalConfig
@@ -84,7 +84,7 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
                     data=DataConfig(source=data, train_source=train_data, train_docs=train_docs,
                                     eval_questions=eval_questions, seed=seed, eval_limit=eval_limit,
-                                    train_limit=train_limit), train=train,
+                                    train_limit=train_limit, train_tasks=train_tasks), train=train,
                     eval=EvalConfig(batch_size=eval_batch_size, blind=blind), device=device)
     return cfg
 

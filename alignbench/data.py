@@ -45,6 +45,8 @@ class DataConfig:
     limit_seed: int = 0  # fixed, so every connector and every data seed is scored on the same subset
     train_limit: int | None = None  # train on a subset of N rows of a real training set (picked by limit_seed)
     eval_split: str = "eval"  # "val" scores a held-out validation split instead (learning-rate search)
+    # Tasks whose training splits are mixed, a step from each in turn; None: the evaluated task's alone
+    train_tasks: list[str] | None = None
 
 
 @dataclass

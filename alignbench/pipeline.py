@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,7 +41,7 @@ from .results import (
 )
 from .task import TASKS, Task
 from .tiny import cache_root
-from .train import DEFAULT_CHECKPOINT_EVERY, TrainConfig, TrainingDiverged, train
+from .train import DEFAULT_CHECKPOINT_EVERY, TrainConfig, TrainingDiverged, TrainSource, train
 
 
 @dataclass
@@ -52,8 +55,20 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
 
+    @property
+    def train_tasks(self) -> list[str]:
+        """The tasks whose training splits train the connector (the evaluated task's by default)."""
+        return list(self.data.train_tasks) if self.data.train_tasks else [self.task]
+
     def validate(self) -> None:
         TASKS.get(self.task)
+        for name in self.train_tasks:
+            TASKS.get(name)
+        if len(set(self.train_tasks)) != len(self.train_tasks):
+            raise AlignBenchError(f"--train-tasks {','.join(self.train_tasks)} names a task twice; name each once")
+        if self.data.train_source is not None and len(self.train_tasks) > 1:
+            raise AlignBenchError("--train-data names one training set, but --train-tasks names several tasks; "
+                                  "leave --train-data out to train on each task's own training set")
         parse_connector_args(CONNECTORS.get(self.connector), self.connector_args)
         self.backbone.validate()
         self.train.validate()
@@ -174,13 +189,15 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     backbone = ws.backbone
     if cfg.train.stage == "full":
         backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm).float())
-    # 2. data and frozen vision features; rows the loader could not use are counted, never scored
-    train_split, train_feats = ws.split(task, "train", cfg.data)
+    # 2. data and frozen vision features (the training splits of every training task, the evaluated task's
+    #    evaluation split); rows the loader could not use are counted, never scored
+    sources = [TrainSource(TASKS.get(name), *ws.split(TASKS.get(name), "train", cfg.data)) for name in cfg.train_tasks]
     eval_split, eval_feats = ws.split(task, cfg.data.eval_split, cfg.data)
-    for name, split in (("train", train_split), (cfg.data.eval_split, eval_split)):
+    for name, split in [(f"{src.task.name}/train", src.split) for src in sources] + [
+            (f"{task.name}/{cfg.data.eval_split}", eval_split)]:
         if split.skipped:
             reasons = ", ".join(f"{n} {r}" for r, n in split.skip_counts().items())
-            log(f"{task.name}/{name}: skipped {len(split.skipped)} of {len(split.skipped) + len(split.samples)} "
+            log(f"{name}: skipped {len(split.skipped)} of {len(split.skipped) + len(split.samples)} "
                 f"questions ({reasons})")
     # 3. connector, with its own init seed
     ctx = backbone.connector_context()
@@ -192,6 +209,7 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     config = json.loads(json.dumps(asdict(cfg) | {
         "connector_config": asdict(connector.config), "connector_tokens": connector.num_tokens(backbone.num_patches),
         "dims": dims, "backbone_key": backbone.key, "resolved_device": device,
+        "train_tasks": cfg.train_tasks, "training_key": training_key(cfg, connector, backbone.key, device),
     } | ({"connector_tokens_max": connector.num_tokens(backbone.max_patches)}
          if backbone.max_patches != backbone.num_patches else {})
       | ({"plugins": loaded_plugins()} if loaded_plugins() else {})))
@@ -207,22 +225,33 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
         run_dir = new_run_dir(output, task.name, cfg.connector, cfg.data.seed)
         atomic_write(run_dir / "config.json", json.dumps(config, indent=2))
     log(f"run directory: {run_dir} (if interrupted, continue it with: alignbench run --resume {run_dir})")
-    # 5. train (checkpointed, resumable), 6. evaluate (journaled, resumable)
-    try:
-        stats = train(model, task, train_split, train_feats, cfg.train, cfg.data.seed, device, progress, log,
-                      checkpoint_dir=run_dir, checkpoint_every=checkpoint_every)
-    except TrainingDiverged as exc:
-        atomic_write(run_dir / RUN_STATUS, json.dumps({"status": "diverged", "step": exc.step,
-                                                       "checkpoint_step": exc.checkpoint_step,
-                                                       "message": str(exc)}, indent=2))
-        raise
-    save_trained(run_dir, model, cfg.train.stage)
+    # 5. train (checkpointed, resumable), or re-use the weights of a finished run with the same training
+    #    configuration (a sweep trains each connector once on its training tasks, then scores every task);
+    #    6. evaluate (journaled, resumable)
+    key = config["training_key"]
+    with _training_lock(output, key):
+        trained_in = _reuse_trained(output, key, run_dir, model, cfg.train.stage, device, log)
+        if trained_in is None:
+            try:
+                stats = train(model, sources, cfg.train, cfg.data.seed, device, progress, log,
+                              checkpoint_dir=run_dir, checkpoint_every=checkpoint_every)
+            except TrainingDiverged as exc:
+                atomic_write(run_dir / RUN_STATUS, json.dumps({"status": "diverged", "step": exc.step,
+                                                               "checkpoint_step": exc.checkpoint_step,
+                                                               "message": str(exc)}, indent=2))
+                raise
+            save_trained(run_dir, model, cfg.train.stage)
+            _register_trained(output, key, run_dir, stats)
+        else:
+            stats = trained_in["stats"] | {"trained_in": trained_in["run_id"]}
     result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress,
                                journal=run_dir / PREDICTIONS_JOURNAL)
     diag = eval_feats[:64]
     result["connector_diagnostics"] = connector.diagnostics(
         (diag.largest_group() if isinstance(diag, PatchBatch) else diag).to(device))
-    result["train_skipped"] = {"n": len(train_split.skipped), "reasons": train_split.skip_counts()}
+    result["train_skipped"] = {"n": sum(len(src.split.skipped) for src in sources),
+                               "reasons": dict(sum((Counter(src.split.skip_counts()) for src in sources), Counter()))}
+    result["train_tasks"] = cfg.train_tasks
     # 7. write: results.json last (it marks the run finished), then the leaderboard row
     result |= stats | {"task": task.name, "connector": cfg.connector, "backbone_key": backbone.key,
                        "wall_seconds": round(time.time() - t0, 2), "versions": versions(), "commit": git_commit(),
@@ -233,6 +262,67 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     (run_dir / PREDICTIONS_JOURNAL).unlink(missing_ok=True)
     result["run_dir"] = str(run_dir)
     return result
+
+
+# ---------------------------------------------------------------- training once per training configuration
+
+TRAINED = "trained"  # OUTPUT/trained/KEY.json: the run whose weights a training configuration produced
+
+
+def training_key(cfg: RunConfig, connector, backbone_key: str, device: str) -> str:
+    """A content key of everything that decides the trained weights (not the evaluated task or its split):
+    runs with the same key would train bit for bit the same connector, so the later ones re-use it."""
+    data = asdict(cfg.data)
+    for name in ("eval_questions", "eval_limit", "eval_split"):  # evaluation only
+        data.pop(name)
+    data["train_tasks"] = cfg.train_tasks
+    what = {"connector": cfg.connector, "connector_config": asdict(connector.config), "backbone": asdict(cfg.backbone),
+            "backbone_key": backbone_key, "data": data, "train": asdict(cfg.train), "device": device,
+            "plugins": loaded_plugins()}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _training_lock(output: Path, key: str):
+    """Held while a training configuration trains, so a parallel job with the same key waits and re-uses it."""
+    import fcntl
+
+    (output / TRAINED).mkdir(exist_ok=True)
+    with open(output / TRAINED / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _register_trained(output: Path, key: str, run_dir: Path, stats: dict) -> None:
+    atomic_write(output / TRAINED / f"{key}.json", json.dumps({"run_id": run_dir.name, "stats": stats}, indent=2))
+
+
+def _reuse_trained(output: Path, key: str, run_dir: Path, model: VLM, stage: str, device: str, log) -> dict | None:
+    """Load the weights of the finished run that trained with `key` into `model` and save them in `run_dir`;
+    None when there is none (or its weights are gone)."""
+    from safetensors.torch import load_model
+
+    from .checkpoint import CONNECTOR_FILE, LLM_FILE
+
+    entry = output / TRAINED / f"{key}.json"
+    if not entry.is_file():
+        return None
+    try:
+        found = json.loads(entry.read_text())
+        source = output / "runs" / str(found["run_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if source == run_dir or not (source / CONNECTOR_FILE).is_file() or (
+            stage == "full" and not (source / LLM_FILE).is_file()):
+        return None
+    if stage == "full":
+        load_model(model.llm, str(source / LLM_FILE), device=str(device))
+    load_model(model.connector, str(source / CONNECTOR_FILE), device=str(device))
+    model.connector.on_llm_loaded(model.llm)
+    model.eval()
+    save_trained(run_dir, model, stage)
+    log(f"re-using the weights trained in {source.name} (same training configuration, key {key}); no training")
+    return found
 
 
 def _check_resumable(run_dir: Path, output: Path) -> Path:
@@ -336,7 +426,8 @@ def evaluate_checkpoint(cfg: CheckpointEvalConfig, output: Path, progress=None, 
 
         result, records = evaluate_with_lmms_eval(model, ws.backbone, task, split, cfg, log)
     # 3. write: its own directory, then the leaderboard row (the checkpoint's training settings, this task)
-    row_config = json.loads(json.dumps(asdict(run_cfg) | {"task": task.name, "data": asdict(cfg.data)}))
+    row_config = json.loads(json.dumps(asdict(run_cfg) | {"task": task.name, "data": asdict(cfg.data),
+                                                          "train_tasks": run_cfg.train_tasks}))
     result |= {"task": task.name, "connector": run_cfg.connector, "backbone_key": ws.backbone.key,
                "evaluator": cfg.evaluator, "checkpoint": run_dir.name, "n_skipped": len(split.skipped),
                "skipped": split.skip_counts(), "wall_seconds": round(time.time() - t0, 2), "versions": versions(),

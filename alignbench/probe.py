@@ -44,8 +44,8 @@ SIGMA_MODES = ("absolute", "relative")
 
 
 def find_run(output: Path, cfg: RunConfig, backbone_key: str) -> Path | None:
-    """The latest run under `output` with this connector, task, data seed, stage, steps and backbone that
-    saved its weights; None when there is none."""
+    """The latest run under `output` with this connector, task, training tasks, data seed, stage, steps and
+    backbone that saved its weights; None when there is none."""
     board = output / "leaderboard.csv"
     if not board.exists():
         return None
@@ -56,7 +56,8 @@ def find_run(output: Path, cfg: RunConfig, backbone_key: str) -> Path | None:
         run_dir = output / "runs" / str(run_id)
         if has_weights(run_dir):
             config = json.loads((run_dir / "config.json").read_text())
-            if config.get("connector_args", {}) == cfg.connector_args:
+            trained_on = config.get("train_tasks") or [config["task"]]
+            if config.get("connector_args", {}) == cfg.connector_args and trained_on == cfg.train_tasks:
                 return run_dir
     return None
 

@@ -148,6 +148,10 @@ def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
         "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
         "wall_seconds": result.get("wall_seconds"), "evaluator": result.get("evaluator", "alignbench"),
         "commit": result.get("commit"),
+        # what trained the weights: the tasks whose training splits were mixed, and the run that trained them
+        # when this run re-used weights of the same training configuration
+        "train_tasks": "+".join(config.get("train_tasks") or config["data"].get("train_tasks") or [config["task"]]),
+        "trained_in": result.get("trained_in"),
         # a re-evaluation (`alignbench eval --checkpoint`) names the run whose weights it scored
     } | ({"checkpoint": result["checkpoint"]} if result.get("checkpoint") else {})
 

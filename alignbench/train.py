@@ -1,6 +1,10 @@
 """Brief training, fair by construction: every connector sees the same batches in the same order
 for the same number of steps (the data seed), while its initialisation has a seed of its own.
 
+Training data may mix several tasks (`TrainSource` per task, e.g. the three document tasks, as the
+paper trains one model per connector on a document mixture): step k takes its pages from source k mod n,
+each source with its own seeded order, so every connector still sees the same batches in the same order.
+
 Stages: `connector` trains the connector alone (vision tower and LLM frozen); `full` trains the
 connector and the LLM (the vision tower stays frozen). AdamW, linear warmup then cosine decay,
 gradient clipping, bf16 autocast on CUDA.
@@ -19,6 +23,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,6 +69,20 @@ class TrainConfig:
             raise AlignBenchError("learning rates must be positive")
 
 
+@dataclass
+class TrainSource:
+    """One task's training pages: its samples and their vision features (indexed by `Sample.image`)."""
+
+    task: Task
+    split: Split
+    features: Any  # [n_images, N, d] tensor, PatchBatch or LazyFeatures
+
+
+def source_seed(data_seed: int, index: int) -> int:
+    """The batch-order seed of the index-th training source (the first uses the data seed itself)."""
+    return data_seed + 1_000_003 * index
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """1) linear warmup to 1, 2) cosine decay to 0 over the remaining steps."""
     if step < warmup:
@@ -82,10 +101,11 @@ def set_trainable(model: VLM, stage: str) -> dict[str, int]:
     return {**count, "trainable": trainable, "frozen": sum(count.values()) - trainable}
 
 
-def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: TrainConfig, data_seed: int,
-          device: str = "cpu", progress=None, log=print, *, checkpoint_dir: Path | None = None,
+def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: int, device: str = "cpu",
+          progress=None, log=print, *, checkpoint_dir: Path | None = None,
           checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> dict:
-    """Train in place on pre-computed vision features [n_images, N, d]; returns training statistics.
+    """Train in place on pre-computed vision features; step k takes `cfg.batch_size` pages of source k mod n.
+    Returns training statistics.
 
     With `checkpoint_dir` (a run directory), checkpoints are written every `checkpoint_every` steps (0: only
     after the last step) and training resumes from the latest one found there."""
@@ -103,14 +123,19 @@ def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: Tra
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     params = [p for g in groups for p in g["params"]]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
-    page_groups = pages(split, cfg.questions_per_page)  # every connector gets the same pages in the same order
-    if not page_groups:
-        raise AlignBenchError(f"the {task.name} training split has no page with a usable question; check the data")
-    order = BatchOrder(len(page_groups), cfg.batch_size, data_seed)
+    if not sources:
+        raise AlignBenchError("no training data: give at least one training task")
+    # Every connector gets the same pages in the same order: one seeded order per source.
+    page_groups = [pages(src.split, cfg.questions_per_page) for src in sources]
+    for src, groups_of_src in zip(sources, page_groups):
+        if not groups_of_src:
+            raise AlignBenchError(f"the {src.task.name} training split has no page with a usable question; "
+                                  "check the data")
+    orders = [BatchOrder(len(g), cfg.batch_size, source_seed(data_seed, i)) for i, g in enumerate(page_groups)]
     modules = {"connector": model.connector} | ({"llm": model.llm} if cfg.stage == "full" else {})
     # What a checkpoint must agree on to be continued (weights of another configuration are refused).
     identity = {"train": asdict(cfg), "data_seed": data_seed, "connector": type(model.connector).__name__,
-                "pages": len(page_groups)}
+                "pages": [len(g) for g in page_groups], "tasks": [src.task.name for src in sources]}
     losses: list[float] = []
     start, previous_seconds, ckpt_step = 0, 0.0, None
     cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
@@ -118,7 +143,7 @@ def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: Tra
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(data_seed)
         if checkpoint_dir is not None:
-            start, losses, previous_seconds = _resume(checkpoint_dir, modules, opt, order, identity, device, cuda)
+            start, losses, previous_seconds = _resume(checkpoint_dir, modules, opt, orders, identity, device, cuda)
             ckpt_step = start or None
             if start:
                 model.connector.on_llm_loaded(model.llm)
@@ -128,12 +153,13 @@ def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: Tra
         t0 = time.time()
         task_id = progress.add_task("train", total=cfg.steps, completed=start, loss=float("nan")) if progress else None
         for step in range(start, cfg.steps):
-            idx = order.next()
+            which = step % len(sources)
+            src, idx = sources[which], orders[which].next()
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
-            chosen = [[split.samples[i] for i in page_groups[k]] for k in idx]
-            ids, mask, labels = collate(model.tokenizer, task, chosen)
-            feats = features[[page[0].image for page in chosen]].to(device)
+            chosen = [[src.split.samples[i] for i in page_groups[which][k]] for k in idx]
+            ids, mask, labels = collate(model.tokenizer, src.task, chosen)
+            feats = src.features[[page[0].image for page in chosen]].to(device)
             with autocast:
                 loss = model.loss(feats, ids.to(device), mask.to(device), labels.to(device))
             if not torch.isfinite(loss):
@@ -148,7 +174,7 @@ def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: Tra
             done = step + 1
             due = done == cfg.steps or (checkpoint_every and done % checkpoint_every == 0)
             if checkpoint_dir is not None and due:
-                state = {"identity": identity, "data_order": order.state_dict(), "losses": losses,
+                state = {"identity": identity, "data_order": [o.state_dict() for o in orders], "losses": losses,
                          "train_seconds": previous_seconds + time.time() - t0}
                 rng = {"rng.torch": torch.get_rng_state()} | (
                     {"rng.cuda": torch.cuda.get_rng_state(cuda[0])} if cuda else {})
@@ -164,7 +190,7 @@ def train(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: Tra
     return stats | ({"resumed_from_step": start} if start else {})
 
 
-def _resume(checkpoint_dir: Path, modules: dict, opt, order: BatchOrder, identity: dict, device: str,
+def _resume(checkpoint_dir: Path, modules: dict, opt, orders: list[BatchOrder], identity: dict, device: str,
             cuda: list[int]) -> tuple[int, list[float], float]:
     """Restore the latest checkpoint of `checkpoint_dir`, if any: (completed steps, losses, seconds so far)."""
     found = latest_checkpoint(checkpoint_dir)
@@ -174,7 +200,8 @@ def _resume(checkpoint_dir: Path, modules: dict, opt, order: BatchOrder, identit
     if state.get("identity") != identity:
         raise AlignBenchError(f"the checkpoint in {found[1]} was written by another training configuration; "
                               "start a new run instead of resuming this one")
-    order.load_state_dict(state["data_order"])
+    for order, saved in zip(orders, state["data_order"]):
+        order.load_state_dict(saved)
     torch.set_rng_state(extra["rng.torch"])
     if cuda and "rng.cuda" in extra:
         torch.cuda.set_rng_state(extra["rng.cuda"], cuda[0])

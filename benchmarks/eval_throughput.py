@@ -35,7 +35,7 @@ from alignbench.evaluate import EvalConfig, predict
 from alignbench.model import VLM
 from alignbench.pipeline import Workspace, quiet_libraries
 from alignbench.task import TASKS
-from alignbench.train import TrainConfig, train
+from alignbench.train import TrainConfig, TrainSource, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = 5.0  # batched samples/s over one-at-a-time samples/s
@@ -81,7 +81,7 @@ def main() -> None:
         train_split, train_feats = ws.split(task, "train")
         cfg = TrainConfig(steps=args.steps, lr=CONNECTORS.get("mlp").default_lr)
         t0 = time.time()
-        train(model, task, train_split, train_feats, cfg, data_cfg.seed, "cpu", None, print)
+        train(model, [TrainSource(task, train_split, train_feats)], cfg, data_cfg.seed, "cpu", None, print)
         print(f"trained {args.steps} steps in {time.time() - t0:.1f} s")
     split, feats = ws.split(task, "eval")
     model.eval()

@@ -21,6 +21,9 @@ class OvisConnector(Connector):
         vocab_size: int = 1024  # K, the number of visual words
         # Initial gain of the LayerNorm on the K logits (softmax inverse temperature; LayerNorm's default is 1).
         norm_gain_init: float = 1.0
+        # Standard deviation of E_vis at initialisation; 0 = the standard deviation of the LLM's own input
+        # embeddings, so the visual words start on the scale of the words the LLM reads.
+        table_init_std: float = 1.0
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
@@ -28,6 +31,8 @@ class OvisConnector(Connector):
         self.norm = nn.LayerNorm(config.vocab_size)
         self.vte = nn.Embedding(config.vocab_size, ctx.llm_dim)  # E_vis
         nn.init.constant_(self.norm.weight, config.norm_gain_init)
+        std = config.table_init_std or ctx.llm.get_input_embeddings().weight.detach().float().std().item()
+        nn.init.normal_(self.vte.weight, std=std)
 
     def visual_word_distribution(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, N, K]
         return torch.softmax(self.norm(self.head(features)).float(), dim=-1)

@@ -36,13 +36,19 @@ class PerceiverConnector(Connector):
         depth: int = 2
         heads: int = 4
         ff_mult: int = 4
+        latents_init_std: float = 0.02  # standard deviation of the learned latent queries at initialisation
+        # Initial gain of the output LayerNorm; 0 = the standard deviation of the LLM's input embeddings, so
+        # the emitted tokens start on the scale of the words the LLM reads (1.0 = LayerNorm's default).
+        norm_gain_init: float = 1.0
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
         self.proj = nn.Linear(ctx.vision_dim, ctx.llm_dim)
-        self.latents = nn.Parameter(torch.randn(config.num_latents, ctx.llm_dim) * 0.02)
+        self.latents = nn.Parameter(torch.randn(config.num_latents, ctx.llm_dim) * config.latents_init_std)
         self.blocks = nn.ModuleList(_Block(ctx.llm_dim, config.heads, config.ff_mult) for _ in range(config.depth))
         self.norm = nn.LayerNorm(ctx.llm_dim)
+        gain = config.norm_gain_init or ctx.llm.get_input_embeddings().weight.detach().float().std().item()
+        nn.init.constant_(self.norm.weight, gain)
 
     def num_tokens(self, num_patches: int) -> int:
         return self.config.num_latents

@@ -40,7 +40,7 @@ from alignbench.model import VLM
 from alignbench.pipeline import RunConfig, Workspace, run
 from alignbench.results import append_leaderboard, new_run_dir, read_leaderboard, run_path
 from alignbench.task import TASKS, Task
-from alignbench.train import TrainConfig, train
+from alignbench.train import TrainConfig, TrainSource, train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda *a, **k: None)
@@ -194,7 +194,7 @@ def test_in_process_crash_and_resume_without_pickle(ws, tmp_path, monkeypatch):
         return VLM(backbone, build_connector(connector, ctx, {}, 1234))
 
     ref = fresh()
-    train(ref, task, split, feats, cfg, 0, **QUIET)
+    train(ref, [TrainSource(task, split, feats)], cfg, 0, **QUIET)
 
     crashing = fresh()
     calls = {"n": 0}
@@ -209,14 +209,16 @@ def test_in_process_crash_and_resume_without_pickle(ws, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(VLM, "loss", loss_then_crash)
         with pytest.raises(RuntimeError, match="injected crash"):
-            train(crashing, task, split, feats, cfg, 0, checkpoint_dir=tmp_path, checkpoint_every=2, **QUIET)
+            train(crashing, [TrainSource(task, split, feats)], cfg, 0, checkpoint_dir=tmp_path, checkpoint_every=2,
+                  **QUIET)
     assert latest_checkpoint(tmp_path)[0] == 2
 
     resumed = fresh()
     with monkeypatch.context() as m:
         for target, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")]:
             m.setattr(target, name, _blocked)
-        stats = train(resumed, task, split, feats, cfg, 0, checkpoint_dir=tmp_path, checkpoint_every=2, **QUIET)
+        stats = train(resumed, [TrainSource(task, split, feats)], cfg, 0, checkpoint_dir=tmp_path,
+                      checkpoint_every=2, **QUIET)
     assert stats["resumed_from_step"] == 2
     for (name, a), b in zip(ref.connector.state_dict().items(), resumed.connector.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), name
