@@ -45,13 +45,14 @@ def _kv(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _per_connector(pairs: list[str] | None, connectors: list[str]) -> dict[str, dict[str, str]]:
+def _per_connector(pairs: list[str] | None, connectors: list[str], flag: str = "--connector-arg"
+                   ) -> dict[str, dict[str, str]]:
     """`--connector-arg align.ln2_lr_mult=10` -> {"align": {"ln2_lr_mult": "10"}} (multi-connector commands)."""
     out: dict[str, dict[str, str]] = {c: {} for c in connectors}
     for key, value in _kv(pairs).items():
         name, _, option = key.partition(".")
         if not option or name not in out:
-            raise AlignBenchError(f"--connector-arg {key}={value}: use CONNECTOR.OPTION=VALUE with a connector of "
+            raise AlignBenchError(f"{flag} {key}={value}: use CONNECTOR.OPTION=VALUE with a connector of "
                                   f"this command ({', '.join(connectors)})")
         out[name][option] = value
     return out
@@ -79,6 +80,8 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
             raise AlignBenchError(f"--{name} must be at least 1, got {value}")
     if backbone == "tiny" and (vision or llm):  # `--vision X --llm Y` alone means a Hugging Face pair
         backbone = "hf"
+    if steps is None:  # the same budget per training task, whatever the mixture
+        steps = STEPS_PER_TASK * len(train_tasks or [task])
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr)
     cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
@@ -87,6 +90,11 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
                                     train_limit=train_limit, train_tasks=train_tasks), train=train,
                     eval=EvalConfig(batch_size=eval_batch_size, blind=blind), device=device)
     return cfg
+
+
+def _train_tasks(value: str | None, default: list[str] | None) -> list[str] | None:
+    """`--train-tasks`: a comma-separated list of tasks; None (not given) keeps `default`."""
+    return _split_list(value, "train-tasks") if value else default
 
 
 def _load_plugins(paths: list[Path] | None) -> None:
@@ -145,6 +153,10 @@ DATA_HELP = ("'embedded', 'hf' (the task's own Hugging Face datasets), a dataset
              "copy (save_to_disk folder, parquet files, downloaded dataset repository).")
 TRAIN_DATA_HELP = ("Training set (same forms as --data); default: the task's training set for --data hf, else the "
                    "train split of --data.")
+STEPS_PER_TASK = 250  # the default training budget: steps per training task (one task: 250 steps)
+STEPS_HELP = f"Training steps (the same budget for every connector); default: {STEPS_PER_TASK} per training task."
+TRAIN_TASKS_HELP = ("Comma-separated tasks whose training splits are mixed (a step from each in turn); default: "
+                    "the evaluated task's alone.")
 LIMIT_HELP = "Evaluate a seeded subset of N questions (the same subset for every connector and seed)."
 TILES_HELP = "Tile each image into at most N tower-sized tiles by aspect ratio, plus a thumbnail (1: no tiling)."
 DTYPE_HELP = "Backbone precision: auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, float16."
@@ -171,7 +183,8 @@ def run(
     max_tiles: Annotated[int, Opt(help=TILES_HELP)] = 1,
     dtype: Annotated[str, Opt(help=DTYPE_HELP)] = "auto",
     chat_template: Annotated[str, Opt(help=CHAT_HELP)] = "auto",
-    steps: Annotated[int, Opt(help="Training steps (the same budget for every connector).")] = 250,
+    steps: Annotated[int | None, Opt(help=STEPS_HELP)] = None,
+    train_tasks: Annotated[str | None, Opt(help=TRAIN_TASKS_HELP)] = None,
     batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
     llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
@@ -199,7 +212,8 @@ def run(
     else:
         cfg = _config(connector, task, _kv(connector_arg), backbone, vision, llm, trust_remote_code, steps,
                       batch_size, lr, llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
-                      eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template)
+                      eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template,
+                      _train_tasks(train_tasks, None))
     cfg.validate()
     with _progress() as progress:
         result = run_pipeline(cfg, output, progress=progress, log=console.print, checkpoint_every=checkpoint_every,
@@ -236,8 +250,8 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
 
     prepare_output(output)
     for cfg in configs:  # generate each dataset once, before the workers start (they compute features)
-        for split in ("train", cfg.data.eval_split):
-            ws.data(TASKS.get(cfg.task), split, cfg.data)
+        for name, split in [(t, "train") for t in cfg.train_tasks] + [(cfg.task, cfg.data.eval_split)]:
+            ws.data(TASKS.get(name), split, cfg.data)
     console.print(f"running {len(configs)} jobs in {jobs} processes")
 
     def report(r):
@@ -263,7 +277,11 @@ def sweep(
     max_tiles: Annotated[int, Opt(help=TILES_HELP)] = 1,
     dtype: Annotated[str, Opt(help=DTYPE_HELP)] = "auto",
     chat_template: Annotated[str, Opt(help=CHAT_HELP)] = "auto",
-    steps: Annotated[int, Opt(help="Training steps per run.")] = 250,
+    steps: Annotated[int | None, Opt(help=STEPS_HELP)] = None,
+    train_tasks: Annotated[str | None, Opt(help="Tasks whose training splits train every connector (mixed, a step "
+                                                "from each in turn); default: the sweep's tasks, so each connector "
+                                                "trains once and is scored on every task. 'each': every pair "
+                                                "trains on its own task's split.")] = None,
     batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
     llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
@@ -290,9 +308,10 @@ def sweep(
     _load_plugins(plugin)
     conn_list, task_list = _split_list(connectors, "connectors"), _split_list(tasks, "tasks")
     args = _per_connector(connector_arg, conn_list)
+    mixture = None if train_tasks == "each" else _train_tasks(train_tasks, task_list)
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
                        seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
-                       train_limit, max_tiles, dtype, chat_template)
+                       train_limit, max_tiles, dtype, chat_template, mixture)
                for t in task_list for c in conn_list]
     if seeds is not None:
         configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
@@ -317,7 +336,7 @@ def tune(
     task: Annotated[str, Opt(help="Task whose validation split scores each learning rate.")] = "docvqa",
     lrs: Annotated[str, Opt(help="Comma-separated connector learning rates to try.")] = "1e-3,3e-3,1e-2",
     output: Annotated[Path, Opt(help="Where the search's runs and lr_search.{csv,md} go.")] = DEFAULT_OUTPUT / "tune",
-    steps: Annotated[int, Opt(help="Training steps per trial (the same for every connector).")] = 250,
+    steps: Annotated[int | None, Opt(help=STEPS_HELP)] = None,
     batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
     seed: Annotated[int, Opt(help="Data seed.")] = 0,
@@ -327,9 +346,14 @@ def tune(
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
     jobs: Annotated[int, Opt(help="Parallel worker processes (CPU: one per core is fastest).")] = 1,
     connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
+    grid: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=V1,V2,... (repeatable): values of a connector "
+                                               "option to try, each with every learning rate.")] = None,
+    train_tasks: Annotated[str | None, Opt(help=TRAIN_TASKS_HELP)] = None,
 ):
-    """Learning-rate search per connector, scored on a held-out validation split (never the test split),
-    with the same steps, batches and seeds for every connector."""
+    """Learning-rate (and connector-option) search per connector, scored on a held-out validation split (never
+    the test split), with the same steps, batches and seeds for every trial."""
+    import itertools
+
     import pandas as pd
 
     from .results import atomic_write
@@ -340,13 +364,17 @@ def tune(
     except ValueError:
         raise AlignBenchError(f"--lrs {lrs!r} must be comma-separated numbers, e.g. 1e-3,3e-3") from None
     args = _per_connector(connector_arg, conn_list)
+    grids = _per_connector(grid, conn_list, "--grid")  # {connector: {option: "v1,v2"}}
     configs = []
     for c in conn_list:
-        for lr in lr_list:
-            cfg = _config(c, task, args[c], "tiny", None, None, False, steps, batch_size, lr, 1e-4, stage, seed,
-                          init_seed, None, device, False, train_docs, eval_questions)
-            cfg.data.eval_split = "val"
-            configs.append(cfg)
+        names = list(grids[c])
+        for values in itertools.product(*(_split_list(grids[c][n], f"grid {c}.{n}") for n in names)):
+            for lr in lr_list:
+                cfg = _config(c, task, args[c] | dict(zip(names, values)), "tiny", None, None, False, steps,
+                              batch_size, lr, 1e-4, stage, seed, init_seed, None, device, False, train_docs,
+                              eval_questions, train_tasks=_train_tasks(train_tasks, [task]))
+                cfg.data.eval_split = "val"
+                configs.append(cfg)
     rows = []
     for cfg, r in zip(configs, _execute(configs, output, jobs, device)):
         rows.append({"connector": cfg.connector, "options": " ".join(f"{k}={v}" for k, v in cfg.connector_args.items()),
@@ -354,13 +382,13 @@ def tune(
                      "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})
     df = pd.DataFrame(rows)
     best = df.loc[df.groupby("connector", sort=False).val_score.idxmax()]
-    table = Table(title=f"learning-rate search on {task} (validation split, {steps} steps)")
-    for col in ("connector", "lr", "val score", "± stderr", "final loss", "best"):
+    table = Table(title=f"search on {task} (validation split, {steps} steps)")
+    for col in ("connector", "options", "lr", "val score", "± stderr", "final loss", "best"):
         table.add_column(col)
-    md = ["| connector | lr | val score | ± stderr | final loss | best |", "|---|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        mark = "yes" if ((best.connector == r.connector) & (best.lr == r.lr)).any() else ""
-        cells = [r.connector, f"{r.lr:g}", f"{100 * r.val_score:.1f}", f"{100 * r.val_stderr:.1f}",
+    md = ["| connector | options | lr | val score | ± stderr | final loss | best |", "|---|---|---|---|---|---|---|"]
+    for i, r in df.iterrows():
+        mark = "yes" if i in best.index else ""
+        cells = [r.connector, r.options or "–", f"{r.lr:g}", f"{100 * r.val_score:.1f}", f"{100 * r.val_stderr:.1f}",
                  f"{r.final_loss:.3f}", mark]
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
@@ -562,7 +590,7 @@ def seeded(cfg, seed: int):
 
 
 def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed, train_docs,
-                  eval_questions, device, connector_arg):
+                  eval_questions, device, connector_arg, train_tasks=None):
     from .pipeline import Workspace, resolve_device
     from .probe import trained_models
     from .results import prepare_output
@@ -571,7 +599,8 @@ def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage,
     args = _per_connector(connector_arg, conn_list)
     seed_list = _seeds(seeds)
     configs = [seeded(_config(c, task, args[c], "tiny", None, None, False, steps, batch_size, lr, 1e-4, stage, 0,
-                              init_seed, None, device, True, train_docs, eval_questions), s)
+                              init_seed, None, device, True, train_docs, eval_questions,
+                              train_tasks=_train_tasks(train_tasks, None)), s)
                for s in seed_list for c in conn_list]
     for cfg in configs:
         cfg.validate()
@@ -606,7 +635,9 @@ def probe_noise(
     seeds: Annotated[str, Opt(help="Comma-separated seeds (data seed s, init seed init_seed + s).")] = "0",
     noise_seed: Annotated[int, Opt(help="Seed of the noise (the same noise for every connector).")] = 0,
     output: Annotated[Path, Opt(help="Where the runs are (leaderboard.csv) and probes/ goes.")] = DEFAULT_OUTPUT,
-    steps: Annotated[int, Opt(help=f"Training steps {_TRAIN_HELP}.")] = 250,
+    steps: Annotated[int | None, Opt(help=f"Training steps {_TRAIN_HELP}; default: {STEPS_PER_TASK} per training "
+                                          "task.")] = None,
+    train_tasks: Annotated[str | None, Opt(help=f"Training tasks {_TRAIN_HELP}; default: the probed task.")] = None,
     batch_size: Annotated[int, Opt(help=f"Pages per step {_TRAIN_HELP}.")] = 16,
     lr: Annotated[float | None, Opt(help=f"Connector learning rate {_TRAIN_HELP}.")] = None,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
@@ -631,7 +662,7 @@ def probe_noise(
         sigma_list = [0.0, *sigma_list]  # the clean score the drop is measured from
     t0 = time.time()
     trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
-                                train_docs, eval_questions, device, connector_arg)
+                                train_docs, eval_questions, device, connector_arg, train_tasks)
     probe = noise_probe(trained, task, ws, sigma_list, sigma_mode, noise_seed, log=console.print)
     _finish_probe(output, probe, t0)
 
@@ -644,7 +675,9 @@ def probe_image(
                                          "pixel; severity 2 by default).")] = "blur,jpeg,downscale,rotate,pixel",
     seeds: Annotated[str, Opt(help="Comma-separated seeds (data seed s, init seed init_seed + s).")] = "0",
     output: Annotated[Path, Opt(help="Where the runs are (leaderboard.csv) and probes/ goes.")] = DEFAULT_OUTPUT,
-    steps: Annotated[int, Opt(help=f"Training steps {_TRAIN_HELP}.")] = 250,
+    steps: Annotated[int | None, Opt(help=f"Training steps {_TRAIN_HELP}; default: {STEPS_PER_TASK} per training "
+                                          "task.")] = None,
+    train_tasks: Annotated[str | None, Opt(help=f"Training tasks {_TRAIN_HELP}; default: the probed task.")] = None,
     batch_size: Annotated[int, Opt(help=f"Pages per step {_TRAIN_HELP}.")] = 16,
     lr: Annotated[float | None, Opt(help=f"Connector learning rate {_TRAIN_HELP}.")] = None,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
@@ -660,7 +693,7 @@ def probe_image(
     corruption_list = parse_corruptions(corruptions)
     t0 = time.time()
     trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
-                                train_docs, eval_questions, device, connector_arg)
+                                train_docs, eval_questions, device, connector_arg, train_tasks)
     probe = image_probe(trained, task, ws, corruption_list, log=console.print)
     _finish_probe(output, probe, t0)
 

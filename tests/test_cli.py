@@ -110,7 +110,23 @@ def test_sweep_writes_the_comparison_table(tmp_path):
     md = (out / "table.md").read_text()
     assert md.startswith("| connector | docvqa (anls) | chartqa (relaxed_accuracy) | avg |")
     assert "blind (mlp, shuffled pages)" in md
-    assert len(pd.read_csv(out / "leaderboard.csv")) == 4
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 4
+    # each connector trained once, on both tasks' training splits, and was scored on each task
+    assert set(board.train_tasks) == {"docvqa+chartqa"}
+    first = board[board.task == "docvqa"].set_index("connector").run_id
+    later = board[board.task == "chartqa"].set_index("connector").trained_in
+    assert later.to_dict() == first.to_dict() and board[board.task == "docvqa"].trained_in.isna().all()
+    assert len(list((out / "trained").glob("*.json"))) == 2
+
+
+def test_sweep_can_train_each_pair_on_its_own_task(tmp_path):
+    out = tmp_path / "each"
+    res = cli("sweep", "--connectors", "mlp", "--tasks", "docvqa,chartqa", "--train-tasks", "each", *SMALL,
+              "--output", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board.train_tasks) == ["docvqa", "chartqa"] and board.trained_in.isna().all()
 
 
 def test_parallel_sweep_matches_serial_sweep(tmp_path):
