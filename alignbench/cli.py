@@ -6,6 +6,7 @@ Every user-facing failure is an `AlignBenchError`: one line on stderr, exit code
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -503,25 +504,42 @@ def list_cmd(plugin: PluginOpt = None):
 def leaderboard(
     output: Annotated[Path, Opt(help="Directory holding leaderboard.csv.")] = DEFAULT_OUTPUT,
     task: Annotated[str | None, Opt(help="Only this task.")] = None,
+    markdown: Annotated[Path | None, Opt(help="Also write the table as Markdown to this file.")] = None,
 ):
     """Print the leaderboard (one row per run, best first within each task), and mean ± std across seeds."""
-    from .results import aggregate_seeds, read_leaderboard, training_runs
+    from .results import aggregate_seeds, atomic_write, read_leaderboard, training_runs
 
     df = read_leaderboard(output / "leaderboard.csv")
     if task:
         df = df[df.task == task]
     df = df.sort_values(["task", "score"], ascending=[True, False])
-    table = Table(title=f"leaderboard ({output / 'leaderboard.csv'})")
-    for col in ("task", "connector", "metric", "score", "± stderr", "n", "blind", "stage", "steps", "seed",
-                "evaluator", "run_id"):
-        table.add_column(col)
+
+    def text(r, name: str, default: str = "–") -> str:
+        value = r.get(name)
+        missing = value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+        return default if missing else str(value)
+
+    columns = ("task", "connector", "options", "train tasks", "metric", "score", "± stderr", "n", "blind", "stage",
+               "steps", "seed", "evaluator", "run_id")
+    rows = []
     for _, r in df.iterrows():
         blind = "–" if r.isna().get("blind_score", True) else f"{100 * r.blind_score:.1f}"
         stderr = "–" if r.isna().get("stderr", True) else f"{100 * r.stderr:.1f}"
-        evaluator = r.evaluator + (f" ({r.checkpoint})" if isinstance(r.checkpoint, str) and r.checkpoint else "")
-        table.add_row(r.task, r.connector, r.metric, f"{100 * r.score:.1f}", stderr, str(r.n), blind,
-                      str(r.stage), str(r.steps), str(r.seed), evaluator, str(r.run_id))
+        evaluator = r.evaluator + (f" ({r.checkpoint})" if isinstance(r.get("checkpoint"), str) else "")
+        rows.append([r.task, r.connector, text(r, "options"), text(r, "train_tasks", r.task), r.metric,
+                     f"{100 * r.score:.1f}", stderr, str(r.n), blind, str(r.stage), str(r.steps), str(r.seed),
+                     evaluator, str(r.run_id)])
+    table = Table(title=f"leaderboard ({output / 'leaderboard.csv'})")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
+    if markdown is not None:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        atomic_write(markdown, "\n".join(lines) + "\n")
+        console.print(f"written: {markdown}")
     agg = aggregate_seeds(training_runs(df))
     if (agg.seeds > 1).any():
         table = Table(title="across seeds (latest run per seed)")

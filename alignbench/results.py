@@ -139,6 +139,7 @@ def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
     return {
         "run_id": run_dir.name, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "connector": config["connector"], "task": config["task"], "backbone": result.get("backbone_key"),
+        "options": " ".join(f"{k}={v}" for k, v in sorted(config.get("connector_args", {}).items())),
         "stage": config["train"]["stage"], "steps": config["train"]["steps"], "lr": config["train"]["lr"],
         "seed": config["data"]["seed"], "init_seed": config["train"]["init_seed"], "metric": result["metric"],
         "score": result["score"], "stderr": result["stderr"], "n": result["n"],

@@ -91,7 +91,8 @@ def test_config_dump_rebuilds_the_run(tmp_path):
                "--output", str(out), cwd=tmp_path).returncode == 0
     run_dir = next((out / "runs").iterdir())
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["connector_config"] == {"num_latents": 16, "depth": 2, "heads": 4, "ff_mult": 4}
+    assert config["connector_config"] == {"num_latents": 16, "depth": 2, "heads": 4, "ff_mult": 4,
+                                         "latents_init_std": 0.02, "norm_gain_init": 1.0}
     assert config["connector_tokens"] == 16
     rebuilt = RunConfig.from_dict(config)
     assert rebuilt.connector_args == {"num_latents": "16"} and rebuilt.data.train_docs == 6
