@@ -121,13 +121,15 @@ def _optimizer_join(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, step: int, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
-                    state: dict, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(run_dir: Path, step: int, module_states: dict[str, dict[str, torch.Tensor]],
+                    optimizer_state: dict, state: dict, tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the checkpoint after `step` completed steps, then make it the latest; older ones are removed.
 
-    `modules` are saved by name (`connector`, `llm`); `state` is JSON (data order, losses, ...), `tensors`
-    are extra tensors (RNG state)."""
-    from safetensors.torch import save_file, save_model
+    `module_states` are whole tensors by module name (`connector`, `llm`; see `distributed.full_state`), so the
+    checkpoint is the same whether one process or N wrote it; `optimizer_state` is an optimizer `state_dict()`
+    with whole tensors; `state` is JSON (data order, losses, ...), `tensors` are extra tensors (RNG state).
+    Only one process (rank 0) calls it."""
+    from safetensors.torch import save_file
 
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -135,12 +137,12 @@ def save_checkpoint(run_dir: Path, step: int, modules: dict[str, torch.nn.Module
     tmp = root / f".{name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for key, module in modules.items():
-        save_model(module, str(tmp / f"{key}.safetensors"))
-    opt_tensors, opt_meta = _optimizer_split(optimizer.state_dict())
+    for key, tensors_of_module in module_states.items():
+        save_file(tensors_of_module, str(tmp / f"{key}.safetensors"))
+    opt_tensors, opt_meta = _optimizer_split(optimizer_state)
     save_file(opt_tensors | {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()},
               str(tmp / STATE_TENSORS))
-    (tmp / STATE_JSON).write_text(json.dumps({"step": step, "modules": sorted(modules), "optimizer": opt_meta,
+    (tmp / STATE_JSON).write_text(json.dumps({"step": step, "modules": sorted(module_states), "optimizer": opt_meta,
                                               **state}, indent=1))
     for f in tmp.iterdir():
         _fsync(f)
@@ -171,13 +173,11 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
                               "to restart training from scratch") from None
 
 
-def load_checkpoint(run_dir: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
-                    device: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]] | None:
-    """Restore the latest checkpoint into `modules` and `optimizer`; returns (JSON state, extra tensors) or None.
-
-    Only safetensors and JSON are read: nothing is unpickled."""
+def load_checkpoint(run_dir: Path, modules: list[str]) -> tuple[dict, dict, dict, dict[str, torch.Tensor]] | None:
+    """Read the latest checkpoint: (JSON state, whole tensors per module, optimizer state dict, extra tensors), or
+    None. `modules` are the names it must hold. Only safetensors and JSON are read: nothing is unpickled."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_file
 
     found = latest_checkpoint(run_dir)
     if found is None:
@@ -188,15 +188,14 @@ def load_checkpoint(run_dir: Path, modules: dict[str, torch.nn.Module], optimize
         if state.get("step") != step or sorted(state.get("modules", [])) != sorted(modules):
             raise ValueError(f"it holds step {state.get('step')} of modules {state.get('modules')}, expected step "
                              f"{step} of {sorted(modules)}")
-        for key, module in modules.items():
-            load_model(module, str(folder / f"{key}.safetensors"), device=str(device))
+        module_states = {key: load_file(str(folder / f"{key}.safetensors"), device="cpu") for key in modules}
         flat = load_file(str(folder / STATE_TENSORS), device="cpu")
-        optimizer.load_state_dict(_optimizer_join(state["optimizer"], flat))
+        optimizer_state = _optimizer_join(state["optimizer"], flat)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         raise AlignBenchError(f"checkpoint {folder} is unreadable ({type(exc).__name__}: {exc}); delete "
                               f"{folder.parent} to restart training from scratch") from None
     extra = {k.removeprefix("extra."): v for k, v in flat.items() if k.startswith("extra.")}
-    return state, extra
+    return state, module_states, optimizer_state, extra
 
 
 def remove_checkpoints(run_dir: Path) -> None:

@@ -92,14 +92,22 @@ class VLM(nn.Module):
                                      position_ids=positions).last_hidden_state  # [B, S, D]
         return hidden[:, text_start:]
 
-    def loss(self, features, input_ids, attention_mask, labels) -> torch.Tensor:
-        """Mean cross-entropy over answer tokens (labels != -100); logits only where they count."""
+    def loss(self, features, input_ids, attention_mask, labels, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy over answer tokens (labels != -100), their mean or ("sum") their sum; logits only where
+        they count. Training sums and divides by the answer tokens of the whole step (every micro-batch of every
+        process, `answer_tokens`), so the loss does not depend on how a step is cut."""
         hidden = self._text_hidden(features, input_ids, attention_mask)
         # Position i predicts token i + 1.
         targets = labels[:, 1:]  # [B, L-1]
         keep = targets != -100
         logits = self.llm.get_output_embeddings()(hidden[:, :-1][keep])  # [K, V]
-        return nn.functional.cross_entropy(logits.float(), targets[keep])
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # at least float32 (float64 stays)
+        return nn.functional.cross_entropy(logits, targets[keep], reduction=reduction)
+
+    @staticmethod
+    def answer_tokens(labels: torch.Tensor) -> int:
+        """How many tokens `loss` averages over for these labels."""
+        return int((labels[:, 1:] != -100).sum())
 
     @torch.no_grad()
     def continuation_logprobs(self, features, input_ids, attention_mask, labels) -> tuple[list[float], list[bool]]:

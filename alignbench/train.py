@@ -14,6 +14,14 @@ writes a checkpoint (`alignbench.checkpoint`) with the trained weights, the opti
 the RNG state and the data order; started again on the same directory it continues from the latest one
 and ends with the same weights as a run that was never interrupted. A NaN or infinite loss (or gradient
 norm) stops training with `TrainingDiverged`, naming the step; the last good checkpoint is kept.
+
+On several processes (torchrun, accelerate launch; `alignbench.distributed`) a step is still `batch_size`
+pages, the same pages in the same order: each process takes its contiguous share, cut into micro-batches
+of `micro_batch_size` pages with gradient accumulation filling the difference (batch_size = processes x
+accumulation x micro-batch). The loss of a step is the sum over its answer tokens divided by their number in
+the whole step (all micro-batches of all processes), so N processes, or one process accumulating N
+micro-batches, compute the same gradient. DDP or FSDP2 (PyTorch's) synchronise the gradients; only rank 0
+writes checkpoints, and a checkpoint holds whole tensors, so a run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -29,6 +37,20 @@ import torch
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchOrder, Split, collate, pages
+from .distributed import (
+    Dist,
+    ParallelConfig,
+    batch_layout,
+    context,
+    full_state,
+    full_tensor,
+    load_full_state,
+    load_optimizer_state,
+    optimizer_state,
+    rank_slices,
+    resolve_parallel,
+    wrap_for_training,
+)
 from .errors import AlignBenchError
 from .model import VLM
 from .task import Task
@@ -50,7 +72,11 @@ class TrainingDiverged(AlignBenchError):
 class TrainConfig:
     stage: str = "connector"
     steps: int = 250
-    batch_size: int = 16  # pages per step (each with up to `questions_per_page` questions)
+    batch_size: int = 16  # pages per step, all processes together (each with up to `questions_per_page` questions)
+    # Pages per forward pass on each process; None: batch_size / processes / grad_accum. Gradient accumulation
+    # fills the difference, so the step (batch_size pages) is the same for any number of processes.
+    micro_batch_size: int | None = None
+    grad_accum: int | None = None  # micro-batches per step on each process; None: from micro_batch_size (or 1)
     questions_per_page: int = 8  # 1 = one question per sequence
     lr: float | None = None  # connector learning rate; None = the connector's `default_lr`
     llm_lr: float = 1e-4  # LLM learning rate in the `full` stage
@@ -67,6 +93,11 @@ class TrainConfig:
                 raise AlignBenchError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not ((self.lr is None or self.lr > 0) and self.llm_lr > 0):
             raise AlignBenchError("learning rates must be positive")
+
+    def layout(self, world_size: int) -> tuple[int, int]:
+        """(micro-batch size, accumulation steps) on `world_size` processes; a layout that does not divide
+        is one message."""
+        return batch_layout(self.batch_size, self.micro_batch_size, self.grad_accum, world_size)
 
 
 @dataclass
@@ -103,26 +134,27 @@ def set_trainable(model: VLM, stage: str) -> dict[str, int]:
 
 def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: int, device: str = "cpu",
           progress=None, log=print, *, checkpoint_dir: Path | None = None,
-          checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> dict:
+          checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, dist: Dist | None = None,
+          parallel: ParallelConfig | None = None) -> dict:
     """Train in place on pre-computed vision features; step k takes `cfg.batch_size` pages of source k mod n.
     Returns training statistics.
 
     With `checkpoint_dir` (a run directory), checkpoints are written every `checkpoint_every` steps (0: only
-    after the last step) and training resumes from the latest one found there."""
+    after the last step) and training resumes from the latest one found there. `dist` is the process group
+    (default: the current one); with FSDP the trained modules are left sharded (`distributed.unshard_into`)."""
     cfg.validate()
+    dist = dist or context()
+    parallel = resolve_parallel(parallel or ParallelConfig())
+    micro, accum = cfg.layout(dist.world_size)
     if checkpoint_every < 0:
         raise AlignBenchError(f"--checkpoint-every must be 0 (last step only) or more, got {checkpoint_every}")
     counts = set_trainable(model, cfg.stage)
     log(f"parameters: trainable {counts['trainable']:,} (connector {counts['connector']:,}"
         f"{', llm ' + format(counts['llm'], ',') if cfg.stage == 'full' else ''}), frozen {counts['frozen']:,}")
-    groups = model.connector.param_groups(cfg.lr)
-    if cfg.stage == "full":
-        groups.append({"params": list(model.llm.parameters()), "lr": cfg.llm_lr})
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    params = [p for g in groups for p in g["params"]]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    if dist.enabled or accum > 1:
+        log(f"{dist.world_size} process{'es' if dist.enabled else ''}"
+            f"{f' ({parallel.strategy})' if dist.enabled else ''}, {cfg.batch_size} pages per step: micro-batches "
+            f"of {micro} pages, gradient accumulation {accum}")
     if not sources:
         raise AlignBenchError("no training data: give at least one training task")
     # Every connector gets the same pages in the same order: one seeded order per source.
@@ -132,10 +164,20 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
             raise AlignBenchError(f"the {src.task.name} training split has no page with a usable question; "
                                   "check the data")
     orders = [BatchOrder(len(g), cfg.batch_size, source_seed(data_seed, i)) for i, g in enumerate(page_groups)]
-    modules = {"connector": model.connector} | ({"llm": model.llm} if cfg.stage == "full" else {})
-    # What a checkpoint must agree on to be continued (weights of another configuration are refused).
+    # What a checkpoint must agree on to be continued (weights of another configuration are refused); the
+    # number of processes is not part of it: a run resumes on any number.
     identity = {"train": asdict(cfg), "data_seed": data_seed, "connector": type(model.connector).__name__,
                 "pages": [len(g) for g in page_groups], "tasks": [src.task.name for src in sources]}
+    engine = wrap_for_training(model, cfg.stage, dist, parallel, device)  # FSDP replaces the parameters: before
+    groups = model.connector.param_groups(cfg.lr)  # the optimizer is built on what the engine left
+    if cfg.stage == "full":
+        groups.append({"params": list(model.llm.parameters()), "lr": cfg.llm_lr})
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    modules = {"connector": model.connector} | ({"llm": model.llm} if cfg.stage == "full" else {})
     losses: list[float] = []
     start, previous_seconds, ckpt_step = 0, 0.0, None
     cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
@@ -143,7 +185,8 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(data_seed)
         if checkpoint_dir is not None:
-            start, losses, previous_seconds = _resume(checkpoint_dir, modules, opt, orders, identity, device, cuda)
+            start, losses, previous_seconds = _resume(checkpoint_dir, modules, opt, orders, identity, device, cuda,
+                                                      dist)
             ckpt_step = start or None
             if start:
                 model.connector.on_llm_loaded(model.llm)
@@ -154,23 +197,35 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
         task_id = progress.add_task("train", total=cfg.steps, completed=start, loss=float("nan")) if progress else None
         for step in range(start, cfg.steps):
             which = step % len(sources)
-            src, idx = sources[which], orders[which].next()
+            src, idx = sources[which], orders[which].next()  # the step's pages, the same for any number of processes
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
-            chosen = [[src.split.samples[i] for i in page_groups[which][k]] for k in idx]
-            ids, mask, labels = collate(model.tokenizer, src.task, chosen)
-            feats = src.features[[page[0].image for page in chosen]].to(device)
-            with autocast:
-                loss = model.loss(feats, ids.to(device), mask.to(device), labels.to(device))
-            if not torch.isfinite(loss):
-                _diverged(f"loss is {loss.item()}", step + 1, cfg.steps, ckpt_step, checkpoint_dir)
+            micro_batches = []
+            for part in rank_slices(idx, dist, micro, accum):
+                chosen = [[src.split.samples[i] for i in page_groups[which][k]] for k in part]
+                micro_batches.append((chosen, *collate(model.tokenizer, src.task, chosen)))
+            # 1. the step's answer tokens, over every micro-batch of every process: what the loss divides by
+            tokens = dist.sum(sum(VLM.answer_tokens(labels) for *_, labels in micro_batches))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once per step, not per micro-batch
+            # 2. forward and backward per micro-batch; gradients are synchronised after the last one (DDP
+            #    and FSDP average over processes, hence the factor world_size)
+            for k, (chosen, ids, mask, labels) in enumerate(micro_batches):
+                feats = src.features[[page[0].image for page in chosen]].to(device)
+                with engine.sync(last=k == len(micro_batches) - 1):
+                    with autocast:
+                        part_sum = engine.module(feats, ids.to(device), mask.to(device), labels.to(device))
+                    (part_sum * (dist.world_size / tokens.item())).backward()
+                loss_sum += part_sum.detach().double()
+            # 3. the step's mean loss, the same number on every process (so all stop together if it diverged)
+            loss = (dist.sum(loss_sum) / tokens).item()
+            if not math.isfinite(loss):
+                _diverged(f"loss is {loss}", step + 1, cfg.steps, ckpt_step, checkpoint_dir)
+            norm = full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
             if not torch.isfinite(norm):
                 _diverged(f"gradient norm is {norm.item()}", step + 1, cfg.steps, ckpt_step, checkpoint_dir)
             opt.step()
-            losses.append(loss.item())
+            losses.append(loss)
             done = step + 1
             due = done == cfg.steps or (checkpoint_every and done % checkpoint_every == 0)
             if checkpoint_dir is not None and due:
@@ -178,28 +233,46 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
                          "train_seconds": previous_seconds + time.time() - t0}
                 rng = {"rng.torch": torch.get_rng_state()} | (
                     {"rng.cuda": torch.cuda.get_rng_state(cuda[0])} if cuda else {})
-                save_checkpoint(checkpoint_dir, done, modules, opt, state, rng)
+                module_states = {k: full_state(m, dist) for k, m in modules.items()}  # every rank: collectives
+                moments = optimizer_state(opt)
+                if dist.is_main:
+                    save_checkpoint(checkpoint_dir, done, module_states, moments, state, rng)
                 ckpt_step = done
             if progress:
                 progress.update(task_id, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
         seconds = previous_seconds + time.time() - t0
+    opt.zero_grad(set_to_none=True)
     model.eval()
     tail = losses[-20:]
     stats = {"train_seconds": round(seconds, 2), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
-             "first_loss": round(losses[0], 4) if losses else None, "params": counts}
+             "first_loss": round(losses[0], 4) if losses else None, "params": counts,
+             "distributed": {"world_size": dist.world_size, "grad_accum": accum, "micro_batch_size": micro,
+                             "strategy": engine.strategy}}
     return stats | ({"resumed_from_step": start} if start else {})
 
 
 def _resume(checkpoint_dir: Path, modules: dict, opt, orders: list[BatchOrder], identity: dict, device: str,
-            cuda: list[int]) -> tuple[int, list[float], float]:
-    """Restore the latest checkpoint of `checkpoint_dir`, if any: (completed steps, losses, seconds so far)."""
+            cuda: list[int], dist: Dist) -> tuple[int, list[float], float]:
+    """Restore the latest checkpoint of `checkpoint_dir`, if any: (completed steps, losses, seconds so far).
+    Every process reads it (the run directory must be on a file system they all see)."""
     found = latest_checkpoint(checkpoint_dir)
+    seen = dist.gather(found[0] if found else None)
+    if len(set(seen)) > 1:
+        raise AlignBenchError(f"the processes see different checkpoints in {checkpoint_dir} (steps {seen} by rank); "
+                              "the output directory must be on a file system every process sees")
     if found is None:
         return 0, [], 0.0
-    state, extra = load_checkpoint(checkpoint_dir, modules, opt, device)
+    state, module_states, moments, extra = load_checkpoint(checkpoint_dir, sorted(modules))
     if state.get("identity") != identity:
         raise AlignBenchError(f"the checkpoint in {found[1]} was written by another training configuration; "
                               "start a new run instead of resuming this one")
+    try:
+        for key, module in modules.items():
+            load_full_state(module, module_states[key], f"checkpoint {found[1]} ({key})")
+        load_optimizer_state(opt, moments)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise AlignBenchError(f"checkpoint {found[1]} does not fit this model ({type(exc).__name__}: {exc}); "
+                              "start a new run") from None
     for order, saved in zip(orders, state["data_order"]):
         order.load_state_dict(saved)
     torch.set_rng_state(extra["rng.torch"])

@@ -91,6 +91,11 @@ class AlignConnector(Connector):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d]
         e_text = self._text_embeddings.weight  # [V, D]
+        if type(e_text).__name__ == "DTensor" or e_text.dim() != 2 or e_text.shape[0] < self.w2.out_features:
+            # A sharded matrix (FSDP outside its unit's forward, DeepSpeed ZeRO-3) would mix shards into the output.
+            raise AlignBenchError(f"ALIGN reads the LLM's input-embedding matrix, but it is sharded here "
+                                  f"({type(e_text).__name__} of shape {tuple(e_text.shape)}); shard it in the same "
+                                  "FSDP unit as the connector (AlignBench's --parallel fsdp does), or gather it first")
         if self.chunked:
             h = self.ln1(self.w1(features))  # [B, N, D]
             return align_attention(h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps,
