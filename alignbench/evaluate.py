@@ -6,6 +6,11 @@ features (a fixed derangement), so it measures what the model answers without se
 Given a journal path, predictions are appended to it and flushed batch by batch; an evaluation that was
 killed resumes from it and generates only the batches it lacks. Batches are fixed by the split and the
 batch size (not by what is left), so a resumed evaluation pads and decodes exactly as an uninterrupted one.
+
+With several processes (torchrun, accelerate launch) the batches are dealt round-robin and every batch's
+predictions are gathered to every process (`Dist.map_batches`): a batch decodes the same whichever process
+runs it, so N processes give exactly one process's predictions, each sample once. Rank 0 alone keeps the
+journal; the others learn from it which batches are done.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .data import Split, encode_prompt
+from .distributed import context
 from .metrics import get_metric, mean_stderr
 from .model import VLM
 from .task import Task
@@ -87,6 +93,20 @@ class PredictionJournal:
         self._file.close()
 
 
+class JournalView:
+    """What a process other than rank 0 knows of the journal: the predictions it held when the evaluation
+    started (broadcast by rank 0). Appending is rank 0's job."""
+
+    def __init__(self, done: dict[str, dict[int, str]]):
+        self.done, self.reused = done, 0
+
+    def append(self, label: str, indices: list[int], uids: list[str], texts: list[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def weights_digest(model: VLM) -> str:
     """What was trained (the connector, and the LLM when it trained), as a short content hash."""
     h = hashlib.sha256()
@@ -111,17 +131,22 @@ def predict(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: E
     preds: list[str] = [""] * len(prompts)
     done = journal.done.get(label, {}) if journal else {}
     task_id = progress.add_task(label, total=len(prompts), loss=float("nan")) if progress else None
-    for start in range(0, len(order), cfg.batch_size):
-        chunk = order[start : start + cfg.batch_size]
+
+    def run_batch(chunk: list[int]) -> tuple[list[str], bool]:
+        """(texts, whether the journal already held them)."""
         if all(i in done for i in chunk):
-            texts = [done[i] for i in chunk]
+            return [done[i] for i in chunk], True
+        feats = features[[images[i] for i in chunk]].to(device)
+        outs = model.generate(feats, [prompts[i] for i in chunk], task.max_new_tokens)
+        return [tok.decode(ids, skip_special_tokens=True).strip() for ids in outs], False
+
+    chunks = [order[start : start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
+    for k, (texts, reused) in context().map_batches(chunks, run_batch):  # this process's batches, all gathered
+        chunk = chunks[k]
+        if reused:
             journal.reused += len(chunk)
-        else:
-            feats = features[[images[i] for i in chunk]].to(device)
-            outs = model.generate(feats, [prompts[i] for i in chunk], task.max_new_tokens)
-            texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids in outs]
-            if journal:
-                journal.append(label, chunk, [split.samples[i].uid for i in chunk], texts)
+        elif journal:
+            journal.append(label, chunk, [split.samples[i].uid for i in chunk], texts)
         for i, text in zip(chunk, texts):
             preds[i] = text
         if progress:
@@ -138,12 +163,20 @@ def evaluate(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: 
     metric = get_metric(task.metric)
     t0 = time.time()
     model.eval()
+    dist = context()
     appender = None
     if journal is not None:
-        samples = json.dumps([(s.uid, s.question, s.image) for s in split.samples])
-        appender = PredictionJournal(journal, {
-            "task": task.name, "samples": hashlib.sha256(samples.encode()).hexdigest()[:16],
-            "batch_size": cfg.batch_size, "blind": cfg.blind, "weights": weights_digest(model)})
+        opened: list[PredictionJournal] = []
+
+        def open_journal() -> dict:  # rank 0 keeps the journal; the others learn what it holds
+            samples = json.dumps([(s.uid, s.question, s.image) for s in split.samples])
+            opened.append(PredictionJournal(journal, {
+                "task": task.name, "samples": hashlib.sha256(samples.encode()).hexdigest()[:16],
+                "batch_size": cfg.batch_size, "blind": cfg.blind, "weights": weights_digest(model)}))
+            return opened[0].done
+
+        done = dist.on_main(open_journal)
+        appender = opened[0] if opened else JournalView(done)
     try:
         result, records = _evaluate(model, task, split, features, cfg, device, progress, metric, appender)
     finally:

@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from .backbone import Backbone, BackboneConfig, LazyFeatures, PatchBatch, load_b
 from .checkpoint import remove_checkpoints, save_trained
 from .connector import CONNECTORS, build_connector, parse_connector_args
 from .data import DataConfig, Split, load_split
+from .distributed import ParallelConfig, context, device_for, is_sharded, resolve_parallel, unshard_into
 from .errors import AlignBenchError
 from .evaluate import EvalConfig, evaluate
 from .model import VLM
@@ -54,6 +55,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # several processes: DDP or FSDP
 
     @property
     def train_tasks(self) -> list[str]:
@@ -72,6 +74,7 @@ class RunConfig:
         parse_connector_args(CONNECTORS.get(self.connector), self.connector_args)
         self.backbone.validate()
         self.train.validate()
+        self.parallel.validate()
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise AlignBenchError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -83,7 +86,7 @@ class RunConfig:
         return cls(connector=d["connector"], task=d["task"], connector_args=d.get("connector_args", {}),
                    backbone=_fields(BackboneConfig, d["backbone"]), data=_fields(DataConfig, d["data"]),
                    train=_fields(TrainConfig, d["train"]), eval=_fields(EvalConfig, d["eval"]),
-                   device=d.get("device", "auto"))
+                   device=d.get("device", "auto"), parallel=_fields(ParallelConfig, d.get("parallel", {})))
 
 
 def _fields(cls, values: dict):
@@ -97,9 +100,8 @@ def _fields(cls, values: dict):
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    """"auto" is CUDA when there is a GPU; with several processes each takes its own (cuda:LOCAL_RANK)."""
+    return device_for(device, context())
 
 
 # Vision features of a split are computed once and kept in memory up to this size; larger splits (real
@@ -157,6 +159,13 @@ class Workspace:
 
 RUN_STATUS = "status.json"  # written when a run stops without results (training diverged)
 PREDICTIONS_JOURNAL = "predictions.partial.jsonl"  # predictions so far, while the evaluation runs
+# Fields of config.json that describe how a run was spread over processes, not what it computes: a run may
+# be resumed on another number of processes (the training key includes the placement, which changes rounding).
+PLACEMENT_KEYS = ("distributed", "resolved_device", "training_key")
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
 
 
 def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
@@ -167,32 +176,44 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     The run directory is made before training: checkpoints (every `checkpoint_every` steps) and the
     predictions journal go there, so a killed run continues with `resume=RUN_DIR` (same configuration)
     and ends exactly as an uninterrupted run would. A diverged run writes `status.json`, never results or a
-    leaderboard row. `plugins` are files or package directories imported first (`--plugin`)."""
+    leaderboard row. `plugins` are files or package directories imported first (`--plugin`).
+
+    Under torchrun or accelerate launch every process runs this function: each trains on its share of every
+    step and evaluates its share of the batches; rank 0 alone writes (run directory, leaderboard) and
+    broadcasts what it decided, so the processes take the same path and fail with the same message."""
     for path in plugins:
         load_plugin(path)
     cfg.validate()
+    dist = context()
+    if not dist.is_main:
+        log, progress = _quiet, None
+    parallel = resolve_parallel(cfg.parallel)
+    micro, accum = cfg.train.layout(dist.world_size)  # a batch that does not divide stops here, before any work
     if cfg.train.lr is None:  # resolve the connector's own default so the dump states the value used
         default_lr = CONNECTORS.get(cfg.connector).default_lr
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=default_lr))
     t0 = time.time()
     device = resolve_device(cfg.device)
-    prepare_output(output)
+    dist.on_main(prepare_output, output)
     if resume is not None:
-        resume = _check_resumable(Path(resume), output)
-        if (resume / "results.json").is_file():
-            return _finish_listed(resume, output, log)
+        resume = dist.on_main(_check_resumable, Path(resume), output)
+        finished = dist.on_main(_finish_listed, resume, output, log)
+        if finished is not None:
+            return finished
     ws = workspace or Workspace(cfg.backbone, cfg.data, device, log)
     task = TASKS.get(cfg.task)
 
-    # 1. backbone (the LLM is copied when it trains, so the shared one stays pristine; the copy trains in
-    #    float32 under autocast, as bfloat16 weights would round away updates of a small learning rate)
-    backbone = ws.backbone
-    if cfg.train.stage == "full":
-        backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm).float())
-    # 2. data and frozen vision features (the training splits of every training task, the evaluated task's
-    #    evaluation split); rows the loader could not use are counted, never scored
-    sources = [TrainSource(TASKS.get(name), *ws.split(TASKS.get(name), "train", cfg.data)) for name in cfg.train_tasks]
-    eval_split, eval_feats = ws.split(task, cfg.data.eval_split, cfg.data)
+    def load():  # one process per machine fills the caches (data, features), then the others read them
+        # 1. backbone (the LLM is copied below when it trains, so the shared one stays pristine)
+        # 2. data and frozen vision features (the training splits of every training task, the evaluated task's
+        #    evaluation split); rows the loader could not use are counted, never scored
+        return (ws.backbone, [ws.split(TASKS.get(name), "train", cfg.data) for name in cfg.train_tasks],
+                ws.split(task, cfg.data.eval_split, cfg.data))
+
+    backbone, train_splits, (eval_split, eval_feats) = dist.main_first(load)
+    sources = [TrainSource(TASKS.get(name), *pair) for name, pair in zip(cfg.train_tasks, train_splits)]
+    if cfg.train.stage == "full":  # the copy trains in float32 under autocast, as bfloat16 weights would round
+        backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm).float())  # away small updates
     for name, split in [(f"{src.task.name}/train", src.split) for src in sources] + [
             (f"{task.name}/{cfg.data.eval_split}", eval_split)]:
         if split.skipped:
@@ -209,59 +230,96 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     config = json.loads(json.dumps(asdict(cfg) | {
         "connector_config": asdict(connector.config), "connector_tokens": connector.num_tokens(backbone.num_patches),
         "dims": dims, "backbone_key": backbone.key, "resolved_device": device,
-        "train_tasks": cfg.train_tasks, "training_key": training_key(cfg, connector, backbone.key, device),
+        "train_tasks": cfg.train_tasks,
+        "training_key": training_key(cfg, connector, backbone.key, device, (dist.world_size, parallel.strategy)),
     } | ({"connector_tokens_max": connector.num_tokens(backbone.max_patches)}
          if backbone.max_patches != backbone.num_patches else {})
-      | ({"plugins": loaded_plugins()} if loaded_plugins() else {})))
-    # 4. the run directory: a fresh one, or the interrupted run's own (same configuration only)
-    if resume is not None:
-        saved = json.loads((resume / "config.json").read_text())
-        differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-        if differ:
-            raise AlignBenchError(f"{resume} was started with another configuration ({', '.join(differ)} differ); "
-                                  "resume it with its own configuration or start a new run")
-        run_dir = resume
-    else:
-        run_dir = new_run_dir(output, task.name, cfg.connector, cfg.data.seed)
-        atomic_write(run_dir / "config.json", json.dumps(config, indent=2))
+      | ({"plugins": loaded_plugins()} if loaded_plugins() else {})
+      | {"distributed": {"world_size": dist.world_size, "grad_accum": accum, "micro_batch_size": micro,
+                         "strategy": parallel.strategy if dist.enabled else "single"}}))
+    # 4. the run directory: a fresh one, or the interrupted run's own (same configuration only); rank 0 makes it
+    run_dir = dist.on_main(_open_run_dir, config, output, task.name, cfg, resume)
     log(f"run directory: {run_dir} (if interrupted, continue it with: alignbench run --resume {run_dir})")
     # 5. train (checkpointed, resumable), or re-use the weights of a finished run with the same training
     #    configuration (a sweep trains each connector once on its training tasks, then scores every task);
-    #    6. evaluate (journaled, resumable)
+    #    6. evaluate (journaled, resumable). Rank 0 holds the lock and decides; every process trains or loads.
     key = config["training_key"]
-    with _training_lock(output, key):
-        trained_in = _reuse_trained(output, key, run_dir, model, cfg.train.stage, device, log)
+    with _training_lock(output, key) if dist.is_main else nullcontext():
+        trained_in = dist.on_main(_trained_source, output, key, run_dir, cfg.train.stage)
         if trained_in is None:
             try:
                 stats = train(model, sources, cfg.train, cfg.data.seed, device, progress, log,
-                              checkpoint_dir=run_dir, checkpoint_every=checkpoint_every)
+                              checkpoint_dir=run_dir, checkpoint_every=checkpoint_every, dist=dist,
+                              parallel=parallel)
             except TrainingDiverged as exc:
-                atomic_write(run_dir / RUN_STATUS, json.dumps({"status": "diverged", "step": exc.step,
-                                                               "checkpoint_step": exc.checkpoint_step,
-                                                               "message": str(exc)}, indent=2))
+                if dist.is_main:
+                    atomic_write(run_dir / RUN_STATUS, json.dumps({"status": "diverged", "step": exc.step,
+                                                                   "checkpoint_step": exc.checkpoint_step,
+                                                                   "message": str(exc)}, indent=2))
                 raise
-            save_trained(run_dir, model, cfg.train.stage)
-            _register_trained(output, key, run_dir, stats)
+            if is_sharded(model.connector) or is_sharded(model.llm):  # FSDP: every process evaluates a whole model
+                model = _gathered(model, ws, cfg, device)
+            if dist.is_main:
+                save_trained(run_dir, model, cfg.train.stage)
+                _register_trained(output, key, run_dir, stats)
         else:
+            _load_reused(output / "runs" / str(trained_in["run_id"]), model, cfg.train.stage, device)
+            log(f"re-using the weights trained in {trained_in['run_id']} (same training configuration, key {key}); "
+                "no training")
+            if dist.is_main:
+                save_trained(run_dir, model, cfg.train.stage)
             stats = trained_in["stats"] | {"trained_in": trained_in["run_id"]}
     result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress,
                                journal=run_dir / PREDICTIONS_JOURNAL)
     diag = eval_feats[:64]
-    result["connector_diagnostics"] = connector.diagnostics(
+    result["connector_diagnostics"] = model.connector.diagnostics(
         (diag.largest_group() if isinstance(diag, PatchBatch) else diag).to(device))
     result["train_skipped"] = {"n": sum(len(src.split.skipped) for src in sources),
                                "reasons": dict(sum((Counter(src.split.skip_counts()) for src in sources), Counter()))}
     result["train_tasks"] = cfg.train_tasks
-    # 7. write: results.json last (it marks the run finished), then the leaderboard row
+    # 7. write: results.json last (it marks the run finished), then the leaderboard row; rank 0 only
     result |= stats | {"task": task.name, "connector": cfg.connector, "backbone_key": backbone.key,
                        "wall_seconds": round(time.time() - t0, 2), "versions": versions(), "commit": git_commit(),
                        "device": device, "machine": machine()}
+    dist.on_main(_write_finished, run_dir, output, config, result, records)
+    result["run_dir"] = str(run_dir)
+    return result
+
+
+def _open_run_dir(config: dict, output: Path, task: str, cfg: RunConfig, resume: Path | None) -> Path:
+    if resume is not None:
+        saved = json.loads((resume / "config.json").read_text())
+        differ = sorted(k for k in set(saved) | set(config)
+                        if k not in PLACEMENT_KEYS and saved.get(k) != config.get(k))
+        if differ:
+            raise AlignBenchError(f"{resume} was started with another configuration ({', '.join(differ)} differ); "
+                                  "resume it with its own configuration or start a new run")
+        return resume
+    run_dir = new_run_dir(output, task, cfg.connector, cfg.data.seed)
+    atomic_write(run_dir / "config.json", json.dumps(config, indent=2))
+    return run_dir
+
+
+def _write_finished(run_dir: Path, output: Path, config: dict, result: dict, records: list[dict]) -> None:
     write_run(run_dir, config, result, records)
     append_leaderboard(output, leaderboard_row(run_dir, config, result))
     remove_checkpoints(run_dir)
     (run_dir / PREDICTIONS_JOURNAL).unlink(missing_ok=True)
-    result["run_dir"] = str(run_dir)
-    return result
+
+
+def _gathered(model: VLM, ws: Workspace, cfg: RunConfig, device: str) -> VLM:
+    """The FSDP-trained model, whole on every process: fresh modules of the same architecture filled with the
+    sharded ones' tensors (gathered one tensor at a time). Inference holds the model in far less memory than
+    training needs for it, gradients and optimizer moments."""
+    llm = model.llm
+    if is_sharded(model.llm):
+        llm = unshard_into(model.llm, copy.deepcopy(ws.backbone.llm).float())
+    backbone = dataclasses.replace(ws.backbone, llm=llm)
+    connector = build_connector(cfg.connector, backbone.connector_context(), cfg.connector_args,
+                                cfg.train.init_seed).to(device)
+    unshard_into(model.connector, connector)
+    connector.on_llm_loaded(llm)
+    return VLM(backbone, connector).eval()
 
 
 # ---------------------------------------------------------------- training once per training configuration
@@ -269,16 +327,18 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
 TRAINED = "trained"  # OUTPUT/trained/KEY.json: the run whose weights a training configuration produced
 
 
-def training_key(cfg: RunConfig, connector, backbone_key: str, device: str) -> str:
+def training_key(cfg: RunConfig, connector, backbone_key: str, device: str,
+                 placement: tuple[int, str] = (1, "single")) -> str:
     """A content key of everything that decides the trained weights (not the evaluated task or its split):
-    runs with the same key would train bit for bit the same connector, so the later ones re-use it."""
+    runs with the same key would train bit for bit the same connector, so the later ones re-use it.
+    `placement` (processes, DDP or FSDP) changes the rounding, so it is part of the key on several processes."""
     data = asdict(cfg.data)
     for name in ("eval_questions", "eval_limit", "eval_split"):  # evaluation only
         data.pop(name)
     data["train_tasks"] = cfg.train_tasks
     what = {"connector": cfg.connector, "connector_config": asdict(connector.config), "backbone": asdict(cfg.backbone),
             "backbone_key": backbone_key, "data": data, "train": asdict(cfg.train), "device": device,
-            "plugins": loaded_plugins()}
+            "plugins": loaded_plugins()} | ({"placement": list(placement)} if placement[0] > 1 else {})
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -297,11 +357,9 @@ def _register_trained(output: Path, key: str, run_dir: Path, stats: dict) -> Non
     atomic_write(output / TRAINED / f"{key}.json", json.dumps({"run_id": run_dir.name, "stats": stats}, indent=2))
 
 
-def _reuse_trained(output: Path, key: str, run_dir: Path, model: VLM, stage: str, device: str, log) -> dict | None:
-    """Load the weights of the finished run that trained with `key` into `model` and save them in `run_dir`;
-    None when there is none (or its weights are gone)."""
-    from safetensors.torch import load_model
-
+def _trained_source(output: Path, key: str, run_dir: Path, stage: str) -> dict | None:
+    """The finished run that trained with `key` ({"run_id", "stats"}), or None when there is none (or its weights
+    are gone)."""
     from .checkpoint import CONNECTOR_FILE, LLM_FILE
 
     entry = output / TRAINED / f"{key}.json"
@@ -315,14 +373,20 @@ def _reuse_trained(output: Path, key: str, run_dir: Path, model: VLM, stage: str
     if source == run_dir or not (source / CONNECTOR_FILE).is_file() or (
             stage == "full" and not (source / LLM_FILE).is_file()):
         return None
+    return found
+
+
+def _load_reused(source: Path, model: VLM, stage: str, device: str) -> None:
+    """Load the weights a finished run trained (every process reads them) into `model`."""
+    from safetensors.torch import load_model
+
+    from .checkpoint import CONNECTOR_FILE, LLM_FILE
+
     if stage == "full":
         load_model(model.llm, str(source / LLM_FILE), device=str(device))
     load_model(model.connector, str(source / CONNECTOR_FILE), device=str(device))
     model.connector.on_llm_loaded(model.llm)
     model.eval()
-    save_trained(run_dir, model, stage)
-    log(f"re-using the weights trained in {source.name} (same training configuration, key {key}); no training")
-    return found
 
 
 def _check_resumable(run_dir: Path, output: Path) -> Path:
@@ -339,10 +403,13 @@ def _check_resumable(run_dir: Path, output: Path) -> Path:
     return run_dir
 
 
-def _finish_listed(run_dir: Path, output: Path, log) -> dict:
-    """A run killed after writing results.json: add its missing leaderboard row, or say it is complete."""
+def _finish_listed(run_dir: Path, output: Path, log) -> dict | None:
+    """A run killed after writing results.json: add its missing leaderboard row, or say it is complete. None
+    when the run has no results yet (it is to be continued)."""
     from .results import LEADERBOARD
 
+    if not (run_dir / "results.json").is_file():
+        return None
     config = json.loads((run_dir / "config.json").read_text())
     result = json.loads((run_dir / "results.json").read_text())
     board = output / LEADERBOARD
@@ -407,14 +474,25 @@ def evaluate_checkpoint(cfg: CheckpointEvalConfig, output: Path, progress=None, 
     if cfg.evaluator not in EVALUATORS:
         raise AlignBenchError(f"unknown evaluator {cfg.evaluator!r}; use {' or '.join(EVALUATORS)}")
     task = TASKS.get(cfg.task)
+    dist = context()
+    if dist.enabled and cfg.evaluator != "alignbench":
+        raise AlignBenchError("--via lmms-eval runs in one process (lmms-eval has its own launcher: accelerate launch "
+                              "-m lmms_eval --model alignbench ...); start alignbench eval without torchrun")
+    if not dist.is_main:
+        log, progress = _quiet, None
     t0 = time.time()
-    prepare_output(output)
+    dist.on_main(prepare_output, output)
     run_dir = Path(cfg.checkpoint)
-    model, run_cfg, ws = load_run(run_dir, cfg.device, log)
-    # 1. the evaluation rows, from the configured source (the checkpoint's own by default); lmms-eval computes
-    #    the vision features itself, from the images it is handed
-    split, feats = ws.split(task, "eval", cfg.data) if cfg.evaluator == "alignbench" else (
-        ws.data(task, "eval", cfg.data), None)
+
+    def load():
+        model, run_cfg, ws = load_run(run_dir, cfg.device, log)
+        # 1. the evaluation rows, from the configured source (the checkpoint's own by default); lmms-eval
+        #    computes the vision features itself, from the images it is handed
+        split, feats = ws.split(task, "eval", cfg.data) if cfg.evaluator == "alignbench" else (
+            ws.data(task, "eval", cfg.data), None)
+        return model, run_cfg, ws, split, feats
+
+    model, run_cfg, ws, split, feats = dist.main_first(load)
     if split.skipped:
         log(f"{task.name}: skipped {len(split.skipped)} of {len(split.skipped) + len(split.samples)} questions "
             f"({', '.join(f'{n} {r}' for r, n in split.skip_counts().items())})")
@@ -432,11 +510,17 @@ def evaluate_checkpoint(cfg: CheckpointEvalConfig, output: Path, progress=None, 
                "evaluator": cfg.evaluator, "checkpoint": run_dir.name, "n_skipped": len(split.skipped),
                "skipped": split.skip_counts(), "wall_seconds": round(time.time() - t0, 2), "versions": versions(),
                "commit": git_commit(), "device": ws.device, "machine": machine()}
-    out_dir = new_run_dir(output, task.name, f"{run_cfg.connector}-{cfg.evaluator}", run_cfg.data.seed)
-    config = json.loads(json.dumps({"kind": "checkpoint-eval", **asdict(cfg), "checkpoint_config": row_config}))
-    write_run(out_dir, config, result, records)
-    append_leaderboard(output, leaderboard_row(out_dir, row_config, result))
-    result["run_dir"] = str(out_dir)
+    result["distributed"] = {"world_size": dist.world_size}
+    config = json.loads(json.dumps({"kind": "checkpoint-eval", **asdict(cfg), "checkpoint_config": row_config,
+                                    "distributed": result["distributed"]}))
+
+    def write() -> Path:
+        out_dir = new_run_dir(output, task.name, f"{run_cfg.connector}-{cfg.evaluator}", run_cfg.data.seed)
+        write_run(out_dir, config, result, records)
+        append_leaderboard(output, leaderboard_row(out_dir, row_config, result))
+        return out_dir
+
+    result["run_dir"] = str(dist.on_main(write))
     return result
 
 
