@@ -68,9 +68,10 @@ def _progress() -> Progress:
 def _config(connector, task, connector_args, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
             llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300,
             eval_batch_size=64, data="embedded", train_data=None, train_limit=None, max_tiles=1, dtype="auto",
-            chat_template="auto", train_tasks=None):
+            chat_template="auto", train_tasks=None, micro_batch_size=None, grad_accum=None, parallel="auto"):
     from .backbone import BackboneConfig
     from .data import DataConfig
+    from .distributed import ParallelConfig
     from .evaluate import EvalConfig
     from .pipeline import RunConfig
     from .train import TrainConfig
@@ -83,14 +84,42 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
         backbone = "hf"
     if steps is None:  # the same budget per training task, whatever the mixture
         steps = STEPS_PER_TASK * len(train_tasks or [task])
-    train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr)
+    train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr,
+                        micro_batch_size=micro_batch_size, grad_accum=grad_accum)
     cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
                     data=DataConfig(source=data, train_source=train_data, train_docs=train_docs,
                                     eval_questions=eval_questions, seed=seed, eval_limit=eval_limit,
                                     train_limit=train_limit, train_tasks=train_tasks), train=train,
-                    eval=EvalConfig(batch_size=eval_batch_size, blind=blind), device=device)
+                    eval=EvalConfig(batch_size=eval_batch_size, blind=blind), device=device,
+                    parallel=ParallelConfig(strategy=parallel))
     return cfg
+
+
+# ---------------------------------------------------------------- several processes (torchrun, accelerate launch)
+
+DISTRIBUTED_COMMANDS = ("run", "eval", "sweep", "tune")
+
+
+def _is_main() -> bool:
+    from .distributed import context
+
+    return context().is_main
+
+
+def _start_processes(configs: list, device: str):
+    """Check what every process would refuse alike (the batch layout, the strategy) before the processes meet,
+    then join the process group the launcher described; processes other than rank 0 print nothing."""
+    from .distributed import env_layout, init_from_env, resolve_parallel
+
+    world = env_layout()[1]
+    for cfg in configs:
+        cfg.train.layout(world)
+        resolve_parallel(cfg.parallel)
+    dist = init_from_env(device)
+    if not dist.is_main:
+        console.quiet = True
+    return dist
 
 
 def _train_tasks(value: str | None, default: list[str] | None) -> list[str] | None:
@@ -166,6 +195,11 @@ PluginOpt = Annotated[list[Path] | None, Opt("--plugin", help="Import connectors
                                             "package directory (repeatable); nothing else is imported implicitly.")]
 # Its default, 50, is train.DEFAULT_CHECKPOINT_EVERY (written out here so the CLI starts without importing torch).
 CHECKPOINT_HELP = "Write a resumable checkpoint every N training steps (0: after the last step only)."
+MICRO_HELP = ("Pages per forward pass on each process; gradient accumulation fills --batch-size "
+              "(= processes x accumulation x micro-batch). Default: no accumulation.")
+ACCUM_HELP = "Micro-batches accumulated per step on each process (instead of --micro-batch-size)."
+PARALLEL_HELP = ("Several processes (torchrun, accelerate launch): 'ddp', 'fsdp' (FSDP2: shards the connector, and "
+                 "with --stage full the LLM), or 'auto' (fsdp when accelerate's config says FSDP, else ddp).")
 
 
 @app.command()
@@ -186,7 +220,10 @@ def run(
     chat_template: Annotated[str, Opt(help=CHAT_HELP)] = "auto",
     steps: Annotated[int | None, Opt(help=STEPS_HELP)] = None,
     train_tasks: Annotated[str | None, Opt(help=TRAIN_TASKS_HELP)] = None,
-    batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
+    batch_size: Annotated[int, Opt(help="Pages per training step (all processes together).")] = 16,
+    micro_batch_size: Annotated[int | None, Opt(help=MICRO_HELP)] = None,
+    grad_accum: Annotated[int | None, Opt(help=ACCUM_HELP)] = None,
+    parallel: Annotated[str, Opt(help=PARALLEL_HELP)] = "auto",
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
     llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
     stage: Annotated[str, Opt(help="'connector' (connector only) or 'full' (connector + LLM).")] = "connector",
@@ -214,8 +251,9 @@ def run(
         cfg = _config(connector, task, _kv(connector_arg), backbone, vision, llm, trust_remote_code, steps,
                       batch_size, lr, llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
                       eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template,
-                      _train_tasks(train_tasks, None))
+                      _train_tasks(train_tasks, None), micro_batch_size, grad_accum, parallel)
     cfg.validate()
+    _start_processes([cfg], cfg.device)
     with _progress() as progress:
         result = run_pipeline(cfg, output, progress=progress, log=console.print, checkpoint_every=checkpoint_every,
                               resume=resume)
@@ -233,6 +271,12 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
 
     if jobs < 1:
         raise AlignBenchError(f"--jobs must be at least 1, got {jobs}")
+    _start_processes(configs, device)
+    from .distributed import context
+
+    if jobs > 1 and context().enabled:
+        raise AlignBenchError("--jobs above 1 starts worker processes, which cannot join torchrun's; under torchrun or "
+                              "accelerate launch the runs go one after the other on all processes (--jobs 1)")
     if jobs > 1 and loaded_plugins():
         raise AlignBenchError("a --plugin is imported in this process only; use --jobs 1, or install the plug-in "
                               "as a package (entry point) to run it in worker processes")
@@ -283,7 +327,10 @@ def sweep(
                                                 "from each in turn); default: the sweep's tasks, so each connector "
                                                 "trains once and is scored on every task. 'each': every pair "
                                                 "trains on its own task's split.")] = None,
-    batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
+    batch_size: Annotated[int, Opt(help="Pages per training step (all processes together).")] = 16,
+    micro_batch_size: Annotated[int | None, Opt(help=MICRO_HELP)] = None,
+    grad_accum: Annotated[int | None, Opt(help=ACCUM_HELP)] = None,
+    parallel: Annotated[str, Opt(help=PARALLEL_HELP)] = "auto",
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
     llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
@@ -295,14 +342,27 @@ def sweep(
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
-    jobs: Annotated[int, Opt(help="Parallel worker processes (CPU: one per core is fastest).")] = 1,
+    jobs: Annotated[int, Opt(help="Runs at once: worker processes (inline launcher; CPU: one per core is fastest) "
+                                  "or jobs running at once (local launcher).")] = 1,
     connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
     checkpoint_every: Annotated[int, Opt(help=CHECKPOINT_HELP)] = 50,
     plugin: PluginOpt = None,
+    launcher: Annotated[str, Opt(help="'inline' (this process, or --jobs workers), 'local' (each run its own process "
+                                      "or torchrun) or 'submitit' (each run a SLURM job, or submitit's local "
+                                      "executor with --cluster local).")] = "inline",
+    nproc_per_job: Annotated[int, Opt(help="Processes per run and node (one per GPU): torchrun (local) or SLURM "
+                                           "tasks (submitit).")] = 1,
+    nodes_per_job: Annotated[int, Opt(help="Nodes per run (submitit on SLURM).")] = 1,
+    cluster: Annotated[str, Opt(help="submitit: 'slurm', 'local' or 'debug'.")] = "slurm",
+    partition: Annotated[str | None, Opt(help="SLURM partition (submitit).")] = None,
+    time_min: Annotated[int, Opt(help="SLURM time limit per run, minutes (submitit).")] = 240,
+    slurm_arg: Annotated[list[str] | None, Opt(help="More sbatch settings KEY=VALUE, e.g. account=lab, qos=high "
+                                                    "(repeatable; submitit).")] = None,
 ):
     """Train and evaluate every connector x task pair on the same backbone, data and seed; write the table."""
     import dataclasses
 
+    from .launch import LaunchConfig
     from .results import atomic_write, comparison_table, machine, read_leaderboard, write_table
     from .task import TASKS
 
@@ -312,14 +372,27 @@ def sweep(
     mixture = None if train_tasks == "each" else _train_tasks(train_tasks, task_list)
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
                        seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
-                       train_limit, max_tiles, dtype, chat_template, mixture)
+                       train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,
+                       parallel)
                for t in task_list for c in conn_list]
     if seeds is not None:
         configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
                    for s in _seeds(seeds) for cfg in configs]
+    launch_cfg = LaunchConfig(launcher, jobs, nproc_per_job, nodes_per_job, cluster, partition, time_min,
+                              _pairs(slurm_arg, "slurm-arg", "account=my_lab"))
+    launch_cfg.validate()
     t0 = time.time()
-    results = _execute(configs, output, jobs, device, checkpoint_every)
-    console.print(_result_table(results))
+    failed: list[str] = []
+    if launcher == "inline":
+        results = _execute(configs, output, jobs, device, checkpoint_every)
+    else:
+        results, failed = _launch_jobs(configs, output, launch_cfg, checkpoint_every)
+    if not _is_main():
+        return  # rank 0 writes the table
+    if results:
+        console.print(_result_table(results))
+    else:
+        raise AlignBenchError(f"every job failed: {'; '.join(failed)}")
     board = read_leaderboard(output / "leaderboard.csv")
     board = board[board.run_id.isin([Path(r["run_dir"]).name for r in results])]
     table = comparison_table(board, conn_list, task_list)
@@ -327,8 +400,45 @@ def sweep(
     wall = time.time() - t0
     atomic_write(output / "sweep.json", json.dumps({
         "command": "alignbench " + " ".join(sys.argv[1:]), "wall_seconds": round(wall, 1),
-        "runs": [Path(r["run_dir"]).name for r in results], "machine": machine()}, indent=2))
+        "runs": [Path(r["run_dir"]).name for r in results], "launch": dataclasses.asdict(launch_cfg),
+        "failed": failed, "machine": machine()}, indent=2))
     console.print(f"sweep of {len(results)} runs in {wall:.0f} s; table: {csv}, {md}")
+    if failed:
+        raise AlignBenchError(f"{len(failed)} of {len(configs)} jobs failed ({'; '.join(failed)}); the table and the "
+                              "leaderboard hold the runs that finished")
+
+
+def _pairs(pairs: list[str] | None, option: str, example: str) -> dict[str, str]:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise AlignBenchError(f"--{option} {p!r} is not KEY=VALUE (e.g. --{option} {example})")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _launch_jobs(configs: list, output: Path, launch_cfg, checkpoint_every: int) -> tuple[list[dict], list[str]]:
+    """Hand each run to the local or submitit launcher: (results of the runs that finished, failures)."""
+    from .distributed import env_layout
+    from .launch import launch
+    from .registry import loaded_plugins
+    from .results import prepare_output
+
+    if env_layout()[1] > 1:
+        raise AlignBenchError(f"--launcher {launch_cfg.launcher} starts its own processes; run the sweep itself as one "
+                              "process (not under torchrun or accelerate launch)")
+    if loaded_plugins():
+        raise AlignBenchError("a --plugin is imported in this process only; install the plug-in as a package (entry "
+                              f"point) to run it through --launcher {launch_cfg.launcher}")
+    for cfg in configs:  # fail before submitting anything if any job is invalid
+        cfg.validate()
+        cfg.train.layout(launch_cfg.world_size)
+    prepare_output(output)
+    outcomes = launch(configs, output, launch_cfg, checkpoint_every, log=console.print)
+    results = [o.result for o in outcomes if o.result is not None]
+    failed = [f"{o.name}: {o.error} (log {o.log})" for o in outcomes if o.result is None]
+    return results, failed
 
 
 @app.command()
@@ -381,6 +491,8 @@ def tune(
         rows.append({"connector": cfg.connector, "options": " ".join(f"{k}={v}" for k, v in cfg.connector_args.items()),
                      "lr": cfg.train.lr, "val_score": r["score"],
                      "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})
+    if not _is_main():
+        return  # rank 0 writes the search's table
     df = pd.DataFrame(rows)
     best = df.loc[df.groupby("connector", sort=False).val_score.idxmax()]
     table = Table(title=f"search on {task} (validation split, {steps} steps)")
@@ -439,9 +551,14 @@ def eval_cmd(
     cfg = CheckpointEvalConfig(checkpoint=str(checkpoint), task=task or run_cfg.task, evaluator=via, data=data_cfg,
                                eval=EvalConfig(batch_size=eval_batch_size, blind=blind and via == "alignbench"),
                                device=device, lmms_task=lmms_task, include_path=include_path)
+    from .distributed import env_layout
     from .task import TASKS
 
     TASKS.get(cfg.task)
+    if via == "lmms-eval" and env_layout()[1] > 1:
+        raise AlignBenchError("--via lmms-eval runs in one process (lmms-eval has its own launcher: accelerate launch "
+                              "-m lmms_eval --model alignbench ...); start alignbench eval without torchrun")
+    _start_processes([], device)
     with _progress() as progress:
         result = evaluate_checkpoint(cfg, output, progress=progress, log=console.print)
     table = Table(title=f"{checkpoint.name} on {result['task']}, scored by {via}")
@@ -765,16 +882,47 @@ def report(
     console.print(f"report written: {path}")
 
 
+def _echoed(exc: AlignBenchError) -> bool:
+    """Whether rank 0 reports this error for every process: a check every process made alike before they met,
+    or an outcome decided together (broadcast by rank 0, or computed from all-reduced numbers)."""
+    if os.environ.get("RANK", "0") in ("", "0"):
+        return False
+    from .distributed import SharedError
+    from .train import TrainingDiverged
+
+    td = sys.modules.get("torch.distributed")
+    grouped = td is not None and td.is_available() and td.is_initialized()
+    return not grouped or isinstance(exc, (SharedError, TrainingDiverged))
+
+
+def _refuse_unsupported_command() -> None:
+    from .distributed import env_layout
+
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if env_layout()[1] > 1 and command not in DISTRIBUTED_COMMANDS:
+        raise AlignBenchError(f"alignbench {command} runs as one process; start it without torchrun or accelerate "
+                              f"launch (commands that run on several: {', '.join(DISTRIBUTED_COMMANDS)})")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from .pipeline import quiet_libraries
 
     quiet_libraries()
     try:
+        _refuse_unsupported_command()
         app()
     except AlignBenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        if not _echoed(exc):
+            rank = os.environ.get("RANK", "0")
+            where = "" if rank in ("", "0") else f"(rank {rank}) "
+            err_console.print(f"[red]error:[/red] {where}{escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]; results already written are intact")
         sys.exit(130)
+    finally:
+        if "torch.distributed" in sys.modules:
+            from .distributed import shutdown
+
+            shutdown()
