@@ -52,8 +52,7 @@ def accelerate_settings() -> dict:
     return {"fsdp": flag("ACCELERATE_USE_FSDP"), "fsdp_version": env.get("FSDP_VERSION"),
             "deepspeed": flag("ACCELERATE_USE_DEEPSPEED"),
             "reshard_after_forward": flag("FSDP_RESHARD_AFTER_FORWARD", "true"),
-            "offload_params": flag("FSDP_OFFLOAD_PARAMS"),
-            "mixed_precision": env.get("ACCELERATE_MIXED_PRECISION")}
+            "offload_params": flag("FSDP_OFFLOAD_PARAMS")}
 
 
 def resolve_parallel(cfg: ParallelConfig) -> ParallelConfig:
@@ -66,11 +65,20 @@ def resolve_parallel(cfg: ParallelConfig) -> ParallelConfig:
     if acc["fsdp"] and acc["fsdp_version"] not in (None, "2"):
         raise AlignBenchError(f"the accelerate config asks for FSDP version {acc['fsdp_version']}; AlignBench shards "
                               "with FSDP2 (fully_shard): set fsdp_version: 2")
-    if cfg.strategy != "auto":
-        return cfg
-    if acc["fsdp"]:
+    if acc["fsdp"] and cfg.strategy in ("auto", "fsdp"):  # the accelerate config's FSDP settings
         return ParallelConfig("fsdp", acc["reshard_after_forward"], acc["offload_params"])
-    return ParallelConfig("ddp", cfg.fsdp_reshard_after_forward, cfg.fsdp_cpu_offload)
+    return ParallelConfig("ddp" if cfg.strategy == "auto" else cfg.strategy, cfg.fsdp_reshard_after_forward,
+                          cfg.fsdp_cpu_offload)
+
+
+def placement(parallel: ParallelConfig, dist: Dist, micro: int, accum: int) -> dict:
+    """How a run is spread, as config.json and results.json record it (`distributed`)."""
+    out = {"world_size": dist.world_size, "grad_accum": accum, "micro_batch_size": micro,
+           "strategy": parallel.strategy if dist.enabled else "single"}
+    if dist.enabled and parallel.strategy == "fsdp":
+        out |= {"fsdp_reshard_after_forward": parallel.fsdp_reshard_after_forward,
+                "fsdp_cpu_offload": parallel.fsdp_cpu_offload}
+    return out
 
 
 def env_layout() -> tuple[int, int, int]:

@@ -23,7 +23,15 @@ from .backbone import Backbone, BackboneConfig, LazyFeatures, PatchBatch, load_b
 from .checkpoint import remove_checkpoints, save_trained
 from .connector import CONNECTORS, build_connector, parse_connector_args
 from .data import DataConfig, Split, load_split
-from .distributed import ParallelConfig, context, device_for, is_sharded, resolve_parallel, unshard_into
+from .distributed import (
+    ParallelConfig,
+    context,
+    device_for,
+    is_sharded,
+    placement,
+    resolve_parallel,
+    unshard_into,
+)
 from .errors import AlignBenchError
 from .evaluate import EvalConfig, evaluate
 from .model import VLM
@@ -235,8 +243,7 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     } | ({"connector_tokens_max": connector.num_tokens(backbone.max_patches)}
          if backbone.max_patches != backbone.num_patches else {})
       | ({"plugins": loaded_plugins()} if loaded_plugins() else {})
-      | {"distributed": {"world_size": dist.world_size, "grad_accum": accum, "micro_batch_size": micro,
-                         "strategy": parallel.strategy if dist.enabled else "single"}}))
+      | {"distributed": placement(parallel, dist, micro, accum)}))
     # 4. the run directory: a fresh one, or the interrupted run's own (same configuration only); rank 0 makes it
     run_dir = dist.on_main(_open_run_dir, config, output, task.name, cfg, resume)
     log(f"run directory: {run_dir} (if interrupted, continue it with: alignbench run --resume {run_dir})")
@@ -328,17 +335,17 @@ TRAINED = "trained"  # OUTPUT/trained/KEY.json: the run whose weights a training
 
 
 def training_key(cfg: RunConfig, connector, backbone_key: str, device: str,
-                 placement: tuple[int, str] = (1, "single")) -> str:
+                 spread: tuple[int, str] = (1, "single")) -> str:
     """A content key of everything that decides the trained weights (not the evaluated task or its split):
     runs with the same key would train bit for bit the same connector, so the later ones re-use it.
-    `placement` (processes, DDP or FSDP) changes the rounding, so it is part of the key on several processes."""
+    `spread` (processes, DDP or FSDP) changes the rounding, so it is part of the key on several processes."""
     data = asdict(cfg.data)
     for name in ("eval_questions", "eval_limit", "eval_split"):  # evaluation only
         data.pop(name)
     data["train_tasks"] = cfg.train_tasks
     what = {"connector": cfg.connector, "connector_config": asdict(connector.config), "backbone": asdict(cfg.backbone),
             "backbone_key": backbone_key, "data": data, "train": asdict(cfg.train), "device": device,
-            "plugins": loaded_plugins()} | ({"placement": list(placement)} if placement[0] > 1 else {})
+            "plugins": loaded_plugins()} | ({"placement": list(spread)} if spread[0] > 1 else {})
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -47,6 +47,7 @@ from .distributed import (
     load_full_state,
     load_optimizer_state,
     optimizer_state,
+    placement,
     rank_slices,
     resolve_parallel,
     wrap_for_training,
@@ -246,8 +247,7 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
     tail = losses[-20:]
     stats = {"train_seconds": round(seconds, 2), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
              "first_loss": round(losses[0], 4) if losses else None, "params": counts,
-             "distributed": {"world_size": dist.world_size, "grad_accum": accum, "micro_batch_size": micro,
-                             "strategy": engine.strategy}}
+             "distributed": placement(parallel, dist, micro, accum)}
     return stats | ({"resumed_from_step": start} if start else {})
 
 

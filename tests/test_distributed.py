@@ -253,8 +253,9 @@ def _compare_runs(one: Path, two: Path, world: int, accum_one: int, strategy: st
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
     assert ra["distributed"] == {"world_size": 1, "grad_accum": accum_one, "micro_batch_size": 2,
                                  "strategy": "single"}
+    fsdp = {"fsdp_reshard_after_forward": True, "fsdp_cpu_offload": False} if strategy == "fsdp" else {}
     assert rb["distributed"] == {"world_size": world, "grad_accum": accum_one // world, "micro_batch_size": 2,
-                                 "strategy": strategy}
+                                 "strategy": strategy, **fsdp}
     assert json.loads((b / "config.json").read_text())["distributed"] == rb["distributed"]
     preds_a, preds_b = ((d / "predictions.jsonl").read_text().splitlines() for d in (a, b))
     assert preds_a == preds_b and len(preds_b) == 7
