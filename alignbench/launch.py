@@ -155,7 +155,10 @@ def launch(configs: list, output: Path, launch_cfg: LaunchConfig, checkpoint_eve
     launch_cfg.validate()
     folder = Path(output) / "launch" / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"{i:03d}-{cfg.task}-{cfg.connector}-s{cfg.data.seed}" for i, cfg in enumerate(configs)]
+    from .results import safe_name
+
+    names = [safe_name(f"{i:03d}-{cfg.task}-{cfg.connector}-s{cfg.data.seed}", "job name")
+             for i, cfg in enumerate(configs)]  # they become file names
     specs = [job_spec(cfg, output, checkpoint_every, folder / f"{name}.result.json")
              for cfg, name in zip(configs, names)]
     for name, spec in zip(names, specs):
