@@ -495,10 +495,15 @@ def tune(
         return  # rank 0 writes the search's table
     df = pd.DataFrame(rows)
     best = df.loc[df.groupby("connector", sort=False).val_score.idxmax()]
-    table = Table(title=f"search on {task} (validation split, {steps} steps)")
+    first = configs[0]
+    title = (f"search on the {task} validation split ({first.data.eval_questions} questions): {first.train.steps} "
+             f"steps of {first.train.batch_size} pages, training tasks {'+'.join(first.train_tasks)}, stage "
+             f"{first.train.stage}, data seed {first.data.seed}, init seed {first.train.init_seed}")
+    table = Table(title=title)
     for col in ("connector", "options", "lr", "val score", "± stderr", "final loss", "best"):
         table.add_column(col)
-    md = ["| connector | options | lr | val score | ± stderr | final loss | best |", "|---|---|---|---|---|---|---|"]
+    md = [f"# {title[0].upper()}{title[1:]}", "", f"`alignbench {' '.join(sys.argv[1:])}`", "",
+          "| connector | options | lr | val score | ± stderr | final loss | best |", "|---|---|---|---|---|---|---|"]
     for i, r in df.iterrows():
         mark = "yes" if i in best.index else ""
         cells = [r.connector, r.options or "–", f"{r.lr:g}", f"{100 * r.val_score:.1f}", f"{100 * r.val_stderr:.1f}",

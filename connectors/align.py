@@ -34,8 +34,11 @@ class AlignConnector(Connector):
         # LN2's gain alone, which AdamW moves by about one learning rate per step. A larger rate for LN2's
         # affine parameters lets a brief run reach a peaked distribution (1.0 = one rate for all).
         ln2_lr_mult: float = 1.0
-        # Initial gain of LN2 (the softmax's inverse temperature at initialisation; LayerNorm's default is 1).
-        ln2_gain_init: float = 1.0
+        # Initial gain of LN2: the softmax's inverse temperature at initialisation. With LayerNorm's default (1) a
+        # brief run stalls (validation ANLS 10.7 on the DocVQA-like set); 0.03 starts nearly flat (every visual
+        # token near the mean text embedding) and the answer loss sharpens it (87.6). Chosen on the validation
+        # split with the same budget for every trial: results/tune.
+        ln2_gain_init: float = 0.03
         impl: str = "auto"  # "naive", "chunked" or "auto" (chunked when the vocabulary exceeds chunk_size)
         chunk_size: int = 4096  # vocabulary rows per chunk of the chunked implementation
 
