@@ -1,4 +1,5 @@
-"""Evaluation: batched greedy generation, per-sample scores, aggregate score with standard error.
+"""Evaluation: batched greedy generation (questions grouped by page, each page prefilled once), per-sample
+scores, aggregate score with standard error.
 
 The blind baseline runs the same trained model with every question paired to another page's
 features (a fixed derangement), so it measures what the model answers without seeing the page.
@@ -118,39 +119,64 @@ def weights_digest(model: VLM) -> str:
     return h.hexdigest()[:16]
 
 
-@torch.no_grad()
 def predict(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: EvalConfig,
             image_of=None, device: str = "cpu", progress=None, label: str = "eval",
             journal: PredictionJournal | None = None) -> list[str]:
-    """Predictions in the order of `split.samples`; batches are sorted by prompt length. With a journal,
-    batches it already holds are not generated again and new ones are appended to it."""
+    """Predictions in the order of `split.samples`, question i asked about page `image_of(i)` (default: its
+    own); see `predict_passes`."""
+    return predict_passes(model, task, split, features, cfg, {label: image_of}, device, progress, journal)[label]
+
+
+@torch.inference_mode()
+def predict_passes(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: EvalConfig,
+                   passes: dict, device: str = "cpu", progress=None,
+                   journal: PredictionJournal | None = None) -> dict[str, list[str]]:
+    """Several passes over the questions of `split` at once: `passes` maps a label to the page each question
+    is asked about (a function of its index; None: its own page). Returns each pass's predictions in the
+    order of `split.samples`.
+
+    Every (pass, question) is one generation. They are grouped by page, so that a batch holds all the
+    questions about a page (of every pass) and the page goes through the connector and the LLM once
+    (`VLM.generate`); pages come in the order of their shortest prompt, which keeps the padding small.
+    Batches of `cfg.batch_size` generations are fixed by the split, the passes and the batch size. With a
+    journal, batches it already holds are not generated again and new ones are appended to it."""
     tok = model.tokenizer
     prompts = [encode_prompt(tok, task, s.question) for s in split.samples]
-    images = [image_of(i) if image_of else s.image for i, s in enumerate(split.samples)]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    preds: list[str] = [""] * len(prompts)
-    done = journal.done.get(label, {}) if journal else {}
-    task_id = progress.add_task(label, total=len(prompts), loss=float("nan")) if progress else None
+    jobs = [(label, i, image_of(i) if image_of else s.image)
+            for label, image_of in passes.items() for i, s in enumerate(split.samples)]
+    shortest: dict[int, int] = {}
+    for _, i, page in jobs:
+        shortest[page] = min(shortest.get(page, len(prompts[i])), len(prompts[i]))
+    jobs.sort(key=lambda job: (shortest[job[2]], job[2], len(prompts[job[1]])))
+    preds = {label: [""] * len(prompts) for label in passes}
+    done = {label: journal.done.get(label, {}) if journal else {} for label in passes}
+    task_id = progress.add_task(" + ".join(passes), total=len(jobs), loss=float("nan")) if progress else None
 
-    def run_batch(chunk: list[int]) -> tuple[list[str], bool]:
+    def run_batch(batch: list[tuple]) -> tuple[list[str], bool]:
         """(texts, whether the journal already held them)."""
-        if all(i in done for i in chunk):
-            return [done[i] for i in chunk], True
-        feats = features[[images[i] for i in chunk]].to(device)
-        outs = model.generate(feats, [prompts[i] for i in chunk], task.max_new_tokens)
+        if all(i in done[label] for label, i, _ in batch):
+            return [done[label][i] for label, i, _ in batch], True
+        pages = sorted({page for _, _, page in batch})
+        index = {page: k for k, page in enumerate(pages)}
+        outs = model.generate(features[pages].to(device), [prompts[i] for _, i, _ in batch], task.max_new_tokens,
+                              pages=[index[page] for _, _, page in batch])
         return [tok.decode(ids, skip_special_tokens=True).strip() for ids in outs], False
 
-    chunks = [order[start : start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
-    for k, (texts, reused) in context().map_batches(chunks, run_batch):  # this process's batches, all gathered
-        chunk = chunks[k]
+    batches = [jobs[start : start + cfg.batch_size] for start in range(0, len(jobs), cfg.batch_size)]
+    for k, (texts, reused) in context().map_batches(batches, run_batch):  # this process's batches, all gathered
+        batch = batches[k]
         if reused:
-            journal.reused += len(chunk)
+            journal.reused += len(batch)
         elif journal:
-            journal.append(label, chunk, [split.samples[i].uid for i in chunk], texts)
-        for i, text in zip(chunk, texts):
-            preds[i] = text
+            for label in passes:
+                mine = [(i, text) for (lab, i, _), text in zip(batch, texts) if lab == label]
+                if mine:
+                    journal.append(label, [i for i, _ in mine], [split.samples[i].uid for i, _ in mine],
+                                   [text for _, text in mine])
+        for (label, i, _), text in zip(batch, texts):
+            preds[label][i] = text
         if progress:
-            progress.update(task_id, advance=len(chunk))
+            progress.update(task_id, advance=len(batch))
     return preds
 
 
@@ -189,18 +215,22 @@ def evaluate(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: 
 
 
 def _evaluate(model, task, split, features, cfg, device, progress, metric, journal) -> tuple[dict, list[dict]]:
-    preds = predict(model, task, split, features, cfg, device=device, progress=progress, journal=journal)
-    scores = [metric(p, s.answers) for p, s in zip(preds, split.samples)]
+    passes = {"eval": None}
+    if cfg.blind and len(split.images) > 1:
+        # Derangement: each question sees the next unique page, never its own.
+        n_img = len(split.images)
+        passes["blind"] = lambda i: (split.samples[i].image + 1) % n_img
+    # One call for both passes: a page read by a question and by another's blind baseline is prefilled once.
+    preds = predict_passes(model, task, split, features, cfg, passes, device=device, progress=progress,
+                           journal=journal)
+    scores = [metric(p, s.answers) for p, s in zip(preds["eval"], split.samples)]
     result = {"metric": task.metric, **summarise(scores, [s.split for s in split.samples]),
               "n_skipped": len(split.skipped), "skipped": split.skip_counts()}
     records = [{"uid": s.uid, "question": s.question, "answers": s.answers, "prediction": p, "score": sc,
                 **({"split": s.split} if s.split is not None else {})}
-               for s, p, sc in zip(split.samples, preds, scores)]
-    if cfg.blind and len(split.images) > 1:
-        # Derangement: each question sees the next unique page, never its own.
-        n_img = len(split.images)
-        blind_preds = predict(model, task, split, features, cfg, device=device, progress=progress, label="blind",
-                              image_of=lambda i: (split.samples[i].image + 1) % n_img, journal=journal)
+               for s, p, sc in zip(split.samples, preds["eval"], scores)]
+    if "blind" in preds:
+        blind_preds = preds["blind"]
         blind_scores = [metric(p, s.answers) for p, s in zip(blind_preds, split.samples)]
         blind = summarise(blind_scores, [s.split for s in split.samples])
         result["blind"] = {"score": blind["score"], "stderr": blind["stderr"], "n": blind["n"]}

@@ -8,11 +8,14 @@ different numbers of tiles give different numbers of visual tokens: the connecto
 and the shorter visual parts are left-padded (masked), so the text starts at the same position in every row.
 
 Training loss is next-token cross-entropy on answer tokens only, and LM-head logits are computed
-only at those positions. Generation is greedy from `inputs_embeds` with the KV cache, batched with
-left padding.
+only at those positions. Generation is greedy from `inputs_embeds` with the KV cache, batched: each page's
+prefix and visual tokens are prefilled once for all the questions about it, prompts are left-padded after them.
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
 
 import torch
 from torch import nn
@@ -121,9 +124,99 @@ class VLM(nn.Module):
         greedy = (logits.argmax(-1) == targets) | ~keep
         return (picked * keep).sum(-1).tolist(), greedy.all(-1).tolist()
 
+    @torch.inference_mode()
+    def generate(self, features: torch.Tensor | PatchBatch, prompts: list[list[int]], max_new_tokens: int,
+                 pages: list[int] | None = None) -> list[list[int]]:
+        """Greedy decoding for a batch, with the KV cache; `prompts[i]` asks about page `pages[i]` of
+        `features` ([P, N, d] or a PatchBatch; default: page i). Returns each answer's token ids, cut at EOS.
+
+        1. Each page's [prefix | visual tokens] go through the connector and the LLM once, however many
+           questions ask about it (prefix sharing). When every page has the same number of visual tokens
+           this prefill needs no padding and no mask beyond the causal one; pages with fewer (tiled pages
+           with fewer tiles, a PatchBatch) are padded after their own tokens, the pads masked, positions
+           counted without them.
+        2. The page caches are gathered per question, then the prompts are prefilled after them,
+           left-padded: [page | pads | prompt], pads masked, positions counted without the pads.
+        3. One token per step for the whole batch until every answer has ended (EOS) or the budget is spent.
+        The result is what `generate_reference` (one Hugging Face `generate` call) returns, sample by sample:
+        tests/test_model.py checks it for every connector, one sample at a time and in batches, and
+        tests/test_tiling.py for pages with different tile grids."""
+        tok = self.tokenizer
+        device = features.values.device if isinstance(features, PatchBatch) else features.device
+        n = len(prompts)
+        pages = list(range(n)) if pages is None else list(pages)
+        if n == 0:
+            return []
+        # 1. the page ([prefix] + visual tokens), once per page asked about
+        used = sorted(set(pages))
+        if used != list(range(len(features))):
+            features = features[used]
+            index = {page: i for i, page in enumerate(used)}
+            pages = [index[page] for page in pages]
+        visual, page_mask = self.visual_tokens_masked(features)  # [P, T, D], [P, T] (left-padded when uneven)
+        embed = self.llm.get_input_embeddings()
+        page_embeds = visual.to(embed.weight.dtype)
+        if self.prefix_ids:
+            prefix = torch.tensor(self.prefix_ids, device=device).expand(page_embeds.shape[0], -1)
+            page_embeds = torch.cat([embed(prefix), page_embeds], dim=1)  # [P, P_prefix + T, D]
+            page_mask = torch.cat([torch.ones_like(prefix), page_mask], dim=1)
+        if bool(page_mask.all()):
+            out = _llm_forward(self.llm.base_model, inputs_embeds=page_embeds, use_cache=True)
+        else:
+            # Real tokens first, pads after them: no row starts with a query that may attend to nothing.
+            order = torch.argsort(1 - page_mask, dim=1, stable=True)
+            page_embeds = torch.gather(page_embeds, 1, order.unsqueeze(-1).expand_as(page_embeds))
+            page_mask = torch.gather(page_mask, 1, order)
+            out = _llm_forward(self.llm.base_model, inputs_embeds=page_embeds, attention_mask=page_mask,
+                               position_ids=(page_mask.cumsum(-1) - 1).clamp_min(0), use_cache=True)
+        cache = _cache_of(out)
+        if pages != list(range(page_embeds.shape[0])):
+            cache.batch_select_indices(torch.tensor(pages, device=device))
+        page_mask = page_mask[pages]  # [n, S]
+        page_len, real = page_mask.shape[1], page_mask.sum(-1).tolist()  # S, the real tokens of each page
+        # 2. the prompts after their page, left-padded
+        length = max(len(p) for p in prompts)
+        ids = torch.full((n, length), tok.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.cat([page_mask, page_mask.new_zeros(n, length)], dim=1)
+        positions = torch.tensor(real, dtype=torch.long, device=device)[:, None].repeat(1, length)
+        for b, p in enumerate(prompts):
+            pad = length - len(p)
+            ids[b, pad:] = torch.tensor(p, device=device)
+            mask[b, page_len + pad :] = 1
+            positions[b, pad:] = torch.arange(real[b], real[b] + len(p), device=device)
+        lm_head = self.llm.get_output_embeddings()
+        hidden = _llm_forward(self.llm.base_model, inputs_embeds=embed(ids), attention_mask=mask,
+                              position_ids=positions, cache=cache, use_cache=True).last_hidden_state
+        # 3. greedy decoding; answers that ended leave the batch (rows are independent)
+        answers: list[list[int]] = [[] for _ in range(n)]
+        active = list(range(n))  # the rows still in the batch, by sample
+        position = positions[:, -1:]  # [B, 1]
+        for step in range(max_new_tokens):
+            tokens = lm_head(hidden[:, -1]).argmax(-1)  # [B]
+            keep = []
+            for row, (b, t) in enumerate(zip(active, tokens.tolist())):
+                answers[b].append(t)
+                if t != tok.eos_token_id:
+                    keep.append(row)
+            if not keep or step + 1 == max_new_tokens:
+                break
+            if len(keep) < len(active):
+                rows = torch.tensor(keep, device=device)
+                cache.batch_select_indices(rows)
+                tokens, mask, position = tokens[rows], mask[rows], position[rows]
+                active = [active[row] for row in keep]
+            position = position + 1
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            hidden = _llm_forward(self.llm.base_model, inputs_embeds=embed(tokens[:, None]), attention_mask=mask,
+                                  position_ids=position, cache=cache, use_cache=True).last_hidden_state
+        return [[t for t in row if t not in (tok.eos_token_id, tok.pad_token_id)] for row in answers]
+
     @torch.no_grad()
-    def generate(self, features, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        """Greedy decoding for a batch; prompts are left-padded so every sequence ends at the same place."""
+    def generate_reference(self, features, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding through one Hugging Face `generate` call (the way most lmms-eval models run, one
+        sample per call): prompts left-padded, pads (text or visual) in front of everything else. The
+        reference `generate` is checked against, and the one-at-a-time baseline of
+        benchmarks/eval_throughput.py."""
         tok = self.tokenizer
         device = features.values.device if isinstance(features, PatchBatch) else features.device
         length = max(len(p) for p in prompts)
@@ -147,3 +240,21 @@ class VLM(nn.Module):
                 row = row[: row.index(tok.eos_token_id)]
             result.append([t for t in row if t != tok.pad_token_id])
         return result
+
+
+def _llm_forward(model, cache=None, **kwargs):
+    """A transformers base model's forward with a KV cache, under the name its signature gives the cache
+    argument (`cache` in recent transformers, `past_key_values` before)."""
+    if cache is not None:
+        kwargs[_cache_argument(type(model))] = cache
+    return model(**kwargs)
+
+
+@functools.cache
+def _cache_argument(cls) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values

@@ -86,11 +86,11 @@ def two_ranks(ws, tmp_path_factory):
     task, split, feats, model = cases.eval_setup(ws)
     real, calls = model.generate, {"n": 0}
 
-    def crash_after(*args):
+    def crash_after(*args, **kwargs):
         if calls["n"] == cases.JOURNAL_CRASH_AFTER:
             raise RuntimeError("killed")
         calls["n"] += 1
-        return real(*args)
+        return real(*args, **kwargs)
 
     model.generate = crash_after
     with pytest.raises(RuntimeError, match="killed"):

@@ -36,13 +36,21 @@ def test_loss_counts_answer_tokens_only(tiny_backbone, name):
 
 @pytest.mark.parametrize("name", CONNECTORS.names())
 def test_batched_generation_equals_one_at_a_time(tiny_backbone, name):
+    """The evaluation's generation (pages prefilled once, prompts left-padded after them, finished answers
+    leaving the batch) returns, for every question, what one Hugging Face `generate` call on that question
+    alone returns: for a batch of distinct pages, for questions sharing pages, and one at a time."""
     torch.manual_seed(0)
     model = _model(tiny_backbone, name)
     task = TASKS.get("chartqa")
-    questions = ["What is the value of CAR?", "Which category has the highest value?", "Why?"]
+    questions = ["What is the value of CAR?", "Which category has the highest value?", "Why?",
+                 "What is the difference between the largest and the smallest value?"]
     prompts = [encode_prompt(model.tokenizer, task, q) for q in questions]
-    assert len({len(p) for p in prompts}) == 3  # different lengths exercise left padding
+    assert len({len(p) for p in prompts}) == 4  # different lengths exercise left padding
     feats = torch.randn(3, tiny_backbone.num_patches, tiny_backbone.vision_dim)
-    batched = model.generate(feats, prompts, 8)
-    single = [model.generate(feats[i : i + 1], [prompts[i]], 8)[0] for i in range(3)]
-    assert batched == single
+    pages = [2, 0, 2, 1]  # page 2 is read by two questions
+    reference = [model.generate_reference(feats[p : p + 1], [q], 8)[0] for p, q in zip(pages, prompts)]
+    assert len({len(r) for r in reference}) > 1  # answers end at different steps: rows leave the batch
+    assert model.generate(feats, prompts, 8, pages=pages) == reference
+    assert model.generate(feats[pages], prompts, 8) == reference  # one copy of the page per question
+    assert [model.generate(feats[p : p + 1], [q], 8)[0] for p, q in zip(pages, prompts)] == reference
+    assert model.generate_reference(feats[pages], prompts, 8) == reference  # the reference batched, too

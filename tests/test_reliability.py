@@ -300,14 +300,14 @@ def test_evaluation_crash_regenerates_only_missing_batches(ws, tmp_path, monkeyp
     generated = []
     real_generate = model.generate
 
-    def counting(features, prompts, max_new_tokens, crash_after=None):
+    def counting(features, prompts, max_new_tokens, pages=None, crash_after=None):
         if crash_after is not None and len(generated) == crash_after:
             raise RuntimeError("injected crash")
         generated.append(len(prompts))
-        return real_generate(features, prompts, max_new_tokens)
+        return real_generate(features, prompts, max_new_tokens, pages=pages)
 
     journal = tmp_path / "predictions.partial.jsonl"
-    monkeypatch.setattr(model, "generate", lambda *a: counting(*a, crash_after=4))
+    monkeypatch.setattr(model, "generate", lambda *a, **k: counting(*a, **k, crash_after=4))
     with pytest.raises(RuntimeError, match="injected crash"):
         evaluate(model, task, split, feats, cfg, journal=journal)
     done = sum(generated)
@@ -316,7 +316,7 @@ def test_evaluation_crash_regenerates_only_missing_batches(ws, tmp_path, monkeyp
         f.write('{"pass": "eval", "i": 0, "predic')  # a line cut short by a kill
 
     generated.clear()
-    monkeypatch.setattr(model, "generate", lambda *a: counting(*a))
+    monkeypatch.setattr(model, "generate", lambda *a, **k: counting(*a, **k))
     result, records = evaluate(model, task, split, feats, cfg, journal=journal)
     assert sum(generated) == total - done and result["predictions_from_journal"] == done
     assert records == ref_records

@@ -99,6 +99,28 @@ def test_generation_pads_mixed_grids_to_the_same_answers(tiled):
     assert batch == [model.generate(tiled.encode_images([p]), [prompt], 4)[0] for p in PAGES]
 
 
+@pytest.mark.parametrize("connector", CONNECTORS.names())
+def test_pages_prefilled_once_with_mixed_grids_answer_as_hugging_face_generate(connector, tiled):
+    """Pages with different tile counts (a PatchBatch: different numbers of visual tokens), each prefilled once
+    for the questions about it, with the chat template's prefix before the visual tokens: every answer is what
+    one Hugging Face `generate` call on that question alone returns."""
+    torch.manual_seed(0)
+    model = VLM(tiled, build_connector(connector, tiled.connector_context()))
+    assert model.prefix_ids  # the chat template's head of the user turn
+    tok = tiled.tokenizer
+    from alignbench.backbone import prompt_format
+
+    prompts = [prompt_format(tok).encode(tok, q) for q in ["What is it?", "Which colour is the box at the top?",
+                                                           "Why?", "What is the DATE on the page?"]]
+    assert len({len(p) for p in prompts}) == 4
+    feats = tiled.encode_images(PAGES)
+    pages = [2, 0, 2, 1]  # page 2 (20 patches) is read by two questions, page 1 (4 patches) by one
+    reference = [model.generate_reference(tiled.encode_images([PAGES[p]]), [q], 6)[0] for p, q in zip(pages, prompts)]
+    assert model.generate(feats, prompts, 6, pages=pages) == reference
+    assert model.generate(feats[[0, 2]], prompts[:2], 6, pages=[1, 0]) == [reference[0], reference[1]]
+    assert model.generate_reference(feats[pages], prompts, 6) == reference
+
+
 def test_a_tiled_run_records_the_largest_image_it_can_see(tmp_path, monkeypatch, capsys):
     """The CLI with --max-tiles on pages wider than tall, trained and evaluated."""
     import datasets
