@@ -142,7 +142,7 @@ def _resume_config(ctx: typer.Context, run_dir: Path):
     from .registry import loaded_plugins
 
     # Sources are compared by name: typer may bring its own copy of click's ParameterSource.
-    given = [name for name in ctx.params if name not in ("resume", "checkpoint_every", "plugin")
+    given = [name for name in ctx.params if name not in ("resume", "checkpoint_every", "plugin", "feature_cache")
              and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
@@ -193,6 +193,9 @@ DTYPE_HELP = "Backbone precision: auto (bfloat16 on CUDA, float32 on the CPU), f
 CHAT_HELP = "'auto': a chat model's own chat template around the prompt; 'none': plain text."
 PluginOpt = Annotated[list[Path] | None, Opt("--plugin", help="Import connectors/tasks from this Python file or "
                                             "package directory (repeatable); nothing else is imported implicitly.")]
+FeatureCacheOpt = Annotated[bool, Opt("--feature-cache/--no-feature-cache",
+                                      help="Keep the frozen vision tower's features on disk ($ALIGNBENCH_CACHE/"
+                                           "features) and reuse them across runs, processes and sweeps.")]
 # Its default, 50, is train.DEFAULT_CHECKPOINT_EVERY (written out here so the CLI starts without importing torch).
 CHECKPOINT_HELP = "Write a resumable checkpoint every N training steps (0: after the last step only)."
 MICRO_HELP = ("Pages per forward pass on each process; gradient accumulation fills --batch-size "
@@ -240,6 +243,7 @@ def run(
     resume: Annotated[Path | None, Opt(help="Continue an interrupted run: its directory OUTPUT/runs/RUN_ID, with "
                                             "the configuration saved there.")] = None,
     plugin: PluginOpt = None,
+    feature_cache: FeatureCacheOpt = True,
 ):
     """Train one connector briefly and evaluate it on one task; append a leaderboard row."""
     from .pipeline import run as run_pipeline
@@ -256,13 +260,16 @@ def run(
     _start_processes([cfg], cfg.device)
     with _progress() as progress:
         result = run_pipeline(cfg, output, progress=progress, log=console.print, checkpoint_every=checkpoint_every,
-                              resume=resume)
+                              resume=resume, feature_cache=feature_cache)
     console.print(_result_table([result]))
     console.print(f"leaderboard: {output / 'leaderboard.csv'}")
 
 
-def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_every: int = 50) -> list[dict]:
+def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_every: int = 50,
+             feature_cache: bool = True) -> list[dict]:
     """Run configs in order, in this process (with progress bars) or in `jobs` worker processes."""
+    import dataclasses
+
     from .pipeline import Workspace, resolve_device
     from .pipeline import run as run_pipeline
     from .registry import loaded_plugins
@@ -282,7 +289,7 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
                               "as a package (entry point) to run it in worker processes")
     for cfg in configs:  # fail before any work if any job is invalid
         cfg.validate()
-    ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print)
+    ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), console.print, feature_cache)
     if jobs == 1:
         results = []
         with _progress() as progress:
@@ -294,9 +301,16 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
     from .pipeline import run_parallel
 
     prepare_output(output)
-    for cfg in configs:  # generate each dataset once, before the workers start (they compute features)
+    # Generate each dataset once, before the workers start; with the feature cache, run the vision tower
+    # once per split here too (all cores), so the workers only read its features.
+    done = set()
+    for cfg in configs:
         for name, split in [(t, "train") for t in cfg.train_tasks] + [(cfg.task, cfg.data.eval_split)]:
-            ws.data(TASKS.get(name), split, cfg.data)
+            key = (name, split, json.dumps(dataclasses.asdict(cfg.data), sort_keys=True))
+            if key not in done:
+                done.add(key)
+                ws.data(TASKS.get(name), split, cfg.data)
+                ws.cache_features(TASKS.get(name), split, cfg.data)
     console.print(f"running {len(configs)} jobs in {jobs} processes")
 
     def report(r):
@@ -304,7 +318,7 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
         console.print(f"{r['connector']} on {r['task']}: {100 * r['score']:.1f} ± {100 * r['stderr']:.1f}{blind}, "
                       f"{r['wall_seconds']:.0f} s")
 
-    return run_parallel(configs, output, jobs, on_result=report)
+    return run_parallel(configs, output, jobs, on_result=report, feature_cache=feature_cache)
 
 
 @app.command()
@@ -358,6 +372,7 @@ def sweep(
     time_min: Annotated[int, Opt(help="SLURM time limit per run, minutes (submitit).")] = 240,
     slurm_arg: Annotated[list[str] | None, Opt(help="More sbatch settings KEY=VALUE, e.g. account=lab, qos=high "
                                                     "(repeatable; submitit).")] = None,
+    feature_cache: FeatureCacheOpt = True,
 ):
     """Train and evaluate every connector x task pair on the same backbone, data and seed; write the table."""
     import dataclasses
@@ -384,9 +399,9 @@ def sweep(
     t0 = time.time()
     failed: list[str] = []
     if launcher == "inline":
-        results = _execute(configs, output, jobs, device, checkpoint_every)
+        results = _execute(configs, output, jobs, device, checkpoint_every, feature_cache)
     else:
-        results, failed = _launch_jobs(configs, output, launch_cfg, checkpoint_every)
+        results, failed = _launch_jobs(configs, output, launch_cfg, checkpoint_every, feature_cache)
     if not _is_main():
         return  # rank 0 writes the table
     if results:
@@ -418,7 +433,8 @@ def _pairs(pairs: list[str] | None, option: str, example: str) -> dict[str, str]
     return out
 
 
-def _launch_jobs(configs: list, output: Path, launch_cfg, checkpoint_every: int) -> tuple[list[dict], list[str]]:
+def _launch_jobs(configs: list, output: Path, launch_cfg, checkpoint_every: int,
+                 feature_cache: bool = True) -> tuple[list[dict], list[str]]:
     """Hand each run to the local or submitit launcher: (results of the runs that finished, failures)."""
     from .distributed import env_layout
     from .launch import launch
@@ -435,7 +451,7 @@ def _launch_jobs(configs: list, output: Path, launch_cfg, checkpoint_every: int)
         cfg.validate()
         cfg.train.layout(launch_cfg.world_size)
     prepare_output(output)
-    outcomes = launch(configs, output, launch_cfg, checkpoint_every, log=console.print)
+    outcomes = launch(configs, output, launch_cfg, checkpoint_every, log=console.print, feature_cache=feature_cache)
     results = [o.result for o in outcomes if o.result is not None]
     failed = [f"{o.name}: {o.error} (log {o.log})" for o in outcomes if o.result is None]
     return results, failed
@@ -460,6 +476,7 @@ def tune(
     grid: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=V1,V2,... (repeatable): values of a connector "
                                                "option to try, each with every learning rate.")] = None,
     train_tasks: Annotated[str | None, Opt(help=TRAIN_TASKS_HELP)] = None,
+    feature_cache: FeatureCacheOpt = True,
 ):
     """Learning-rate (and connector-option) search per connector, scored on a held-out validation split (never
     the test split), with the same steps, batches and seeds for every trial."""
@@ -487,7 +504,7 @@ def tune(
                 cfg.data.eval_split = "val"
                 configs.append(cfg)
     rows = []
-    for cfg, r in zip(configs, _execute(configs, output, jobs, device)):
+    for cfg, r in zip(configs, _execute(configs, output, jobs, device, feature_cache=feature_cache)):
         rows.append({"connector": cfg.connector, "options": " ".join(f"{k}={v}" for k, v in cfg.connector_args.items()),
                      "lr": cfg.train.lr, "val_score": r["score"],
                      "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})

@@ -69,10 +69,12 @@ class LaunchConfig:
 # ---------------------------------------------------------------- one job
 
 
-def job_spec(cfg, output: Path, checkpoint_every: int, result_file: Path | None = None) -> dict:
-    """A job as JSON: the run's configuration and where it writes."""
+def job_spec(cfg, output: Path, checkpoint_every: int, result_file: Path | None = None,
+             feature_cache: bool = True) -> dict:
+    """A job as JSON: the run's configuration, where it writes, and whether it uses the feature cache."""
     return {"config": json.loads(json.dumps(asdict(cfg))), "output": str(Path(output).resolve()),
-            "checkpoint_every": checkpoint_every, "result_file": str(result_file) if result_file else None}
+            "checkpoint_every": checkpoint_every, "result_file": str(result_file) if result_file else None,
+            "feature_cache": feature_cache}
 
 
 def summary(result: dict) -> dict:
@@ -96,7 +98,7 @@ def run_job(spec: dict) -> dict | None:
     dist = distributed.init_from_env(cfg.device)
     try:
         result = summary(run(cfg, Path(spec["output"]), log=print if dist.is_main else _quiet,
-                             checkpoint_every=spec["checkpoint_every"]))
+                             checkpoint_every=spec["checkpoint_every"], feature_cache=spec.get("feature_cache", True)))
         if dist.is_main and spec.get("result_file"):
             from .results import atomic_write
 
@@ -149,7 +151,8 @@ class JobOutcome:
     log: Path | None
 
 
-def launch(configs: list, output: Path, launch_cfg: LaunchConfig, checkpoint_every: int, log=print) -> list[JobOutcome]:
+def launch(configs: list, output: Path, launch_cfg: LaunchConfig, checkpoint_every: int, log=print,
+           feature_cache: bool = True) -> list[JobOutcome]:
     """Run every config as a job through the chosen scheduler; outcomes in input order (failed jobs carry their
     error and log, the others their summary)."""
     launch_cfg.validate()
@@ -159,7 +162,7 @@ def launch(configs: list, output: Path, launch_cfg: LaunchConfig, checkpoint_eve
 
     names = [safe_name(f"{i:03d}-{cfg.task}-{cfg.connector}-s{cfg.data.seed}", "job name")
              for i, cfg in enumerate(configs)]  # they become file names
-    specs = [job_spec(cfg, output, checkpoint_every, folder / f"{name}.result.json")
+    specs = [job_spec(cfg, output, checkpoint_every, folder / f"{name}.result.json", feature_cache)
              for cfg, name in zip(configs, names)]
     for name, spec in zip(names, specs):
         (folder / f"{name}.json").write_text(json.dumps(spec, indent=1))

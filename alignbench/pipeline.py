@@ -1,7 +1,8 @@
 """The pipeline, top to bottom: backbone -> data -> vision features -> connector -> train -> evaluate -> write.
 
 A `Workspace` keeps what every run of a sweep shares (the backbone, the splits and the frozen vision
-tower's features), so a sweep runs the vision tower once per task, not once per connector.
+tower's features), so a sweep runs the vision tower once per task, not once per connector; the features
+are also cached on disk (`alignbench.feature_cache`) for other processes and later sweeps.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .distributed import (
 )
 from .errors import AlignBenchError
 from .evaluate import EvalConfig, evaluate
+from .feature_cache import FeatureCache, compute_features
 from .model import VLM
 from .registry import load_plugin, loaded_plugins
 from .results import (
@@ -118,13 +120,20 @@ PRECOMPUTE_BYTES = 2 * 2**30
 
 
 class Workspace:
-    """Shared, read-only state across the runs of one process: backbone, splits, vision features."""
+    """Shared, read-only state across the runs of one process: backbone, splits, vision features.
 
-    def __init__(self, backbone_cfg: BackboneConfig, data_cfg: DataConfig, device: str, log=print):
+    With `feature_cache` (the default) the frozen tower's features also go to disk
+    (`alignbench.feature_cache`), so other processes and later sweeps read them instead of running the
+    tower again. `seconds` adds up where this workspace's time went ("data", "features")."""
+
+    def __init__(self, backbone_cfg: BackboneConfig, data_cfg: DataConfig, device: str, log=print,
+                 feature_cache: bool = True):
         self.backbone_cfg, self.data_cfg, self.device, self.log = backbone_cfg, data_cfg, device, log
         self._backbone: Backbone | None = None
         self._splits: dict[tuple[str, str, str], tuple[Split, torch.Tensor | PatchBatch | LazyFeatures]] = {}
         self.precompute_bytes = PRECOMPUTE_BYTES
+        self.features = FeatureCache(cache_root(), log) if feature_cache else None
+        self.seconds = {"data": 0.0, "features": 0.0}
 
     @property
     def backbone(self) -> Backbone:
@@ -150,19 +159,38 @@ class Workspace:
         data_cfg = data_cfg or self.data_cfg
         key = (task.name, name, json.dumps(asdict(data_cfg), sort_keys=True))
         if key not in self._splits:
+            _ = self.backbone  # loaded first, so that its time is not counted as data
             t0 = time.time()
             split = self.data(task, name, data_cfg)
+            t1 = time.time()
             size = len(split.images) * self.backbone.max_patches * self.backbone.vision_dim * 4
             if size <= self.precompute_bytes:
-                feats = self.backbone.encode_images(split.images, device=self.device)  # [n_images, N, d]
-                how = "data + vision features"
+                if self.features is not None:  # [n_images, N, d], or a PatchBatch for tiles of different grids
+                    feats, cached = self.features.get(self.backbone, split.images, self.device)
+                else:
+                    feats, cached = compute_features(self.backbone, split.images, self.device), False
+                how = "read from the feature cache" if cached else "computed"
             else:
                 feats = LazyFeatures(self.backbone, split.images, self.device)
-                how = f"data; vision features per batch, {size / 2**30:.1f} GiB would not be kept"
+                how = f"computed per batch, {size / 2**30:.1f} GiB would not be kept (nor cached)"
+            t2 = time.time()
+            self.seconds["data"] += t1 - t0
+            self.seconds["features"] += t2 - t1
             self.log(f"{task.name}/{name}: {len(split.samples)} questions on {len(split.images)} pages "
-                     f"({how} {time.time() - t0:.1f} s)")
+                     f"(data {t1 - t0:.1f} s, vision features {t2 - t1:.1f} s, {how})")
             self._splits[key] = (split, feats)
         return self._splits[key]
+
+    def cache_features(self, task: Task, name: str, data_cfg: DataConfig | None = None) -> None:
+        """Make sure the disk cache holds this split's features, without keeping them in this process
+        (a sweep's parent does this once, before its workers start)."""
+        if self.features is None:
+            return
+        split = self.data(task, name, data_cfg)
+        t0 = time.time()
+        _, cached = self.features.get(self.backbone, split.images, self.device)
+        self.log(f"{task.name}/{name}: vision features {'already cached' if cached else 'computed and cached'} "
+                 f"({time.time() - t0:.1f} s)")
 
 
 RUN_STATUS = "status.json"  # written when a run stops without results (training diverged)
@@ -178,13 +206,14 @@ def _quiet(*args, **kwargs) -> None:
 
 def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: Path | None = None,
-        plugins: Sequence[str | Path] = ()) -> dict:
+        plugins: Sequence[str | Path] = (), feature_cache: bool = True) -> dict:
     """Train one connector on one task, evaluate it, write its run directory and leaderboard row.
 
     The run directory is made before training: checkpoints (every `checkpoint_every` steps) and the
     predictions journal go there, so a killed run continues with `resume=RUN_DIR` (same configuration)
     and ends exactly as an uninterrupted run would. A diverged run writes `status.json`, never results or a
-    leaderboard row. `plugins` are files or package directories imported first (`--plugin`).
+    leaderboard row. `plugins` are files or package directories imported first (`--plugin`); `feature_cache`
+    (when no workspace is given) reads and writes the vision features on disk.
 
     Under torchrun or accelerate launch every process runs this function: each trains on its share of every
     step and evaluates its share of the batches; rank 0 alone writes (run directory, leaderboard) and
@@ -208,17 +237,19 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
         finished = dist.on_main(_finish_listed, resume, output, log)
         if finished is not None:
             return finished
-    ws = workspace or Workspace(cfg.backbone, cfg.data, device, log)
+    ws = workspace or Workspace(cfg.backbone, cfg.data, device, log, feature_cache)
     task = TASKS.get(cfg.task)
 
-    def load():  # one process per machine fills the caches (data, features), then the others read them
+    def load():  # one process per machine fills the caches (data, the feature cache), then the others read them
         # 1. backbone (the LLM is copied below when it trains, so the shared one stays pristine)
         # 2. data and frozen vision features (the training splits of every training task, the evaluated task's
         #    evaluation split); rows the loader could not use are counted, never scored
         return (ws.backbone, [ws.split(TASKS.get(name), "train", cfg.data) for name in cfg.train_tasks],
                 ws.split(task, cfg.data.eval_split, cfg.data))
 
+    spent = dict(ws.seconds)
     backbone, train_splits, (eval_split, eval_feats) = dist.main_first(load)
+    spent = {f"{k}_seconds": round(ws.seconds[k] - spent[k], 2) for k in spent}  # 0 when already in memory
     sources = [TrainSource(TASKS.get(name), *pair) for name, pair in zip(cfg.train_tasks, train_splits)]
     if cfg.train.stage == "full":  # the copy trains in float32 under autocast, as bfloat16 weights would round
         backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm).float())  # away small updates
@@ -285,7 +316,7 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
                                "reasons": dict(sum((Counter(src.split.skip_counts()) for src in sources), Counter()))}
     result["train_tasks"] = cfg.train_tasks
     # 7. write: results.json last (it marks the run finished), then the leaderboard row; rank 0 only
-    result |= stats | {"task": task.name, "connector": cfg.connector, "backbone_key": backbone.key,
+    result |= stats | spent | {"task": task.name, "connector": cfg.connector, "backbone_key": backbone.key,
                        "wall_seconds": round(time.time() - t0, 2), "versions": versions(), "commit": git_commit(),
                        "device": device, "machine": machine()}
     dist.on_main(_write_finished, run_dir, output, config, result, records)
@@ -546,20 +577,27 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def _init_worker(threads: int) -> None:
+_FEATURE_CACHE = True
+
+
+def _init_worker(threads: int, feature_cache: bool = True) -> None:
+    global _FEATURE_CACHE
     torch.set_num_threads(threads)
     quiet_libraries()
+    _FEATURE_CACHE = feature_cache
 
 
 def _run_in_worker(cfg: RunConfig, output: Path) -> dict:
     """One sweep job in a worker process; the workspace is kept for the worker's next job."""
     global _WORKSPACE
     if _WORKSPACE is None:
-        _WORKSPACE = Workspace(cfg.backbone, cfg.data, resolve_device(cfg.device), log=lambda *a, **k: None)
+        _WORKSPACE = Workspace(cfg.backbone, cfg.data, resolve_device(cfg.device), log=lambda *a, **k: None,
+                               feature_cache=_FEATURE_CACHE)
     return run(cfg, output, _WORKSPACE, progress=None, log=lambda *a, **k: None)
 
 
-def run_parallel(configs: list[RunConfig], output: Path, jobs: int, on_result=None) -> list[dict]:
+def run_parallel(configs: list[RunConfig], output: Path, jobs: int, on_result=None,
+                 feature_cache: bool = True) -> list[dict]:
     """Run sweep jobs in `jobs` processes of `cpu_count // jobs` threads each (CPU sweeps: small matrices
     use cores better as separate processes than as threads of one). Results come back in input order."""
     import multiprocessing as mp
@@ -568,7 +606,8 @@ def run_parallel(configs: list[RunConfig], output: Path, jobs: int, on_result=No
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads, feature_cache)) as pool:
         futures = [pool.submit(_run_in_worker, cfg, output) for cfg in configs]
         results = []
         for fut in futures:

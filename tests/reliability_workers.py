@@ -43,3 +43,28 @@ def frozen_run_dir(output: str, gate, result) -> None:
     results.secrets.token_hex = lambda n: "beef"
     gate.wait()
     result.put(new_run_dir(Path(output), "docvqa", "mlp", 0).name)
+
+
+def pages(n: int, seed: int = 0) -> list:
+    """n deterministic RGB pages the size of the tiny backbone's inputs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def features_from_cache(cache: str, gate, result) -> None:
+    """Ask the shared feature cache for the same features as the other processes, at the same moment."""
+    import os
+
+    from alignbench.feature_cache import FeatureCache
+    from alignbench.tiny import load_tiny
+
+    os.environ["ALIGNBENCH_CACHE"] = cache
+    backbone = load_tiny(log=lambda *a: None)
+    images = pages(6)
+    cache_ = FeatureCache(Path(cache), log=lambda *a: None)
+    gate.wait()
+    features, _ = cache_.get(backbone, images)
+    result.put((cache_.misses, features.sum().item(), features.numpy().tobytes().hex()[:64]))
