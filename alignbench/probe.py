@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .align_kernel import normalised_logits, vocab_pass
 from .backbone import PatchBatch
 from .checkpoint import has_weights, load_trained
 from .errors import AlignBenchError
@@ -39,6 +40,7 @@ from .results import atomic_write, machine, read_leaderboard, training_runs
 from .task import TASKS
 
 SIGMA_MODES = ("absolute", "relative")
+VOCAB_PASS_TOKENS = 16384  # patches per streamed pass of the vocabulary probe (its buffers: 3 x this x chunk)
 
 # ---------------------------------------------------------------- finding (or training) the runs
 
@@ -233,12 +235,21 @@ def parse_corruptions(spec: str) -> list[tuple[str, int]]:
 # ---------------------------------------------------------------- ALIGN's vocabulary distribution
 
 
-def _align_logits(connector, features: torch.Tensor) -> torch.Tensor:
-    return connector.ln2(connector.w2(connector.ln1(connector.w1(features)))).float()
+def _align_queries(connector, features: torch.Tensor) -> torch.Tensor:
+    return connector.ln1(connector.w1(features))  # [B, N, D]: ALIGN's queries, before W2 and LN2
+
+
+def _align_args(connector) -> tuple:
+    """W2, b2, LN2's gain, bias and eps, and the chunk size: the arguments of the streamed ALIGN functions."""
+    chunk = getattr(connector.config, "chunk_size", 4096)
+    return (connector.w2.weight, connector.w2.bias, connector.ln2.weight, connector.ln2.bias, connector.ln2.eps,
+            chunk)
 
 
 class PrunedAlign(nn.Module):
-    """ALIGN with its softmax (and so E_text) restricted to `keep` token ids: the pruning experiment."""
+    """ALIGN with its softmax (and so E_text) restricted to `keep` token ids: the pruning experiment. LN2 still
+    normalises over the whole vocabulary (its mean and variance come from the streamed statistics), and only
+    the kept tokens' logits are computed."""
 
     def __init__(self, connector, keep: torch.Tensor):
         super().__init__()
@@ -250,9 +261,11 @@ class PrunedAlign(nn.Module):
         return self.inner.num_tokens(num_patches)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        logits = _align_logits(self.inner, features)[..., self.keep]  # [B, N, k]
+        w2, b2, gain, bias, eps, chunk = _align_args(self.inner)
+        logits = normalised_logits(_align_queries(self.inner, features), w2, b2, gain, bias, eps, self.keep,
+                                   chunk)  # [B, N, k]
         e_text = self.inner._text_embeddings.weight[self.keep]  # [k, D]
-        return torch.softmax(logits, dim=-1).to(e_text.dtype) @ e_text
+        return torch.softmax(logits.float(), dim=-1).to(e_text.dtype) @ e_text
 
 
 def _page_texts(ws: Workspace, task_name: str, split) -> list[str] | None:
@@ -284,38 +297,53 @@ def vocab_probe(run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int]
     task = TASKS.get(config["task"])
     split, feats = ws.split(task, "eval")
     n = min(docs, len(split.images))
-    chunks = [feats[i : min(i + 32, n)] for i in range(0, n, 32)]
+    texts = _page_texts(ws, task.name, split)
+    tok = ws.backbone.tokenizer
+    ids = torch.tensor([tok.convert_tokens_to_ids(list(t)) for t in texts[:n]]) if texts is not None else None  # [n, N]
+    # The vocabulary distribution of every patch, streamed: pages in batches, the vocabulary in chunks, so no
+    # [patches, V] matrix is ever made (at paper scale, 100 pages of 6,561 patches x 128,256 tokens: 336 GB).
     # Tiled pages with different grids (a PatchBatch): every real patch of every tile, group by group.
-    groups = [g for c in chunks for g in ([g for _, g in c.groups()] if isinstance(c, PatchBatch) else [c])]
-    probs = torch.cat([torch.softmax(_align_logits(connector, g.to(ws.device)).flatten(0, 1), -1).cpu()
-                       for g in groups])  # [patches, V]
-    flat = probs  # every patch
-    if not any(isinstance(c, PatchBatch) for c in chunks):
-        probs = probs.view(n, -1, probs.shape[-1])  # [n, N, V]: per page, for the glyph check below
-    avg = flat.mean(0)  # [V]
+    prob_sum, top_prob, top_id, patch_entropy, target_prob = None, [], [], [], []
+    w2, b2, gain, bias, eps, chunk = _align_args(connector)
+    step = max(1, VOCAB_PASS_TOKENS // ws.backbone.max_patches)  # pages per pass
+    for i in range(0, n, step):
+        batch = feats[i : min(i + step, n)]
+        groups = [g for _, g in batch.groups()] if isinstance(batch, PatchBatch) else [batch]
+        if len(groups) > 1:
+            ids = None  # pages the glyph check can read are never tiled; no per-page layout to compare with
+        for g in groups:
+            queries = _align_queries(connector, g.to(ws.device))  # [b, N, D]
+            targets = ids[i : i + step] if ids is not None else None
+            part = vocab_pass(queries, w2, b2, gain, bias, eps, chunk, targets=targets)
+            prob_sum = part["prob_sum"] if prob_sum is None else prob_sum + part["prob_sum"]
+            top_prob.append(part["top_prob"].flatten().cpu())
+            top_id.append(part["top_id"].flatten().cpu())
+            patch_entropy.append(part["entropy"].flatten().cpu())
+            if targets is not None:
+                target_prob.append(part["target_prob"].flatten().cpu())
+    top_prob, top_id, patch_entropy = torch.cat(top_prob), torch.cat(top_id), torch.cat(patch_entropy)  # [patches]
+    patches = top_prob.numel()
+    avg = (prob_sum / patches).cpu()  # [V], the distribution averaged over every patch
     vocab = avg.numel()
     entropy = -(avg * avg.clamp_min(1e-30).log()).sum().item()
-    patch_entropy = -(flat * flat.clamp_min(1e-30).log()).sum(-1)
-    tok = ws.backbone.tokenizer
     order = torch.argsort(avg, descending=True)
     top = [{"id": int(i), "token": tok.convert_ids_to_tokens(int(i)), "prob": avg[i].item()} for i in order[:20]]
     out: dict = {
         "kind": "vocab", "run": run_dir.name, "connector": config["connector"], "task": task.name, "docs": n,
-        "patches": int(flat.shape[0]), "vocab_size": vocab,
+        "patches": patches, "vocab_size": vocab,
         "averaged": {"max_prob": avg.max().item(), "entropy": entropy, "entropy_over_log_v": entropy / math.log(vocab),
                      "tokens_above_1e-6": int((avg > 1e-6).sum()), "top_tokens": top},
-        "per_patch": {"mean_top_prob": flat.max(-1).values.mean().item(), "mean_entropy": patch_entropy.mean().item()},
+        "per_patch": {"mean_top_prob": top_prob.mean().item(), "mean_entropy": patch_entropy.mean().item()},
     }
-    texts = _page_texts(ws, task.name, split)
-    if texts is not None:  # embedded pages: does the top token name the glyph in its cell?
-        ids = torch.tensor([tok.convert_tokens_to_ids(list(t)) for t in texts[:n]])  # [n, N]
+    if ids is not None:  # embedded pages: does the top token name the glyph in its cell?
+        ids = ids.flatten()  # [n * N], the order of top_id
         ink = ids != tok.convert_tokens_to_ids(" ")
-        hit = probs.argmax(-1) == ids
-        true_prob = probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        hit = top_id == ids
+        true_prob = torch.cat(target_prob)
         out["reading"] = {"top_token_is_cell_glyph": hit[ink].float().mean().item(),
                           "top_token_is_blank_on_blank_cells": hit[~ink].float().mean().item(),
                           "mean_prob_of_cell_glyph": true_prob[ink].mean().item(), "ink_cells": int(ink.sum())}
-    log(f"averaged over {flat.shape[0]} patches of {n} pages: max prob {avg.max().item():.4f}, entropy "
+    log(f"averaged over {patches} patches of {n} pages: max prob {avg.max().item():.4f}, entropy "
         f"{entropy:.3f} nats, {out['averaged']['tokens_above_1e-6']} of {vocab} tokens above 1e-6")
     pruning = []
     base_cfg = EvalConfig(batch_size=batch_size, blind=False)

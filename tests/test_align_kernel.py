@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from alignbench.align_kernel import align_attention, vocab_stats
+from alignbench.align_kernel import align_attention, normalised_logits, vocab_pass, vocab_stats
 from alignbench.connector import CONNECTORS, ConnectorContext, build_connector, distribution_stats, parse_connector_args
 from alignbench.errors import AlignBenchError
 
@@ -247,3 +247,25 @@ def test_kernel_rejects_bad_arguments():
         align_attention(h, w, v, v, v, 1e-5, w, strategy="fast")
     with pytest.raises(ValueError, match="chunk_size"):
         align_attention(h, w, v, v, v, 1e-5, w, chunk_size=0)
+
+
+@pytest.mark.parametrize("T,D", [(40, 6), (3, 9)])
+def test_vocab_pass_matches_the_materialised_distribution(T, D):
+    """What the vocabulary probe streams (sum of p, top probability and id, entropy, a target's probability)
+    equals what the [..., V] matrix gives, in float64."""
+    gen = torch.Generator().manual_seed(2)
+    V = 83
+    h, w2 = torch.randn(2, T, D, generator=gen, dtype=F64), torch.randn(V, D, generator=gen, dtype=F64) + 0.2
+    b2, beta = torch.randn(V, generator=gen, dtype=F64), torch.randn(V, generator=gen, dtype=F64)
+    g = torch.rand(V, generator=gen, dtype=F64) * 4 - 0.5
+    targets = torch.randint(0, V, (2, T), generator=gen)
+    probs = torch.softmax(nn.functional.layer_norm(h @ w2.T + b2, (V,), g, beta), -1)  # [2, T, V]
+    got = vocab_pass(h, w2, b2, g, beta, 1e-5, chunk_size=10, targets=targets)
+    assert rel_err(got["prob_sum"], probs.sum((0, 1))) < 1e-10
+    top, top_id = probs.max(-1)
+    assert rel_err(got["top_prob"], top) < 1e-10 and torch.equal(got["top_id"], top_id)
+    assert rel_err(got["entropy"], -(probs * probs.log()).sum(-1)) < 1e-10
+    assert rel_err(got["target_prob"], probs.gather(-1, targets[..., None])[..., 0]) < 1e-10
+    ids = torch.tensor([5, 0, 82, 41])
+    want = nn.functional.layer_norm(h @ w2.T + b2, (V,), g, beta)[..., ids]
+    assert rel_err(normalised_logits(h, w2, b2, g, beta, 1e-5, ids, chunk_size=10), want) < 1e-10

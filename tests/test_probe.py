@@ -183,6 +183,28 @@ def test_vocab_probe_statistics_and_pruning(trained_output):
     assert probe["pruning"][0]["score"] == pytest.approx(board[board.run_id == run_dir.name].score.iloc[0])
     assert 0 <= probe["reading"]["top_token_is_cell_glyph"] <= 1  # embedded pages: the glyphs are known
 
+    # the streamed statistics are those of the materialised [patches, V] distribution
+    from alignbench.checkpoint import load_trained as _load
+    from alignbench.probe import _page_texts
+    from alignbench.task import TASKS
+
+    model, _ = _load(run_dir, ws.backbone)
+    split, feats = ws.split(TASKS.get("docvqa"), "eval")
+    c = model.connector
+    with torch.no_grad():
+        probs = torch.softmax(c.ln2(c.w2(c.ln1(c.w1(feats[:4])))).double(), -1)  # [4, N, V]
+    avg = probs.flatten(0, 1).mean(0)
+    assert a["max_prob"] == pytest.approx(avg.max().item(), rel=1e-4)
+    assert a["entropy"] == pytest.approx(-(avg * avg.log()).sum().item(), rel=1e-4)
+    assert [t["id"] for t in a["top_tokens"][:5]] == torch.argsort(avg, descending=True)[:5].tolist()
+    assert probe["per_patch"]["mean_top_prob"] == pytest.approx(probs.max(-1).values.mean().item(), rel=1e-4)
+    ids = torch.tensor([model.tokenizer.convert_tokens_to_ids(list(t)) for t in _page_texts(ws, "docvqa", split)[:4]])
+    ink = ids != model.tokenizer.convert_tokens_to_ids(" ")
+    assert probe["reading"]["top_token_is_cell_glyph"] == pytest.approx(
+        (probs.argmax(-1) == ids)[ink].double().mean().item())
+    assert probe["reading"]["mean_prob_of_cell_glyph"] == pytest.approx(
+        probs.gather(-1, ids[..., None])[..., 0][ink].mean().item(), rel=1e-4)
+
     from alignbench.checkpoint import load_trained
 
     model, _ = load_trained(run_dir, ws.backbone)

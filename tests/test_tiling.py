@@ -139,3 +139,38 @@ def test_a_tiled_run_records_the_largest_image_it_can_see(tmp_path, monkeypatch,
     assert config["backbone_key"].endswith("|tiles4") and config["backbone"]["max_tiles"] == 4
     with pytest.raises(Exception, match="--max-tiles needs a Hugging Face backbone"):
         BackboneConfig("tiny", max_tiles=2).validate()
+
+
+def test_the_vocabulary_probe_streams_every_patch_of_pages_with_different_grids(tmp_path, monkeypatch, capsys):
+    """ALIGN on tiled pages of three grids: the streamed vocabulary statistics cover every real patch of every
+    tile (no padding) and equal those of the materialised distribution."""
+    import datasets
+    from test_real_backbones import SMALL, main_in_process
+
+    from alignbench.pipeline import load_run
+    from alignbench.probe import vocab_probe
+    from alignbench.task import TASKS
+
+    vision, llm = save_pair(tmp_path / "pair")
+    data = tmp_path / "docvqa"
+    sizes = [(96, 48), (32, 32), (128, 128)]
+    datasets.DatasetDict({"train": real_schema_rows("docvqa", "train", 3, size=(96, 48)),
+                          "validation": datasets.concatenate_datasets(
+                              [real_schema_rows("docvqa", "eval", 2, size=s) for s in sizes])}).save_to_disk(str(data))
+    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "align", "--backbone", "hf",
+                                   "--vision", vision, "--llm", llm, "--data", data, "--max-tiles", 4, *SMALL,
+                                   "--output", tmp_path / "out")
+    assert code in (0, None), err
+    run_dir = next((tmp_path / "out" / "runs").iterdir())
+    model, _, ws = load_run(run_dir, "cpu", log=lambda *a: None)
+    _, feats = ws.split(TASKS.get("docvqa"), "eval")
+    assert isinstance(feats, PatchBatch) and len(set(feats.lengths.tolist())) > 1
+    probe = vocab_probe(run_dir, ws, docs=len(feats), top_ks=[10], log=lambda *a: None)
+    c = model.connector
+    with torch.no_grad():
+        probs = torch.cat([torch.softmax(c.ln2(c.w2(c.ln1(c.w1(g)))).double(), -1).flatten(0, 1)
+                           for _, g in feats.groups()])  # [patches, V]
+    assert probe["patches"] == int(feats.lengths.sum()) == probs.shape[0]
+    avg = probs.mean(0)
+    assert probe["averaged"]["max_prob"] == pytest.approx(avg.max().item(), rel=1e-4)
+    assert probe["per_patch"]["mean_top_prob"] == pytest.approx(probs.max(-1).values.mean().item(), rel=1e-4)
