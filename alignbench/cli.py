@@ -268,8 +268,6 @@ def run(
 def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_every: int = 50,
              feature_cache: bool = True) -> list[dict]:
     """Run configs in order, in this process (with progress bars) or in `jobs` worker processes."""
-    import dataclasses
-
     from .pipeline import Workspace, resolve_device
     from .pipeline import run as run_pipeline
     from .registry import loaded_plugins
@@ -301,16 +299,11 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
     from .pipeline import run_parallel
 
     prepare_output(output)
-    # Generate each dataset once, before the workers start; with the feature cache, run the vision tower
-    # once per split here too (all cores), so the workers only read its features.
-    done = set()
+    # Generate each dataset once, before the workers start. They compute the vision features; with the
+    # feature cache, the first worker to need a split computes it and the others read it from disk.
     for cfg in configs:
         for name, split in [(t, "train") for t in cfg.train_tasks] + [(cfg.task, cfg.data.eval_split)]:
-            key = (name, split, json.dumps(dataclasses.asdict(cfg.data), sort_keys=True))
-            if key not in done:
-                done.add(key)
-                ws.data(TASKS.get(name), split, cfg.data)
-                ws.cache_features(TASKS.get(name), split, cfg.data)
+            ws.data(TASKS.get(name), split, cfg.data)
     console.print(f"running {len(configs)} jobs in {jobs} processes")
 
     def report(r):

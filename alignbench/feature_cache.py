@@ -20,8 +20,8 @@ The key is a SHA-256 of
 So a changed weight, processor setting, tiling, page or library gives another key: an entry is never stale.
 Nothing else changes the features: which run, task mixture (`--train-tasks`), data seed or `--limit` asked
 for a split only changes its pages, which are in the key. The thread count is left out: the embedded
-tower's features are bit-identical with 1 and 2 threads (a test checks it), which lets a sweep's parent,
-on all cores, compute what its one-thread workers read.
+tower's features are bit-identical with 1 and 2 threads (a test checks it), so a serial sweep (all cores)
+and the one-thread workers of a parallel one share entries.
 
 An entry holds the float32 tensor "features" [n_images, N, d] and, for tiled pages with different grids
 (a `PatchBatch`), the patch count of each image, "lengths" [n_images]; as metadata, its key and the SHA-256

@@ -181,17 +181,6 @@ class Workspace:
             self._splits[key] = (split, feats)
         return self._splits[key]
 
-    def cache_features(self, task: Task, name: str, data_cfg: DataConfig | None = None) -> None:
-        """Make sure the disk cache holds this split's features, without keeping them in this process
-        (a sweep's parent does this once, before its workers start)."""
-        if self.features is None:
-            return
-        split = self.data(task, name, data_cfg)
-        t0 = time.time()
-        _, cached = self.features.get(self.backbone, split.images, self.device)
-        self.log(f"{task.name}/{name}: vision features {'already cached' if cached else 'computed and cached'} "
-                 f"({time.time() - t0:.1f} s)")
-
 
 RUN_STATUS = "status.json"  # written when a run stops without results (training diverged)
 PREDICTIONS_JOURNAL = "predictions.partial.jsonl"  # predictions so far, while the evaluation runs

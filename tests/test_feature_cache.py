@@ -181,8 +181,8 @@ def test_workspaces_share_features_through_the_disk(tmp_path, monkeypatch):
 
 
 def test_the_thread_count_does_not_change_the_features(tiny_backbone):
-    """Why the key leaves the thread count out: a sweep's parent (all cores) computes what its workers
-    (one thread each) read."""
+    """Why the key leaves the thread count out: a serial sweep (all cores) and the one-thread workers of a
+    parallel sweep read each other's entries."""
     images = workers.pages(8)
     threads = torch.get_num_threads()
     try:
