@@ -24,21 +24,24 @@ a and b are known only after the whole vocabulary was seen. The a-term is consta
 out of dh and is one rank-1 correction of dW2 and db2. The b-term is handled by one of two strategies,
 chosen by cost (one "pass" below is a [T, V] x D matrix product, 2·T·V·D flops):
 
-* "gram" (D < T): var from the Gram matrix G = Σ_v k_v k_vᵀ ([D+1, D+1], D/T of a pass); afterwards the
-  b-term of dh is -r_t² b_t (G x_t)[:D], and that of [dW2, db2] is -[W̃, b̃] · M with
-  M = Σ_t b_t r_t² x_t x_tᵀ (another D/T of a pass). x̂ itself is never needed in the backward pass:
-  LN2's gain is folded into the keys (one product gives y - lse), dg_v = k_v · Σ_t dy_tv r_t x_t comes out
-  of the dW2 product, and b_t = r_t x_t · Σ_v g_v dy_tv k_v out of the dh product, so each chunk costs
-  three element-wise sweeps over [T, chunk] besides its five products.
-* "stream" (D ≥ T): var from one extra pass over the logits; the forward pass also accumulates
+* "gram": var from the Gram matrix G = Σ_v k_v k_vᵀ ([D+1, D+1]; symmetric, so only its upper half is
+  multiplied: about (D+1)/2T of a pass); afterwards the b-term of dh is -r_t² b_t (G x_t)[:D], and that of
+  [dW2, db2] is -[W̃, b̃] · M with M = Σ_t b_t r_t² x_t x_tᵀ ((D+1)/T of a pass). x̂ itself is never needed
+  in the backward pass: LN2's gain is folded into the keys (one product gives y - lse),
+  dg_v = k_v · Σ_t dy_tv r_t x_t comes out of the dW2 product, and b_t = r_t x_t · Σ_v g_v dy_tv k_v out of
+  the dh product, so each chunk costs three element-wise sweeps over [T, chunk] besides its five products.
+* "stream": var from one extra pass over the logits; the forward pass also accumulates
   Q_t = Σ_v g_v p_tv x̂_tv e_v, so that b_t = (Q_t · dout_t - δ_t Σ_v g_v p_tv x̂_tv) / V is known before
   the backward pass and dz is exact chunk by chunk (one extra pass).
 
 Forward: 2 passes + the statistics; backward: 5 passes (the recomputed logits, dout·Eᵀ, dE, dh, dW2).
-In all 7 + 2·D/T passes ("gram") or 9 ("stream"), against 6 for the naive form: the chunked form trades
-some arithmetic for never writing, reading or keeping a [T, V] matrix. Fewer passes are not possible
-without keeping [T, V] numbers: the backward pass needs p (one recomputed product) and the four products
-the naive backward does, and LN2's variance and its gradient each cost min(D, T)/T of a pass at least.
+In all 7 + 1.5·(D+1)/T passes ("gram") or 9 ("stream"), against 6 for the naive form; "auto" takes the
+smaller ("gram" when 1.5·(D+1) < 2·T). Without keeping [T, V] numbers the backward pass needs p again (one
+recomputed product) besides the four products the naive backward does, and in the forms above LN2's
+variance and its gradient each cost about min(D+1, T)/T of a pass (the centred logits have rank
+min(D+1, T)). So on a machine where the naive form's time is its matrix products (it also writes and reads
+several [T, V] matrices, which costs where memory is slow), the chunked form takes at least 7/6 of its time;
+what it saves is the [T, V] memory.
 
 Implementation notes. Queries and keys carry a few extra columns, so that one matrix product also yields
 what would otherwise be a separate sweep: X = [r h | r | 1 | -lse | 0] against Kg = [g w̃ | g b̃ | β | 1 | g]
