@@ -147,6 +147,8 @@ class VLM(nn.Module):
         pages = list(range(n)) if pages is None else list(pages)
         if n == 0:
             return []
+        if not _plain_greedy(self.llm):  # the LLM's generation config changes the logits: let transformers do it
+            return self.generate_reference(features[pages], prompts, max_new_tokens)
         # 1. the page ([prefix] + visual tokens), once per page asked about
         used = sorted(set(pages))
         if used != list(range(len(features))):
@@ -253,6 +255,19 @@ def _llm_forward(model, cache=None, **kwargs):
 @functools.cache
 def _cache_argument(cls) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+# Settings of a generation config that change greedy decoding, with the values that leave it alone.
+_NEUTRAL = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,),
+            "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,),
+            "forced_eos_token_id": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0),
+            "sequence_bias": (None,), "encoder_repetition_penalty": (None, 1.0)}
+
+
+def _plain_greedy(llm) -> bool:
+    """Whether greedy decoding of this LLM is argmax of its logits (no processor from its generation config)."""
+    config = getattr(llm, "generation_config", None)
+    return config is None or all(getattr(config, k, None) in ok for k, ok in _NEUTRAL.items())
 
 
 def _cache_of(output):

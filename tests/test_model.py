@@ -54,3 +54,19 @@ def test_batched_generation_equals_one_at_a_time(tiny_backbone, name):
     assert model.generate(feats[pages], prompts, 8) == reference  # one copy of the page per question
     assert [model.generate(feats[p : p + 1], [q], 8)[0] for p, q in zip(pages, prompts)] == reference
     assert model.generate_reference(feats[pages], prompts, 8) == reference  # the reference batched, too
+
+
+@pytest.mark.filterwarnings("ignore:Passing `repetition_penalty`")
+def test_a_generation_config_that_changes_the_logits_goes_through_transformers(tiny_backbone, monkeypatch):
+    """A repetition penalty (or any logits processor) in the LLM's generation config: the fast path would
+    ignore it, so generation is Hugging Face's, with the same answers as one call per question."""
+    model = _model(tiny_backbone, "mlp")
+    task = TASKS.get("docvqa")
+    prompts = [encode_prompt(model.tokenizer, task, q) for q in ["Who signed?", "What is the TOTAL amount?"]]
+    feats = torch.randn(2, tiny_backbone.num_patches, tiny_backbone.vision_dim)
+    monkeypatch.setattr(model.llm.generation_config, "repetition_penalty", 3.0)
+    calls = []
+    reference = model.generate_reference
+    monkeypatch.setattr(model, "generate_reference", lambda *a: calls.append(1) or reference(*a))
+    assert model.generate(feats, prompts, 8, pages=[1, 1]) == [reference(feats[1:2], [p], 8)[0] for p in prompts]
+    assert calls
