@@ -242,13 +242,18 @@ class FeatureCache:
         key = feature_key(backbone, images, device)
         found = self.read(key, backbone, len(images))
         if found is None:
-            with self._lock(key):  # another process may be computing the same entry: wait for it
-                found = self.read(key, backbone, len(images))
-                if found is None:
-                    self.misses += 1
-                    features = compute_features(backbone, images, device)
-                    self.write(key, features)
-                    return features, False
+            try:
+                with self._lock(key):  # another process may be computing the same entry: wait for it
+                    found = self.read(key, backbone, len(images))
+                    if found is None:
+                        self.misses += 1
+                        features = compute_features(backbone, images, device)
+                        self.write(key, features)
+                        return features, False
+            except OSError as exc:  # an unwritable cache slows runs down, it does not stop them
+                self.log(f"feature cache: cannot write to {self.dir} ({exc.strerror or exc}); the features are "
+                         "computed and not cached")
+                return compute_features(backbone, images, device), False
         self.hits += 1
         return found, True
 

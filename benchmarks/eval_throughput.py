@@ -44,6 +44,7 @@ from alignbench.backbone import BackboneConfig
 from alignbench.checkpoint import load_trained
 from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
 from alignbench.data import DataConfig, Split, encode_prompt
+from alignbench.errors import AlignBenchError
 from alignbench.evaluate import EvalConfig, predict_passes
 from alignbench.model import VLM
 from alignbench.pipeline import Workspace, quiet_libraries
@@ -122,9 +123,12 @@ def main() -> None:
     ws = Workspace(BackboneConfig(), DataConfig(), "cpu", log=print)
     backbone = ws.backbone
     if args.run:
-        model, config = load_trained(args.run, backbone)
+        try:
+            model, config = load_trained(args.run, backbone)
+        except (AlignBenchError, OSError, ValueError, KeyError) as exc:
+            parser.error(f"--run {args.run}: {exc}")
         if config["connector"] != "mlp" or config["task"] != task.name:
-            raise SystemExit(f"{args.run} is a {config['connector']} run on {config['task']}, not mlp on {task.name}")
+            parser.error(f"--run {args.run} is a {config['connector']} run on {config['task']}, not mlp on {task.name}")
         provenance = {"run": args.run.name, "trained_steps": config["train"]["steps"]}
     else:
         ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)

@@ -146,8 +146,10 @@ def main() -> None:
     args = parser.parse_args()
     conditions = [c for c in args.conditions.split(",") if c]
     unknown = set(conditions) - {"no-cache", "cold", "warm"}
-    if unknown:
-        sys.exit(f"unknown condition(s) {sorted(unknown)}; use no-cache, cold, warm")
+    if unknown or not conditions:
+        parser.error(f"--conditions {args.conditions!r}: use a comma-separated list of no-cache, cold, warm")
+    if args.steps < 1 or args.jobs < 1:
+        parser.error("--steps and --jobs must be at least 1")
 
     from alignbench.results import machine
 

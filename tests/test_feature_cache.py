@@ -220,6 +220,17 @@ def test_the_command_line_switch(tmp_path):
     assert result["features_seconds"] >= 0 and result["data_seconds"] >= 0
 
 
+def test_an_unwritable_cache_computes_and_says_so(tiny_backbone, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    logged = []
+    store = FeatureCache(blocker, log=logged.append)
+    images = workers.pages(2)
+    got, cached = store.get(tiny_backbone, images)
+    assert not cached and torch.equal(got, tiny_backbone.encode_images(images))
+    assert any("cannot write" in line for line in logged)
+
+
 # ---------------------------------------------------------------- real backbones: processors, tiling, mixtures
 
 
