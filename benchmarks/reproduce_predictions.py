@@ -1,0 +1,63 @@
+"""Re-evaluate saved runs with the current code and compare every prediction with the saved one.
+
+    python benchmarks/reproduce_predictions.py RUN_DIR [RUN_DIR ...]
+        -> results/bench/reproduce_predictions.json
+
+For each run directory (embedded backbone): the trained weights are loaded, the evaluation split is
+predicted as `alignbench run` predicts it (its EvalConfig, the blind pass included), and each question's
+prediction and blind prediction are compared with predictions.jsonl, as is the score with results.json.
+Used to check that a change of the evaluation code (batching, prefix sharing) leaves results unchanged.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from alignbench.backbone import BackboneConfig
+from alignbench.checkpoint import load_trained
+from alignbench.data import DataConfig
+from alignbench.evaluate import EvalConfig, evaluate
+from alignbench.pipeline import Workspace, quiet_libraries
+from alignbench.results import machine
+from alignbench.task import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    args = parser.parse_args()
+    missing = [str(r) for r in args.runs if not (r / "predictions.jsonl").is_file()]
+    if missing:
+        parser.error(f"not run directories with predictions.jsonl: {', '.join(missing)}")
+    quiet_libraries()
+    torch.set_num_threads(1)
+    rows = []
+    for run in args.runs:
+        config = json.loads((run / "config.json").read_text())
+        ws = Workspace(BackboneConfig(**config["backbone"]), DataConfig(**config["data"]), "cpu",
+                       log=lambda *a: None)
+        model, _ = load_trained(run, ws.backbone)
+        task = TASKS.get(config["task"])
+        split, feats = ws.split(task, config["data"]["eval_split"])
+        result, records = evaluate(model, task, split, feats, EvalConfig(**config["eval"]))
+        saved = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+        differ = [r["uid"] for r, s in zip(records, saved)
+                  if (r["prediction"], r.get("blind_prediction")) != (s["prediction"], s.get("blind_prediction"))]
+        saved_score = json.loads((run / "results.json").read_text())["score"]
+        rows.append({"run": run.name, "n": len(records), "same_count": len(records) == len(saved),
+                     "different_predictions": differ, "score": result["score"], "saved_score": saved_score})
+        print(f"{run.name}: {len(records) - len(differ)} of {len(records)} predictions (and blind predictions) "
+              f"identical; score {result['score']:.4f} (saved {saved_score:.4f})", flush=True)
+    out = ROOT / "results" / "bench" / "reproduce_predictions.json"
+    out.write_text(json.dumps({"command": "python benchmarks/reproduce_predictions.py " + " ".join(sys.argv[1:]),
+                               "rows": rows, "machine": machine()}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
