@@ -1,12 +1,15 @@
 """Wall time of the 4 x 3 embedded sweep with and without the shared vision-feature cache, and where it goes.
 
-    python benchmarks/sweep_cache.py [--steps 250] [--jobs 2] [--conditions no-cache,cold,warm]
+    python benchmarks/sweep_cache.py [--steps 250] [--jobs 2] [--conditions no-cache,cold,warm] [--train-tasks each]
         -> results/bench/sweep_cache.{json,md}     (other --steps: sweep_cache_steps{N}.{json,md})
 
-The sweep is the README's: `alignbench sweep --connectors mlp,perceiver,ovis,align --tasks
-docvqa,infovqa,chartqa --jobs 2` (every default otherwise, --steps as given), each time in a fresh output
-folder, all under one private $ALIGNBENCH_CACHE in which the embedded datasets are generated first (untimed:
-every condition reads the same cached datasets, so the comparison is about the vision features alone).
+The sweep is the README's 4 connectors x 3 tasks: `alignbench sweep --connectors mlp,perceiver,ovis,align
+--tasks docvqa,infovqa,chartqa --jobs 2 --train-tasks each` (every default otherwise, --steps as given), i.e.
+12 runs, each training on its own task: the workload of the recorded figures, measured before a sweep trained
+each connector once on the mixture of its tasks by default (`--train-tasks ''` runs that default instead).
+Each condition runs in a fresh output folder, all under one private $ALIGNBENCH_CACHE in which the embedded
+datasets are generated first (untimed: every condition reads the same cached datasets, so the comparison
+is about the vision features alone).
 Conditions, in this order:
   no-cache  `--no-feature-cache`: every worker process runs the vision tower for each split it meets;
   cold      the feature cache empty: the first worker to need a split runs the tower, the other reads it;
@@ -64,6 +67,8 @@ def generate_data(cache: Path) -> float:
 def run_sweep(condition: str, args, cache: Path, out: Path) -> dict:
     cmd = [sys.executable, "-m", "alignbench", "sweep", "--connectors", CONNECTORS, "--tasks", TASKS,
            "--jobs", str(args.jobs), "--steps", str(args.steps), "--output", str(out)]
+    if args.train_tasks:
+        cmd += ["--train-tasks", args.train_tasks]
     if condition == "no-cache":
         cmd.append("--no-feature-cache")
     if condition == "cold":
@@ -141,6 +146,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--conditions", default="no-cache,cold,warm")
+    parser.add_argument("--train-tasks", default="each", help="the sweep's --train-tasks ('': its default)")
     parser.add_argument("--profile-steps", type=int, default=5, help="training steps profiled per connector")
     parser.add_argument("--keep", type=Path, help="keep the sweeps' outputs and cache here (default: a temp dir)")
     args = parser.parse_args()
@@ -179,6 +185,8 @@ def main() -> None:
     cached = [r for r in rows if r["condition"] != "no-cache" and "speedup_wall" in r]
     verdict = {r["condition"]: ("met" if r["speedup_wall"] >= BAR else "NOT met") for r in cached}
     command = f"python benchmarks/sweep_cache.py --steps {args.steps} --jobs {args.jobs} --conditions {args.conditions}"
+    if args.train_tasks != "each":
+        command += " --train-tasks " + (args.train_tasks or "''")
     report = {"command": command, "steps": args.steps, "jobs": args.jobs, "datasets_generation_s": round(data_s, 1),
               "bar": {"speedup_at_least": BAR, "verdict": verdict}, "rows": rows,
               "training_step_profile_s": profile, "machine": machine(),
