@@ -72,7 +72,7 @@ class TrainingDiverged(AlignBenchError):
 @dataclass
 class TrainConfig:
     stage: str = "connector"
-    steps: int = 250
+    steps: int = 750  # the default budget of every run (a sweep's mixture included): 750 steps of 16 pages
     batch_size: int = 16  # pages per step, all processes together (each with up to `questions_per_page` questions)
     # Pages per forward pass on each process; None: batch_size / processes / grad_accum. Gradient accumulation
     # fills the difference, so the step (batch_size pages) is the same for any number of processes.

@@ -43,7 +43,8 @@ parser.add_argument("--pages", type=int, default=400, help="teacher pages (gener
 parser.add_argument("--eval-questions", type=int, default=150)
 parser.add_argument("--connector-arg", action="append", default=[], help="CONNECTOR.OPTION=VALUE")
 parser.add_argument("--threads", type=int, default=1)
-parser.add_argument("--out", default="results/bench/connector_readout")
+DEFAULT_OUT = "results/bench/connector_readout"
+parser.add_argument("--out", default=DEFAULT_OUT)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 quiet_libraries()
@@ -112,7 +113,8 @@ for name in args.connectors.split(","):
 out = Path(args.out)
 out.parent.mkdir(parents=True, exist_ok=True)
 command = "python benchmarks/connector_readout.py " + " ".join(
-    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "connector_arg"))
+    [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "connector_arg")]
+    + [f"--connector-arg {a}" for a in args.connector_arg] + ([f"--out {args.out}"] if args.out != DEFAULT_OUT else []))
 out.with_suffix(".json").write_text(json.dumps({
     "what": "connectors trained directly towards the LLM embedding of each cell's character (a teacher), "
             f"{args.steps} steps of {args.batch_size} pages, lr {args.lr}; cell accuracy on 64 held-out pages, "

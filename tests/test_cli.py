@@ -156,3 +156,14 @@ def test_tune_scores_on_the_validation_split(tmp_path):
     assert config["data"]["eval_split"] == "val" and config["connector_config"]["ln2_lr_mult"] == 10.0
     bad = cli("tune", "--connector-arg", "ln2_lr_mult=10", "--output", str(out), cwd=tmp_path)
     assert bad.returncode == 2 and "CONNECTOR.OPTION=VALUE" in bad.stderr
+
+
+@pytest.mark.parametrize("train_tasks", [None, ["docvqa", "infovqa", "chartqa"]])
+def test_default_budget_is_the_same_whatever_the_training_tasks(train_tasks):
+    from alignbench.cli import DEFAULT_STEPS, _config
+    from alignbench.train import TrainConfig
+
+    assert DEFAULT_STEPS == TrainConfig().steps == 750
+    cfg = _config("align", "docvqa", {}, "tiny", None, None, False, None, 16, None, 1e-4, "connector", 0, 1234,
+                  None, "cpu", True, train_tasks=train_tasks)
+    assert cfg.train.steps == DEFAULT_STEPS and cfg.train_tasks == (train_tasks or ["docvqa"])
