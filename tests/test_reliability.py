@@ -686,8 +686,12 @@ def test_plugins_load_only_when_named(tmp_path, clean_registries, monkeypatch, c
     assert list(board.connector) == ["plugproj"]
     config = json.loads((tmp_path / "out" / "runs" / board.run_id[0] / "config.json").read_text())
     assert config["plugins"] == [str(plugin_file.resolve())]
-    listed = CliRunner().invoke(app, ["list", "--plugin", str(plugin_file), "--plugin", str(package)],
-                                env={"COLUMNS": "250"})
+    # The CLI's console reads COLUMNS when alignbench.cli is first imported (by whichever test came first): give it
+    # a wide one here, so the table is not elided whatever the test order.
+    from rich.console import Console
+
+    monkeypatch.setattr("alignbench.cli.console", Console(width=250))
+    listed = CliRunner().invoke(app, ["list", "--plugin", str(plugin_file), "--plugin", str(package)])
     assert listed.exit_code == 0, listed.output
     assert "plugproj" in listed.output and "docvqa_plug" in listed.output and "from a plug-in package" in listed.output
 
