@@ -39,7 +39,7 @@ class LaunchConfig:
     partition: str | None = None  # SLURM partition
     time_min: int = 240  # SLURM time limit per job, minutes
     slurm_args: dict[str, str] = field(default_factory=dict)  # more sbatch settings: account, qos, constraint, ...
-    poll_seconds: float = 2.0
+    poll_seconds: float = 0.25  # local launcher: how often it checks its job processes (a cheap check)
 
     def validate(self) -> None:
         if self.launcher not in LAUNCHERS:

@@ -1,5 +1,11 @@
 import os
 
+# Under pytest-xdist every core runs a worker: one thread per worker (and per process it starts) keeps the
+# workers from oversubscribing the cores with spinning OpenMP threads. Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import pytest
 
 
