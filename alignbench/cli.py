@@ -36,21 +36,11 @@ def _split_list(value: str, what: str) -> list[str]:
     return items
 
 
-def _kv(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise AlignBenchError(f"--connector-arg {p!r} is not KEY=VALUE (e.g. --connector-arg num_latents=32)")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def _per_connector(pairs: list[str] | None, connectors: list[str], flag: str = "--connector-arg"
                    ) -> dict[str, dict[str, str]]:
     """`--connector-arg align.ln2_lr_mult=10` -> {"align": {"ln2_lr_mult": "10"}} (multi-connector commands)."""
     out: dict[str, dict[str, str]] = {c: {} for c in connectors}
-    for key, value in _kv(pairs).items():
+    for key, value in _pairs(pairs, "connector-arg", "num_latents=32").items():
         name, _, option = key.partition(".")
         if not option or name not in out:
             raise AlignBenchError(f"{flag} {key}={value}: use CONNECTOR.OPTION=VALUE with a connector of "
@@ -253,8 +243,9 @@ def run(
     if resume is not None:
         cfg, output = _resume_config(ctx, resume)
     else:
-        cfg = _config(connector, task, _kv(connector_arg), backbone, vision, llm, trust_remote_code, steps,
-                      batch_size, lr, llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
+        options = _pairs(connector_arg, "connector-arg", "num_latents=32")
+        cfg = _config(connector, task, options, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
+                      llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
                       eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template,
                       _train_tasks(train_tasks, None), micro_batch_size, grad_accum, parallel)
     cfg.validate()

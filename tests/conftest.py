@@ -23,3 +23,15 @@ def tiny_backbone():
     from alignbench.tiny import load_tiny
 
     return load_tiny(log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's in-process training (tiny matrices gain nothing from threads that wait on
+    each other, and compared runs then use the same thread count)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

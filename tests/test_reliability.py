@@ -53,12 +53,7 @@ def _cli_env() -> dict:
     return {**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(*args, cwd=None) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from alignbench.backbone import BackboneConfig
 from alignbench.data import DataConfig
@@ -19,12 +18,7 @@ DATA = DataConfig(train_docs=6, eval_questions=6)
 TRAIN = TrainConfig(steps=4, batch_size=2, warmup_steps=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
