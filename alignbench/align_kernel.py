@@ -21,7 +21,7 @@ x̂_tv = r_t x_t · k_v; y = g ⊙ x̂ + β (LN2's affine), p = softmax(y), out 
     dh = dz · W2 = dz · W̃ (Σ_v dz = 0),   dW2 = dzᵀ · h,   db2 = Σ_t dz
 
 a and b are known only after the whole vocabulary was seen. The a-term is constant over v, so it drops
-out of dh and is one rank-1 correction of dW2 and db2. The b-term is handled by one of two strategies,
+out of dh and is one rank-1 correction of dW2 and db2. The b-term is handled by one of three strategies,
 chosen by cost (one "pass" below is a [T, V] x D matrix product, 2·T·V·D flops):
 
 * "gram": var from the Gram matrix G = Σ_v k_v k_vᵀ ([D+1, D+1]; symmetric, so only its upper half is
@@ -33,15 +33,18 @@ chosen by cost (one "pass" below is a [T, V] x D matrix product, 2·T·V·D flop
 * "stream": var from one extra pass over the logits; the forward pass also accumulates
   Q_t = Σ_v g_v p_tv x̂_tv e_v, so that b_t = (Q_t · dout_t - δ_t Σ_v g_v p_tv x̂_tv) / V is known before
   the backward pass and dz is exact chunk by chunk (one extra pass).
+* "hybrid": var from the Gram matrix as in "gram", b from Q as in "stream": the Gram's half pass and one
+  extra pass (Q), with the backward pass of "stream".
 
 Forward: 2 passes + the statistics; backward: 5 passes (the recomputed logits, dout·Eᵀ, dE, dh, dW2).
-In all 7 + 1.5·(D+1)/T passes ("gram") or 9 ("stream"), against 6 for the naive form; "auto" takes the
-smaller ("gram" when 1.5·(D+1) < 2·T). Without keeping [T, V] numbers the backward pass needs p again (one
-recomputed product) besides the four products the naive backward does, and in the forms above LN2's
-variance and its gradient each cost about min(D+1, T)/T of a pass (the centred logits have rank
-min(D+1, T)). So on a machine where the naive form's time is its matrix products (it also writes and reads
-several [T, V] matrices, which costs where memory is slow), the chunked form takes at least 7/6 of its time;
-what it saves is the [T, V] memory.
+In all 7 + 1.5·(D+1)/T passes ("gram"), 9 ("stream") or 8 + (D+1)/2T ("hybrid"), against 6 for the naive
+form; "auto" takes the cheapest: "gram" when T > D+1, "hybrid" when (D+1)/2 < T <= D+1, "stream" below.
+Without keeping [T, V] numbers the backward pass needs p again (one recomputed product) besides the four
+products the naive backward does; in the forms above LN2's variance costs min((D+1)/2T, 1) of a pass and
+its share of the gradient (b) min((D+1)/T, 1). So on a machine where the naive form's time is its matrix
+products (it also writes and reads several [T, V] matrices, which costs where memory is slow), the chunked
+form takes at least (7 + those two)/6 of its time (1.45 at T = 729, D = 1024); what it saves is the [T, V]
+memory. `passes` gives each strategy's count; benchmarks/align_memory.py sets it against measured times.
 
 Implementation notes. Queries and keys carry a few extra columns, so that one matrix product also yields
 what would otherwise be a separate sweep: X = [r h | r | 1 | -lse | 0] against Kg = [g w̃ | g b̃ | β | 1 | g]
@@ -55,7 +58,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-STRATEGIES = ("auto", "gram", "stream")
+STRATEGIES = ("auto", "gram", "stream", "hybrid")
 GRAM_BLOCK = 256  # columns per block row of the Gram matrix
 
 
@@ -86,12 +89,19 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _resolve(strategy: str, dim: int, tokens: int) -> str:
-    """The cheaper strategy: "gram" costs 1.5 (D+1)/T of a pass (half for the symmetric G, one for the
-    b-term of dW2), "stream" two passes."""
+def passes(strategy: str, dim: int, tokens: int) -> float:
+    """Forward + backward cost of a strategy in passes (one [T, V] x D matrix product each): the 7 every
+    strategy makes, plus "gram" 1.5 (D+1)/T (half for the symmetric G, one for the b-term of dW2), "stream" 2
+    (the variance's pass and Q's), "hybrid" (D+1)/2T + 1 (G's half and Q's pass). The naive form makes 6."""
+    ratio = (dim + 1) / tokens
+    return 7.0 + {"gram": 1.5 * ratio, "stream": 2.0, "hybrid": 0.5 * ratio + 1.0}[strategy]
+
+
+def resolve(strategy: str, dim: int, tokens: int) -> str:
+    """The strategy "auto" stands for: the cheapest in `passes` (ties go to gram, then stream)."""
     if strategy != "auto":
         return strategy
-    return "gram" if 1.5 * (dim + 1) < 2 * tokens else "stream"
+    return min(("gram", "stream", "hybrid"), key=lambda name: passes(name, dim, tokens))
 
 
 # Column layout of the augmented queries X [T, width] and keys [n, width] (see the module docstring).
@@ -163,10 +173,10 @@ def _queries(x: torch.Tensor, r: torch.Tensor, width: int, lse: torch.Tensor | N
 
 
 def _statistics(x: torch.Tensor, vocab: _Vocab, strategy: str, buf: torch.Tensor):
-    """Per-token variance of the logits [T] (and the Gram matrix [D+1, D+1] for strategy "gram")."""
+    """Per-token variance of the logits [T] (and the Gram matrix [D+1, D+1] for "gram" and "hybrid")."""
     D = vocab.dim
     x1 = _queries(x, torch.ones_like(x[:, 0]), vocab.width)  # [h | 1 | 1 | 0 | 0]: x1 · keys = c (centred logits)
-    if strategy == "gram":
+    if strategy in ("gram", "hybrid"):
         gram = torch.zeros(D + 1, D + 1, dtype=x.dtype, device=x.device)
         # G is symmetric: only the blocks on and above the diagonal are multiplied (about half the work).
         blocks = [(i, min(i + GRAM_BLOCK, D + 1)) for i in range(0, D + 1, GRAM_BLOCK)]
@@ -189,7 +199,7 @@ def _prepare(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy):
     dtype = _compute_dtype(h, w2, *([] if e_text is None else [e_text]))
     x = h.reshape(-1, h.shape[-1]).to(dtype)  # [T, D]
     vocab = _Vocab(w2, b2, ln_weight, ln_bias, e_text, chunk, dtype)
-    strategy = _resolve(strategy, vocab.dim, x.shape[0])
+    strategy = resolve(strategy, vocab.dim, x.shape[0])
     bufs = torch.empty(3, x.shape[0], vocab.chunk, dtype=dtype, device=x.device)  # chunk workspace
     var, gram = _statistics(x, vocab, strategy, bufs[0])
     r = torch.rsqrt(var + eps)  # [T]
@@ -233,7 +243,7 @@ def _forward(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy, track_
     """out [T, D] and what the backward pass needs: strategy, r, lse and (Q, Σ g p x̂) or (Gram,)."""
     with torch.autocast(h.device.type, enabled=False):
         vocab, strategy, bufs, x, r, gram = _prepare(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy)
-        track_q = track_q and strategy == "stream"
+        track_q = track_q and strategy in ("stream", "hybrid")
         lse, out, q, q_sum = _softmax_pass(_queries(x, r, vocab.width), vocab, bufs, values=True, track_q=track_q)
     return out, strategy, r, lse, (q, q_sum) if track_q else (gram,) if strategy == "gram" else ()
 

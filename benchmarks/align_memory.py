@@ -1,7 +1,9 @@
 """Naive vs chunked ALIGN: peak extra memory and time of one forward + backward pass.
 
     python benchmarks/align_memory.py [--quick] [--repeats 2] [--threads N] [--chunk-size 4096]
-        -> results/bench/align_memory.{json,md}      (--quick: align_memory_quick.{json,md})
+                                      [--strategy auto|gram|stream|hybrid] [--configs VxTxD,...]
+        -> results/bench/align_memory.{json,md}      (--quick: align_memory_quick.{json,md};
+                                                      --configs: align_memory_custom.{json,md})
 
 What runs: out = softmax(LN2(h · W2ᵀ + b2)) · E_text and its backward pass, for h of T tokens. W1 and LN1
 come before h and are the same for both implementations, so they are left out. "naive" is the
@@ -36,6 +38,12 @@ Time: wall seconds of forward + backward ("all"), the median of --repeats runs i
 first included: first-touching freshly allocated memory is part of every training step); the process's
 CPU seconds and the load average are recorded beside it, since the machine may be shared (with a busy
 machine, --threads 1 keeps the comparison from measuring the scheduler).
+
+Passes. The chunked subprocess also times one "pass": a [T, D] x [D, V] matrix product, chunk by chunk, the
+unit both forms are made of (the naive form makes 6 per forward + backward, the chunked strategy the number
+`alignbench.align_kernel.passes` gives). "floor" = the strategy's passes x the measured pass time / naive
+time: what the chunked form would take were everything but its matrix products free. Where the floor is
+above the time bar, the strategy cannot meet it on that machine.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+STRATEGIES = ("auto", "gram", "stream", "hybrid")  # alignbench.align_kernel.STRATEGIES
 OUT_DIR = ROOT / "results" / "bench"
 FULL_GRID = [(v, t, d) for v in (32000, 128256) for t in (729, 2916) for d in (1024, 2048)]
 QUICK_GRID = [(v, t, d) for v in (8192, 32000) for t in (256,) for d in (512,)]
@@ -110,7 +119,7 @@ def worker(spec: dict) -> dict:
                 logits = F.layer_norm(F.linear(h, w2, b2), (V,), gain, bias, 1e-5)
                 out = torch.softmax(logits.float(), dim=-1).to(e_text.dtype) @ e_text
             else:
-                out = align_attention(h, w2, b2, gain, bias, 1e-5, e_text, spec["chunk_size"])
+                out = align_attention(h, w2, b2, gain, bias, 1e-5, e_text, spec["chunk_size"], spec["strategy"])
             return torch.autograd.grad(out, inputs, dout)
 
         return step
@@ -148,10 +157,28 @@ def worker(spec: dict) -> dict:
         grad_bytes = sum(g.numel() * g.element_size() for g in grads)
         del grads
     peak = max(peaks)
-    return {"grads": spec["grads"], "peak_extra_bytes": peak, "gradient_bytes": grad_bytes,
+    extra = {}
+    if impl == "chunked" and spec["grads"] == "all" and not cuda:
+        extra["pass_s"] = _pass_seconds(T, D, V, spec["chunk_size"], dtype, spec["repeats"])
+    return {**extra, "grads": spec["grads"], "peak_extra_bytes": peak, "gradient_bytes": grad_bytes,
             "wall_s": statistics.median(walls), "wall_runs_s": [round(w, 3) for w in walls],
             "cpu_s": statistics.median(cpus), "cpu_runs_s": [round(c, 3) for c in cpus], "method": method,
             "loadavg_1min": os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
+
+
+def _pass_seconds(T: int, D: int, V: int, chunk: int, dtype, repeats: int) -> float:
+    """Median seconds of one [T, D] x [D, V] product, made chunk by chunk into one [T, chunk] buffer."""
+    import torch
+
+    x, w = torch.randn(T, D, dtype=dtype), torch.randn(V, D, dtype=dtype)
+    buf = torch.empty(T, min(chunk, V), dtype=dtype)
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        for s in range(0, V, chunk):
+            torch.mm(x, w[s : s + chunk].t(), out=buf[:, : min(chunk, V - s)])
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
 
 
 def machine(device: str) -> dict:
@@ -192,6 +219,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads in each subprocess (default: torch's own choice)")
     parser.add_argument("--chunk-size", type=int, default=4096)
+    parser.add_argument("--strategy", default="auto", choices=STRATEGIES,
+                        help="the chunked kernel's strategy (default: the cheapest for each T and D)")
     parser.add_argument("--configs", help="VxTxD,... instead of the grid (e.g. 128256x2916x1024)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the paper-scale GPU rows")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -203,6 +232,8 @@ def main() -> None:
     import torch
     from rich.console import Console
     from rich.table import Table
+
+    from alignbench.align_kernel import passes, resolve
 
     grid = QUICK_GRID if args.quick else FULL_GRID
     if args.configs:
@@ -221,11 +252,14 @@ def main() -> None:
               flush=True)
     rows = []
     for device, dtype, V, T, D in jobs:
-        row = {"device": device, "dtype": dtype, "V": V, "T": T, "D": D, "chunk_size": args.chunk_size}
+        strategy = resolve(args.strategy, D, T)
+        row = {"device": device, "dtype": dtype, "V": V, "T": T, "D": D, "chunk_size": args.chunk_size,
+               "strategy": strategy, "strategy_passes": round(passes(strategy, D, T), 3), "naive_passes": 6}
         for impl in ("naive", "chunked"):
             for grads, repeats in (("all", args.repeats), ("activations", 1)):
                 spec = {"impl": impl, "grads": grads, "device": device, "dtype": dtype, "V": V, "T": T, "D": D,
-                        "chunk_size": args.chunk_size, "repeats": repeats, "threads": args.threads}
+                        "chunk_size": args.chunk_size, "strategy": args.strategy, "repeats": repeats,
+                        "threads": args.threads}
                 row[f"{impl}_{grads}"] = result = run_one(spec)
                 print(f"{device} {dtype} V={V} T={T} D={D} {impl} {grads}: {result}", flush=True)
         parts = [row[k] for k in ("naive_all", "chunked_all", "naive_activations", "chunked_activations")]
@@ -237,6 +271,10 @@ def main() -> None:
             row["activation_ratio"] = cact["peak_extra_bytes"] / nact["peak_extra_bytes"]
             row["time_ratio"] = ca["wall_s"] / na["wall_s"]
             row["cpu_time_ratio"] = ca["cpu_s"] / na["cpu_s"]
+            if "pass_s" in ca:
+                row["naive_in_passes"] = na["wall_s"] / ca["pass_s"]
+                row["chunked_in_passes"] = ca["wall_s"] / ca["pass_s"]
+                row["floor_ratio"] = row["strategy_passes"] * ca["pass_s"] / na["wall_s"]
         row["machine"] = machine(device)
         rows.append(row)
 
@@ -264,7 +302,8 @@ def main() -> None:
     command = "python benchmarks/align_memory.py" + (" --quick" if args.quick else "") + \
         (f" --configs {args.configs}" if args.configs else "") + f" --repeats {args.repeats}" + \
         (f" --threads {args.threads}" if args.threads else "") + \
-        (f" --chunk-size {args.chunk_size}" if args.chunk_size != 4096 else "")
+        (f" --chunk-size {args.chunk_size}" if args.chunk_size != 4096 else "") + \
+        (f" --strategy {args.strategy}" if args.strategy != "auto" else "")
     method = __doc__.split("How memory is measured.")[1].split("Time:")[0].strip()
     report = {"command": command, "what": __doc__.split("What runs: ")[1].split("How memory")[0].strip(),
               "memory_method": method, "time_method": "median wall seconds of the 'all' run over --repeats "
@@ -274,7 +313,8 @@ def main() -> None:
 
     header = ["device", "dtype", "V", "T", "D", "naive act. GB", "chunked act. GB", "act. ratio",
               "naive total GB", "chunked total GB", "total ratio", "naive s", "chunked s", "time ratio",
-              "naive CPU s", "chunked CPU s", "CPU-time ratio"]
+              "naive CPU s", "chunked CPU s", "CPU-time ratio", "strategy", "pass s", "naive in passes",
+              "chunked in passes", "strategy's passes", "floor ratio"]
     def cell(x: dict, key: str, fmt) -> str:
         if "error" in x:
             return "out of memory" if "out of memory" in x["error"].lower() else "error"
@@ -293,13 +333,16 @@ def main() -> None:
                       ratio(r, "activation_ratio", ".3f"), cell(na, "peak_extra_bytes", gb),
                       cell(ca, "peak_extra_bytes", gb), ratio(r, "memory_ratio", ".3f"), cell(na, "wall_s", secs),
                       cell(ca, "wall_s", secs), ratio(r, "time_ratio", ".2f"), cell(na, "cpu_s", secs),
-                      cell(ca, "cpu_s", secs), ratio(r, "cpu_time_ratio", ".2f")])
+                      cell(ca, "cpu_s", secs), ratio(r, "cpu_time_ratio", ".2f"), r["strategy"],
+                      f"{ca['pass_s']:.2f}" if "pass_s" in ca else "–", ratio(r, "naive_in_passes", ".2f"),
+                      ratio(r, "chunked_in_passes", ".2f"), f"{r['strategy_passes']:.2f}",
+                      ratio(r, "floor_ratio", ".2f")])
     table = Table(title=f"ALIGN forward + backward, naive vs chunked (chunk {args.chunk_size})")
     for name in header:
         table.add_column(name, justify="right")
     for line in lines:
         table.add_row(*line)
-    Console(width=230).print(table)
+    Console(width=300).print(table)
     verdicts = {name: "met" if ok else "NOT met" if ok is not None else "not measured" for name, ok in bars.items()}
     for name, verdict in verdicts.items():
         print(f"bar {name}: {verdict}")
@@ -317,6 +360,12 @@ def main() -> None:
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(line) + " |" for line in lines]
     md += [""] + [f"- bar {name}: **{verdict}**" for name, verdict in verdicts.items()]
+    floors = [r for r in big if "floor_ratio" in r]
+    if floors:
+        md += ["", "Passes: " + __doc__.split("Passes. ")[1].strip().replace("\n", " "),
+               "Rows whose floor is above 1.2 (the strategy's matrix products alone exceed the time bar): "
+               + (", ".join(f"T = {r['T']}, D = {r['D']} ({r['strategy']}, floor {r['floor_ratio']:.2f})"
+                            for r in floors if r["floor_ratio"] > 1.2) or "none") + "."]
     md += ["", f"GPU rows (bf16, paper scale, T = images x {PAPER[1]} for images in {list(GPU_IMAGES)}): "
            + report["gpu_rows"] + "."]
     stem = "align_memory_custom" if args.configs else "align_memory_quick" if args.quick else "align_memory"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from alignbench.align_kernel import align_attention, normalised_logits, vocab_pass, vocab_stats
+from alignbench.align_kernel import align_attention, normalised_logits, passes, resolve, vocab_pass, vocab_stats
 from alignbench.connector import CONNECTORS, ConnectorContext, build_connector, distribution_stats, parse_connector_args
 from alignbench.errors import AlignBenchError
 
@@ -56,6 +56,8 @@ CASES = [
     ((), 1, 3, 5, 37, 8, "stream"),
     ((2,), 9, 4, 6, 53, 16, "gram"),  # D < T
     ((2,), 9, 4, 6, 53, 16, "stream"),
+    ((2,), 4, 3, 6, 31, 8, "hybrid"),  # D + 1 > T, var from G, b from Q
+    ((), 1, 3, 5, 37, 8, "hybrid"),
     ((3, 2), 5, 6, 17, 50, 7, "auto"),  # two leading dims, D > T -> stream
     ((2,), 11, 3, 4, 29, 64, "auto"),  # one chunk larger than the vocabulary
     ((2,), 6, 3, 8, 40, 8, "auto"),  # V a multiple of the chunk
@@ -78,6 +80,16 @@ def test_chunked_matches_naive_in_float64(batch, T, d, D, V, chunk, strategy):
         assert rel_err(grads_c[name], g) < 1e-6, name
 
 
+@pytest.mark.parametrize("dim,tokens,expected", [
+    (1024, 2916, "gram"), (1024, 1025, "gram"), (1024, 729, "hybrid"), (2048, 2916, "gram"), (2048, 1500, "hybrid"),
+    (2048, 729, "stream"), (1024, 1, "stream")])
+def test_auto_takes_the_cheapest_strategy(dim, tokens, expected):
+    """Passes beyond the common 7: gram 1.5 (D+1)/T, stream 2, hybrid (D+1)/2T + 1."""
+    assert resolve("auto", dim, tokens) == expected
+    assert passes(expected, dim, tokens) == min(passes(s, dim, tokens) for s in ("gram", "stream", "hybrid"))
+    assert resolve("stream", dim, tokens) == "stream"
+
+
 def test_the_tolerance_detects_a_wrong_layer_norm():
     """The comparison above fails for a kernel that is slightly off: here LN2's eps differs by 1e-3."""
     model = Align(3, 5, 37, seed=0)
@@ -88,7 +100,7 @@ def test_the_tolerance_detects_a_wrong_layer_norm():
     assert max(rel_err(grads_c[n], g) for n, g in grads_n.items()) > 1e-6
 
 
-@pytest.mark.parametrize("strategy", ["gram", "stream"])
+@pytest.mark.parametrize("strategy", ["gram", "stream", "hybrid"])
 @pytest.mark.parametrize("needed", [(0,), (1,), (2,), (3,), (4,), (5,), (0, 5), (1, 2, 3, 4)])
 def test_only_the_needed_gradients(strategy, needed):
     """Each input alone (and a few combinations) needs grad: every branch of the backward pass stays exact."""
@@ -109,7 +121,7 @@ def test_only_the_needed_gradients(strategy, needed):
         assert rel_err(a, b) < 1e-6, i
 
 
-@pytest.mark.parametrize("strategy", ["gram", "stream"])
+@pytest.mark.parametrize("strategy", ["gram", "stream", "hybrid"])
 def test_inference_path_matches(strategy):
     """Without grad (evaluation), the kernel runs outside autograd and gives the same values."""
     model = Align(3, 5, 41, seed=1)
