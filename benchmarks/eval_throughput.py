@@ -24,6 +24,17 @@ Modes:
 Figures: wall seconds (median and best of the repeats) and the process's CPU seconds (the machine may be
 shared), samples/s and the speed-up from the median runs. Every prediction is compared with the
 one-at-a-time prediction of the same question; differences are written out.
+
+Compute floor. Each mode's floating-point work is counted once (torch.utils.flop_counter: matrix products
+and attention), and the machine's best float32 matrix-product rate is measured on a few shapes (the LLM's
+and a large square one). floor = work / best rate: the time no implementation of that work can beat on this
+machine; one-at-a-time time / batched floor is the largest speed-up batching could give here. Batching
+shares per-call overhead, not arithmetic: when one-at-a-time is already close to its floor, the bar is out
+of reach for any batched implementation on that machine. The best rate comes from shapes the LLM does not
+all run at, so a second floor is measured on the eval workload, where no page is shared: "prefill only", the
+connector and one LLM forward over each question's [visual tokens | prompt], without a cache and without
+generating anything (less work than any generation of those answers), at the batch size among 8 ... 256
+where it runs fastest.
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from alignbench.train import TrainConfig, TrainSource, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = 5.0  # batched samples/s over one-at-a-time samples/s
+PREFILL_BATCHES = (8, 16, 32, 64, 128, 256)
 
 
 def cpu_seconds() -> float:
@@ -69,6 +81,42 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(), "python": platform.python_version()}
+
+
+def best_matmul_rate(hidden: int, mlp: int, repeats: int = 5) -> dict:
+    """The best float32 matrix-product rate of this process (FLOP/s) over the LLM's shapes and a square one."""
+    rates = {}
+    for m, k, n in [(8192, hidden, hidden), (8192, hidden, mlp), (8192, mlp, hidden), (2048, 2048, 2048)]:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        rates[f"{m}x{k}x{n}"] = 2 * m * k * n * repeats / (time.perf_counter() - t0)
+    return {"best": max(rates.values()), "by_shape": {k: round(v / 1e9, 1) for k, v in rates.items()}}
+
+
+def counted_flops(run, split) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run(split)
+    return counter.get_total_flops()
+
+
+def prefill_only(model: VLM, task, split: Split, features: torch.Tensor, batch_size: int) -> None:
+    """Connector + one LLM forward over every question's [page | prompt] (prompts left-padded), no decoding."""
+    tok, embed = model.tokenizer, model.llm.get_input_embeddings()
+    prompts = [encode_prompt(tok, task, s.question) for s in split.samples]
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            chunk = range(start, min(start + batch_size, len(prompts)))
+            length = max(len(prompts[i]) for i in chunk)
+            ids = torch.full((len(chunk), length), tok.pad_token_id, dtype=torch.long)
+            for row, i in enumerate(chunk):
+                ids[row, length - len(prompts[i]):] = torch.tensor(prompts[i])
+            visual = model.visual_tokens(features[[split.samples[i].image for i in chunk]])
+            model.llm.base_model(inputs_embeds=torch.cat([visual, embed(ids)], dim=1), use_cache=False)
 
 
 def one_at_a_time(model: VLM, task, split: Split, features: torch.Tensor, passes: dict) -> dict[str, list[str]]:
@@ -139,6 +187,9 @@ def main() -> None:
         provenance = {"run": None, "trained_steps": args.steps}
     model.eval()
     eval_cfg = EvalConfig(blind=False)
+    llm_cfg = model.llm.config
+    rate = best_matmul_rate(llm_cfg.hidden_size, llm_cfg.intermediate_size)
+    print(f"best float32 matrix-product rate: {rate['best'] / 1e9:.1f} GFLOP/s ({rate['by_shape']})", flush=True)
 
     # 2. each workload in each mode, alternating, after a warm-up
     report_rows, diffs_all = {}, {}
@@ -146,6 +197,7 @@ def main() -> None:
         modes = make_modes(model, task, feats, passes, eval_cfg, with_batch_1=name == "eval")
         for run in modes.values():  # warm-up
             run(dataclasses.replace(split, samples=split.samples[:8]))
+        flops = {mode: counted_flops(run, split) for mode, run in modes.items()}  # untimed
         walls = {m: [] for m in modes}
         cpus = {m: [] for m in modes}
         preds = {}
@@ -168,11 +220,13 @@ def main() -> None:
             rows[mode] = {"wall_s_median": round(med, 3), "wall_s_best": round(best, 3),
                           "samples_per_s": round(n / med, 2), "cpu_s_median": round(statistics.median(cpus[mode]), 3),
                           "wall_runs_s": [round(w, 3) for w in walls[mode]],
-                          "cpu_runs_s": [round(c, 3) for c in cpus[mode]]}
+                          "cpu_runs_s": [round(c, 3) for c in cpus[mode]],
+                          "gflop": round(flops[mode] / 1e9, 2), "floor_s": round(flops[mode] / rate["best"], 3)}
         ref = rows["one_at_a_time"]
         for row in rows.values():
             row["speedup"] = round(ref["wall_s_median"] / row["wall_s_median"], 2)
             row["cpu_speedup"] = round(ref["cpu_s_median"] / row["cpu_s_median"], 2)
+            row["max_speedup"] = round(ref["wall_s_median"] / row["floor_s"], 2)  # were this mode at its floor
         diffs = {mode: [{"pass": label, "index": i, "question": split.samples[i].question, mode: b,
                          "one_at_a_time": o}
                         for label in passes
@@ -182,6 +236,22 @@ def main() -> None:
             rows[mode]["identical_to_one_at_a_time"] = not d
         pages = len({(passes[label](i) if passes[label] else s.image)
                      for label in passes for i, s in enumerate(split.samples)})
+        if name == "eval":  # no page shared: every question needs its own prefill
+            prefill_only(model, task, split, feats, eval_cfg.batch_size)  # warm-up
+            by_batch = {}
+            for size in PREFILL_BATCHES:
+                times = []
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    prefill_only(model, task, split, feats, size)
+                    times.append(time.perf_counter() - t0)
+                by_batch[size] = statistics.median(times)
+            prefill_s = min(by_batch.values())
+            rows["batched"]["prefill_only_s_by_batch"] = {k: round(v, 3) for k, v in by_batch.items()}
+            rows["batched"]["prefill_only_s"] = round(prefill_s, 3)
+            rows["batched"]["max_speedup_prefill"] = round(ref["wall_s_median"] / prefill_s, 2)
+            print(f"eval: prefill only {prefill_s:.2f} s -> at most "
+                  f"{rows['batched']['max_speedup_prefill']}x over one at a time", flush=True)
         same = not any(diffs.values())
         report_rows[name] = {"generations": n, "pages": pages, "modes": rows, "predictions_identical": same,
                              "n_different": sum(map(len, diffs.values())), "loadavg_1min": [round(x, 2) for x in loads]}
@@ -198,6 +268,7 @@ def main() -> None:
     report = {"command": command, "backbone_key": backbone.key, "task": task.name, "connector": "mlp", **provenance,
               "batch_size": eval_cfg.batch_size, "max_new_tokens": task.max_new_tokens,
               "visual_tokens": backbone.num_patches, "prompt_tokens_mean": round(prompt_tokens, 1),
+              "matmul_rate_gflops": {"best": round(rate["best"] / 1e9, 1), **rate["by_shape"]},
               "workloads": report_rows, "bar": {"speedup_at_least": BAR, "met": {
                   k: v["modes"]["batched"]["speedup"] >= BAR and v["predictions_identical"]
                   for k, v in report_rows.items()}},
@@ -212,14 +283,25 @@ def main() -> None:
           f"to {task.max_new_tokens} new tokens; each page is {backbone.num_patches} visual tokens, a prompt "
           f"{prompt_tokens:.0f} tokens on average; batch size {eval_cfg.batch_size}.\n",
           "| workload | generations | pages | mode | median wall s | best wall s | samples/s | CPU s | speed-up | "
-          "CPU speed-up | identical to one-at-a-time |", "|" + "---|" * 11]
+          "CPU speed-up | identical to one-at-a-time | GFLOP | floor s | speed-up at floor |", "|" + "---|" * 14]
     for name, r in report_rows.items():
         for mode, row in r["modes"].items():
             same = str(row.get("identical_to_one_at_a_time", "–"))
             md.append(f"| {name} | {r['generations']} | {r['pages']} | {mode} | {row['wall_s_median']:.2f} | "
                       f"{row['wall_s_best']:.2f} | {row['samples_per_s']:.1f} | {row['cpu_s_median']:.2f} | "
-                      f"{row['speedup']:.2f} | {row['cpu_speedup']:.2f} | {same} |")
-    md += ["", f"Bar (batched >= {BAR}x one-at-a-time, identical predictions): "
+                      f"{row['speedup']:.2f} | {row['cpu_speedup']:.2f} | {same} | {row['gflop']:.1f} | "
+                      f"{row['floor_s']:.2f} | {row['max_speedup']:.2f} |")
+    md += ["", "Compute floor: " + __doc__.split("Compute floor. ")[1].strip().replace("\n", " "),
+           f"Best float32 matrix-product rate measured: {rate['best'] / 1e9:.1f} GFLOP/s "
+           f"(by shape: {', '.join(f'{k} {v}' for k, v in rate['by_shape'].items())}). \"speed-up at floor\" = "
+           "one-at-a-time median wall / this mode's floor.", ""]
+    prefill = report_rows["eval"]["modes"]["batched"]
+    md += [f"Prefill only (eval workload, median of {args.repeats} at each batch size: "
+           + ", ".join(f"{k}: {v:.2f} s" for k, v in prefill["prefill_only_s_by_batch"].items())
+           + f"): at best {prefill['prefill_only_s']:.2f} s, so batching can make the eval workload at most "
+           f"{prefill['max_speedup_prefill']:.2f}x faster than one at a time on this machine "
+           f"(batched now: {prefill['speedup']:.2f}x).",
+           "", f"Bar (batched >= {BAR}x one-at-a-time, identical predictions): "
            + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in report["bar"]["met"].items()) + ".",
            "1-minute load average during each workload: "
            + "; ".join(f"{k} {v['loadavg_1min']}" for k, v in report_rows.items()) + "."]
