@@ -1,7 +1,7 @@
 """Evaluation throughput on the embedded backbone: batched greedy generation vs one sample at a time.
 
-    python benchmarks/eval_throughput.py [--run RUN_DIR | --steps 250] [--threads 1] [--repeats 3]
-        -> results/bench/eval_throughput.{json,md}
+    python benchmarks/eval_throughput.py [--run RUN_DIR | --steps 250] [--threads 1] [--repeats 3] [--device cuda]
+        -> results/bench/eval_throughput.{json,md}      (on a GPU: eval_throughput_cuda.{json,md})
 
 The model: an mlp connector trained as `alignbench run --connector mlp --task docvqa` trains it (same
 TrainConfig defaults, data seed and init seed), or, with --run, the trained run directory of that command
@@ -26,8 +26,8 @@ shared), samples/s and the speed-up from the median runs. Every prediction is co
 one-at-a-time prediction of the same question; differences are written out.
 
 Compute floor. Each mode's floating-point work is counted once (torch.utils.flop_counter: matrix products
-and attention), and the machine's best float32 matrix-product rate is measured on a few shapes (the LLM's
-and a large square one). floor = work / best rate: the time no implementation of that work can beat on this
+and attention), and the machine's best matrix-product rate (in the LLM's dtype) is measured on a few shapes
+(the LLM's and a large square one). floor = work / best rate: the time no implementation of that work can beat on this
 machine; one-at-a-time time / batched floor is the largest speed-up batching could give here. Batching
 shares per-call overhead, not arithmetic: when one-at-a-time is already close to its floor, the bar is out
 of reach for any batched implementation on that machine. The best rate comes from shapes the LLM does not
@@ -72,7 +72,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def machine() -> dict:
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def machine(device: str) -> dict:
     cpu = platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -80,20 +85,24 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version()}
+            "platform": platform.platform(), "python": platform.python_version(), "device": device,
+            **({"gpu": torch.cuda.get_device_name(0)} if device.startswith("cuda") else {})}
 
 
-def best_matmul_rate(hidden: int, mlp: int, repeats: int = 5) -> dict:
-    """The best float32 matrix-product rate of this process (FLOP/s) over the LLM's shapes and a square one."""
+def best_matmul_rate(hidden: int, mlp: int, device: str, dtype: torch.dtype, repeats: int = 5) -> dict:
+    """The best matrix-product rate (FLOP/s, in the LLM's dtype) over the LLM's shapes and a square one."""
     rates = {}
     for m, k, n in [(8192, hidden, hidden), (8192, hidden, mlp), (8192, mlp, hidden), (2048, 2048, 2048)]:
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
         a @ b  # warm-up
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        synchronize(device)
         rates[f"{m}x{k}x{n}"] = 2 * m * k * n * repeats / (time.perf_counter() - t0)
-    return {"best": max(rates.values()), "by_shape": {k: round(v / 1e9, 1) for k, v in rates.items()}}
+    return {"best": max(rates.values()), "dtype": str(dtype).removeprefix("torch."),
+            "by_shape": {k: round(v / 1e9, 1) for k, v in rates.items()}}
 
 
 def counted_flops(run, split) -> int:
@@ -115,8 +124,11 @@ def prefill_only(model: VLM, task, split: Split, features: torch.Tensor, batch_s
             ids = torch.full((len(chunk), length), tok.pad_token_id, dtype=torch.long)
             for row, i in enumerate(chunk):
                 ids[row, length - len(prompts[i]):] = torch.tensor(prompts[i])
+            ids = ids.to(features.device)
             visual = model.visual_tokens(features[[split.samples[i].image for i in chunk]])
-            model.llm.base_model(inputs_embeds=torch.cat([visual, embed(ids)], dim=1), use_cache=False)
+            text = embed(ids)
+            model.llm.base_model(inputs_embeds=torch.cat([visual.to(text.dtype), text], dim=1), use_cache=False)
+    synchronize(str(features.device))
 
 
 def one_at_a_time(model: VLM, task, split: Split, features: torch.Tensor, passes: dict) -> dict[str, list[str]]:
@@ -134,13 +146,15 @@ def one_at_a_time(model: VLM, task, split: Split, features: torch.Tensor, passes
     return out
 
 
-def make_modes(model: VLM, task, features: torch.Tensor, passes: dict, cfg: EvalConfig, with_batch_1: bool) -> dict:
+def make_modes(model: VLM, task, features: torch.Tensor, passes: dict, cfg: EvalConfig, with_batch_1: bool,
+               device: str) -> dict:
     """Each mode as a function of the split it predicts."""
     modes = {"one_at_a_time": lambda split: one_at_a_time(model, task, split, features, passes),
-             "batched": lambda split: predict_passes(model, task, split, features, cfg, passes)}
+             "batched": lambda split: predict_passes(model, task, split, features, cfg, passes, device=device)}
     if with_batch_1:
         one = dataclasses.replace(cfg, batch_size=1)
-        modes["ours_batch_1"] = lambda split: predict_passes(model, task, split, features, one, passes)
+        modes["ours_batch_1"] = lambda split: predict_passes(model, task, split, features, one, passes,
+                                                             device=device)
     return modes
 
 
@@ -161,18 +175,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=TrainConfig().steps, help="training steps when no --run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when there is one)")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    device = args.device
     quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     # 1. backbone, data, the trained mlp connector
     task = TASKS.get(args.task)
-    ws = Workspace(BackboneConfig(), DataConfig(), "cpu", log=print)
+    ws = Workspace(BackboneConfig(), DataConfig(), device, log=print)
     backbone = ws.backbone
     if args.run:
         try:
-            model, config = load_trained(args.run, backbone)
+            model, config = load_trained(args.run, backbone, device)
         except (AlignBenchError, OSError, ValueError, KeyError) as exc:
             parser.error(f"--run {args.run}: {exc}")
         if config["connector"] != "mlp" or config["task"] != task.name:
@@ -180,21 +199,22 @@ def main() -> None:
         provenance = {"run": args.run.name, "trained_steps": config["train"]["steps"]}
     else:
         ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)
-        model = VLM(backbone, build_connector("mlp", ctx, {}, TrainConfig().init_seed))
+        model = VLM(backbone, build_connector("mlp", ctx, {}, TrainConfig().init_seed).to(device))
         train_split, train_feats = ws.split(task, "train")
         cfg = TrainConfig(steps=args.steps, lr=CONNECTORS.get("mlp").default_lr)
-        train(model, [TrainSource(task, train_split, train_feats)], cfg, DataConfig().seed, "cpu", None, print)
+        train(model, [TrainSource(task, train_split, train_feats)], cfg, DataConfig().seed, device, None, print)
         provenance = {"run": None, "trained_steps": args.steps}
     model.eval()
     eval_cfg = EvalConfig(blind=False)
     llm_cfg = model.llm.config
-    rate = best_matmul_rate(llm_cfg.hidden_size, llm_cfg.intermediate_size)
-    print(f"best float32 matrix-product rate: {rate['best'] / 1e9:.1f} GFLOP/s ({rate['by_shape']})", flush=True)
+    rate = best_matmul_rate(llm_cfg.hidden_size, llm_cfg.intermediate_size, device, next(model.llm.parameters()).dtype)
+    print(f"best matrix-product rate: {rate['best'] / 1e9:.1f} GFLOP/s ({rate['by_shape']})", flush=True)
 
     # 2. each workload in each mode, alternating, after a warm-up
     report_rows, diffs_all = {}, {}
     for name, (split, feats, passes) in workloads(ws, task).items():
-        modes = make_modes(model, task, feats, passes, eval_cfg, with_batch_1=name == "eval")
+        feats = feats.to(device)
+        modes = make_modes(model, task, feats, passes, eval_cfg, with_batch_1=name == "eval", device=device)
         for run in modes.values():  # warm-up
             run(dataclasses.replace(split, samples=split.samples[:8]))
         flops = {mode: counted_flops(run, split) for mode, run in modes.items()}  # untimed
@@ -206,6 +226,7 @@ def main() -> None:
             for mode, run in modes.items():
                 c0, t0 = cpu_seconds(), time.perf_counter()
                 out = run(split)
+                synchronize(device)
                 walls[mode].append(time.perf_counter() - t0)
                 cpus[mode].append(cpu_seconds() - c0)
                 if mode in preds and preds[mode] != out:
@@ -262,22 +283,24 @@ def main() -> None:
     # 3. write
     command = "python benchmarks/eval_throughput.py" + (f" --run {args.run}" if args.run else f" --steps {args.steps}")
     command += (f" --threads {args.threads}" if args.threads else "") + f" --repeats {args.repeats}"
+    command += f" --device {device}" if device != "cpu" else ""
     tok = model.tokenizer
     split = workloads(ws, task)["eval"][0]
     prompt_tokens = statistics.mean(len(encode_prompt(tok, task, s.question)) for s in split.samples)
     report = {"command": command, "backbone_key": backbone.key, "task": task.name, "connector": "mlp", **provenance,
               "batch_size": eval_cfg.batch_size, "max_new_tokens": task.max_new_tokens,
               "visual_tokens": backbone.num_patches, "prompt_tokens_mean": round(prompt_tokens, 1),
-              "matmul_rate_gflops": {"best": round(rate["best"] / 1e9, 1), **rate["by_shape"]},
+              "matmul_rate_gflops": {"best": round(rate["best"] / 1e9, 1), "dtype": rate["dtype"], **rate["by_shape"]},
               "workloads": report_rows, "bar": {"speedup_at_least": BAR, "met": {
                   k: v["modes"]["batched"]["speedup"] >= BAR and v["predictions_identical"]
                   for k, v in report_rows.items()}},
-              "differences": diffs_all, "machine": machine(),
+              "differences": diffs_all, "machine": machine(device),
               "timing": "wall seconds of a whole workload after an untimed warm-up; samples/s and speed-ups from the "
                         "median repeat; the modes alternate within each repeat"}
     m = report["machine"]
     md = ["# Evaluation throughput: batched vs one sample at a time\n", f"`{command}`\n",
-          f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} thread(s)).\n",
+          f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} thread(s))"
+          + (f", GPU {m['gpu']} (the models run there)" if "gpu" in m else "") + ".\n",
           f"Backbone {backbone.key}; mlp connector trained {provenance['trained_steps']} steps"
           + (f" (run {provenance['run']})" if provenance["run"] else "") + f"; task {task.name} (embedded); greedy, up "
           f"to {task.max_new_tokens} new tokens; each page is {backbone.num_patches} visual tokens, a prompt "
@@ -292,7 +315,7 @@ def main() -> None:
                       f"{row['speedup']:.2f} | {row['cpu_speedup']:.2f} | {same} | {row['gflop']:.1f} | "
                       f"{row['floor_s']:.2f} | {row['max_speedup']:.2f} |")
     md += ["", "Compute floor: " + __doc__.split("Compute floor. ")[1].strip().replace("\n", " "),
-           f"Best float32 matrix-product rate measured: {rate['best'] / 1e9:.1f} GFLOP/s "
+           f"Best matrix-product rate measured ({rate['dtype']}): {rate['best'] / 1e9:.1f} GFLOP/s "
            f"(by shape: {', '.join(f'{k} {v}' for k, v in rate['by_shape'].items())}). \"speed-up at floor\" = "
            "one-at-a-time median wall / this mode's floor.", ""]
     prefill = report_rows["eval"]["modes"]["batched"]
@@ -307,8 +330,9 @@ def main() -> None:
            + "; ".join(f"{k} {v['loadavg_1min']}" for k, v in report_rows.items()) + "."]
     out = ROOT / "results" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "eval_throughput.md").write_text("\n".join(md) + "\n")
+    stem = "eval_throughput" if device == "cpu" else "eval_throughput_cuda"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
