@@ -175,17 +175,10 @@ class VLM(nn.Module):
         if pages != list(range(page_embeds.shape[0])):
             cache.batch_select_indices(torch.tensor(pages, device=device))
         page_mask = page_mask[pages]  # [n, S]
-        page_len, real = page_mask.shape[1], page_mask.sum(-1).tolist()  # S, the real tokens of each page
-        # 2. the prompts after their page, left-padded
-        length = max(len(p) for p in prompts)
-        ids = torch.full((n, length), tok.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.cat([page_mask, page_mask.new_zeros(n, length)], dim=1)
-        positions = torch.tensor(real, dtype=torch.long, device=device)[:, None].repeat(1, length)
-        for b, p in enumerate(prompts):
-            pad = length - len(p)
-            ids[b, pad:] = torch.tensor(p, device=device)
-            mask[b, page_len + pad :] = 1
-            positions[b, pad:] = torch.arange(real[b], real[b] + len(p), device=device)
+        # 2. the prompts after their page, left-padded; positions continue from the page's real tokens
+        ids, text_mask = left_pad(prompts, tok.pad_token_id, device)
+        mask = torch.cat([page_mask, text_mask], dim=1)
+        positions = page_mask.sum(-1, keepdim=True) + (text_mask.cumsum(-1) - 1).clamp_min(0)  # pads: as the 1st token
         lm_head = self.llm.get_output_embeddings()
         hidden = _llm_forward(self.llm.base_model, inputs_embeds=embed(ids), attention_mask=mask,
                               position_ids=positions, cache=cache, use_cache=True).last_hidden_state
@@ -221,12 +214,7 @@ class VLM(nn.Module):
         benchmarks/eval_throughput.py."""
         tok = self.tokenizer
         device = features.values.device if isinstance(features, PatchBatch) else features.device
-        length = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), length), tok.pad_token_id, dtype=torch.long, device=device)
-        text_mask = torch.zeros((len(prompts), length), dtype=torch.long, device=device)
-        for b, p in enumerate(prompts):
-            ids[b, length - len(p):] = torch.tensor(p, device=device)
-            text_mask[b, length - len(p):] = 1
+        ids, text_mask = left_pad(prompts, tok.pad_token_id, device)
         embeds, mask, _ = self.merge(features, ids, text_mask)
         # Left padding: pad positions (text or visual) move in front of everything else.
         order = torch.argsort(mask, dim=1, stable=True)  # zeros (pads) first, original order kept
@@ -242,6 +230,17 @@ class VLM(nn.Module):
                 row = row[: row.index(tok.eos_token_id)]
             result.append([t for t in row if t != tok.pad_token_id])
         return result
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, L] of prompts left-padded to the longest (L), and their mask (1 on prompt tokens)."""
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(prompts), length), dtype=torch.long, device=device)
+    for b, p in enumerate(prompts):
+        ids[b, length - len(p):] = torch.tensor(p, device=device)
+        mask[b, length - len(p):] = 1
+    return ids, mask
 
 
 def _llm_forward(model, cache=None, **kwargs):

@@ -115,12 +115,18 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    """What produced a figure: processor, core count, accelerator."""
+    """What produced a figure: processor (and its model name), core count, torch and its threads, accelerator."""
     import torch
 
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "gpu": gpu}
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "gpu": gpu}
 
 
 def write_run(run_dir: Path, config: dict, result: dict, records: list[dict]) -> None:

@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -59,8 +58,9 @@ import sys
 import time
 from pathlib import Path
 
+from alignbench.align_kernel import STRATEGIES
+
 ROOT = Path(__file__).resolve().parents[1]
-STRATEGIES = ("auto", "gram", "stream", "hybrid")  # alignbench.align_kernel.STRATEGIES
 OUT_DIR = ROOT / "results" / "bench"
 FULL_GRID = [(v, t, d) for v in (32000, 128256) for t in (729, 2916) for d in (1024, 2048)]
 QUICK_GRID = [(v, t, d) for v in (8192, 32000) for t in (256,) for d in (512,)]
@@ -181,22 +181,6 @@ def _pass_seconds(T: int, D: int, V: int, chunk: int, dtype, repeats: int) -> fl
     return statistics.median(times[1:])
 
 
-def machine(device: str) -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version()}
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def run_one(spec: dict) -> dict:
     # Every allocation above 128 KiB is mapped and unmapped at once (no adaptive threshold, no retained heap),
     # so the resident set follows the tensors alive, as torch.cuda.max_memory_allocated does on a GPU.
@@ -234,6 +218,7 @@ def main() -> None:
     from rich.table import Table
 
     from alignbench.align_kernel import passes, resolve
+    from alignbench.results import machine
 
     grid = QUICK_GRID if args.quick else FULL_GRID
     if args.configs:
@@ -275,7 +260,7 @@ def main() -> None:
                 row["naive_in_passes"] = na["wall_s"] / ca["pass_s"]
                 row["chunked_in_passes"] = ca["wall_s"] / ca["pass_s"]
                 row["floor_ratio"] = row["strategy_passes"] * ca["pass_s"] / na["wall_s"]
-        row["machine"] = machine(device)
+        row["machine"] = machine()
         rows.append(row)
 
     big = [r for r in rows if r["V"] == 128256 and r["device"] == "cpu" and "time_ratio" in r]
@@ -348,10 +333,10 @@ def main() -> None:
         print(f"bar {name}: {verdict}")
 
     m = rows[0]["machine"] if rows else {}
-    gpus = sorted({r["machine"]["gpu"] for r in rows if "gpu" in r["machine"]})
+    gpus = sorted({r["machine"]["gpu"] for r in rows if r["device"] == "cuda"})
     threads = args.threads or m.get("torch_threads")
     md = ["# ALIGN memory and time: naive vs chunked\n", f"`{command}`\n",
-          f"Machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}, {threads} torch thread(s) "
+          f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch {m.get('torch')}, {threads} torch thread(s) "
           f"per run{''.join(', GPU ' + g for g in gpus)}.\n",
           "act. = peak extra memory with W2 and E_text frozen (what the implementation itself holds); total = "
           "peak extra memory with all six gradients, the two [V, D] ones included; GB = 2^30 bytes. Times: "

@@ -43,7 +43,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import resource
 import statistics
 import time
@@ -57,8 +56,9 @@ from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
 from alignbench.data import DataConfig, Split, encode_prompt
 from alignbench.errors import AlignBenchError
 from alignbench.evaluate import EvalConfig, predict_passes
-from alignbench.model import VLM
+from alignbench.model import VLM, left_pad
 from alignbench.pipeline import Workspace, quiet_libraries
+from alignbench.results import machine
 from alignbench.task import TASKS
 from alignbench.train import TrainConfig, TrainSource, train
 
@@ -75,18 +75,6 @@ def cpu_seconds() -> float:
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def machine(device: str) -> dict:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(), "device": device,
-            **({"gpu": torch.cuda.get_device_name(0)} if device.startswith("cuda") else {})}
 
 
 def best_matmul_rate(hidden: int, mlp: int, device: str, dtype: torch.dtype, repeats: int = 5) -> dict:
@@ -120,11 +108,7 @@ def prefill_only(model: VLM, task, split: Split, features: torch.Tensor, batch_s
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
             chunk = range(start, min(start + batch_size, len(prompts)))
-            length = max(len(prompts[i]) for i in chunk)
-            ids = torch.full((len(chunk), length), tok.pad_token_id, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, length - len(prompts[i]):] = torch.tensor(prompts[i])
-            ids = ids.to(features.device)
+            ids = left_pad([prompts[i] for i in chunk], tok.pad_token_id, features.device)[0]
             visual = model.visual_tokens(features[[split.samples[i].image for i in chunk]])
             text = embed(ids)
             model.llm.base_model(inputs_embeds=torch.cat([visual.to(text.dtype), text], dim=1), use_cache=False)
@@ -294,13 +278,13 @@ def main() -> None:
               "workloads": report_rows, "bar": {"speedup_at_least": BAR, "met": {
                   k: v["modes"]["batched"]["speedup"] >= BAR and v["predictions_identical"]
                   for k, v in report_rows.items()}},
-              "differences": diffs_all, "machine": machine(device),
+              "differences": diffs_all, "machine": {**machine(), "device": device},
               "timing": "wall seconds of a whole workload after an untimed warm-up; samples/s and speed-ups from the "
                         "median repeat; the modes alternate within each repeat"}
     m = report["machine"]
     md = ["# Evaluation throughput: batched vs one sample at a time\n", f"`{command}`\n",
-          f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} thread(s))"
-          + (f", GPU {m['gpu']} (the models run there)" if "gpu" in m else "") + ".\n",
+          f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} thread(s))"
+          + (f", GPU {m['gpu']} (the models run there)" if device.startswith("cuda") else "") + ".\n",
           f"Backbone {backbone.key}; mlp connector trained {provenance['trained_steps']} steps"
           + (f" (run {provenance['run']})" if provenance["run"] else "") + f"; task {task.name} (embedded); greedy, up "
           f"to {task.max_new_tokens} new tokens; each page is {backbone.num_patches} visual tokens, a prompt "

@@ -84,10 +84,9 @@ def run_sweep(condition: str, args, cache: Path, out: Path) -> dict:
     if proc.returncode != 0:
         sys.exit(f"{condition} sweep failed:\n{proc.stderr[-3000:]}")
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/results.json"))]
-    phases = {k: round(sum(r.get(f"{k}_seconds", 0.0) for r in runs), 1)
-              for k in ("train", "eval", "data", "features")}
     # A run that re-used another run's training (`trained_in`) reports that training's seconds: count it once.
-    phases["train"] = round(sum(r.get("train_seconds", 0.0) for r in runs if not r.get("trained_in")), 1)
+    phases = {k: round(sum(r.get(f"{k}_seconds", 0.0) for r in runs if k != "train" or not r.get("trained_in")), 1)
+              for k in ("train", "eval", "data", "features")}
     return {"condition": condition, "command": " ".join(["alignbench", *cmd[3:]]).replace(str(out), "OUT"),
             "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "runs": len(runs),
             "phases_summed_over_runs_s": phases,
@@ -214,7 +213,7 @@ def main() -> None:
                       f"{p['data']:.1f}", str(r["same_table_as_no_cache"])])
     m = report["machine"]
     md = ["# Sweep wall time with and without the shared vision-feature cache\n", f"`{command}`\n",
-          f"Machine: {m.get('processor')}, {m.get('cpu_count')} cores, torch threads {m.get('torch_threads')}; "
+          f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch threads {m.get('torch_threads')}; "
           f"1-minute load average before/after each sweep: "
           + "; ".join(f"{r['condition']} {r['loadavg_1min']}" for r in rows) + ".\n",
           f"4 connectors x 3 tasks, {args.steps} training steps each, --jobs {args.jobs}. Datasets generated "
