@@ -12,14 +12,13 @@ Three things a real backbone needs that the embedded one does not:
   tiles chosen by its aspect ratio, plus a thumbnail of the whole image, and the features of all tiles are
   concatenated (tile-major) for the connector. Images with different grids give different patch counts;
   `encode_images` then returns a `PatchBatch` (padded values + lengths) instead of a tensor.
-- **A prompt format** (`prompt_format`): chat models get their own chat template, with the visual tokens
+- **A prompt format** (`alignbench.prompt`): chat models get their own chat template, with the visual tokens
   placed inside the user turn; plain models get their BOS token before the visual tokens.
 """
 
 from __future__ import annotations
 
 import os
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from torch import nn
 
 from .errors import AlignBenchError
 from .hub import hub_status, is_local, looks_like_path, missing_message, offline_mode
+from .prompt import PromptFormat, prompt_format  # noqa: F401  (the prompt format belongs to the backbone's tokenizer)
 
 # The paper's pairs (AlignVLM: SigLIP-400M with Llama 3.2 1B / 3B and Llama 3.1 8B), one word each.
 PRESETS: dict[str, tuple[str, str]] = {
@@ -38,8 +38,6 @@ PRESETS: dict[str, tuple[str, str]] = {
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHAT_TEMPLATE_MODES = ("auto", "none")
-# Chat templates that print today's date (Llama 3.x) would make prompts depend on the day a run starts.
-TEMPLATE_DATE = "26 Jul 2024"
 
 
 @dataclass
@@ -278,55 +276,6 @@ def tile_image(image, max_tiles: int, tile: int) -> list:
     if len(tiles) > 1:
         tiles.append(image.resize((tile, tile), Image.BICUBIC))
     return tiles
-
-
-# ---------------------------------------------------------------- prompt format
-
-_IMAGE_SLOT, _PROMPT_SLOT = "\u2063IMAGE\u2063", "\u2063PROMPT\u2063"
-
-
-@dataclass
-class PromptFormat:
-    """Where the visual tokens and the prompt go: `prefix` ids, then the visual tokens, then
-    `before + prompt + after` (tokenized without added special tokens), then the answer and EOS."""
-
-    prefix: list[int]
-    before: str = ""
-    after: str = ""
-
-    def encode(self, tokenizer, prompt: str) -> list[int]:
-        return tokenizer(self.before + prompt + self.after, add_special_tokens=False)["input_ids"]
-
-
-_FORMATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def prompt_format(tokenizer) -> PromptFormat:
-    """The tokenizer's chat template (user turn: visual tokens, then the prompt; then the assistant header),
-    or, without one, the special tokens the tokenizer puts first (BOS) before the visual tokens."""
-    try:
-        return _FORMATS[tokenizer]
-    except (KeyError, TypeError):
-        pass
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": _IMAGE_SLOT + _PROMPT_SLOT}], tokenize=False,
-                                             add_generation_prompt=True, date_string=TEMPLATE_DATE)
-        if text.count(_IMAGE_SLOT) != 1 or text.count(_PROMPT_SLOT) != 1:
-            raise AlignBenchError("the tokenizer's chat template does not keep the user message as given; pass "
-                                  "--chat-template none")
-        head, rest = text.split(_IMAGE_SLOT)
-        before, after = rest.split(_PROMPT_SLOT)
-        fmt = PromptFormat(tokenizer(head, add_special_tokens=False)["input_ids"], before, after)
-    else:
-        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-        full = tokenizer("a", add_special_tokens=True)["input_ids"]
-        start = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), 0)
-        fmt = PromptFormat(full[:start])
-    try:
-        _FORMATS[tokenizer] = fmt
-    except TypeError:
-        pass
-    return fmt
 
 
 def _ensure_pad_token(tokenizer) -> None:

@@ -26,6 +26,7 @@ import torch
 
 from .embedded import SCHEMAS, PageSpec, render, sample_docs, to_row
 from .errors import AlignBenchError
+from .prompt import prompt_format
 from .task import Source, Task
 
 # Seeds of the embedded splits are offset so train and evaluation pages never share a stream.
@@ -452,7 +453,9 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
 
 
 def encode_prompt(tokenizer, task: Task, question: str) -> list[int]:
-    return tokenizer(task.prompt(question), add_special_tokens=True)["input_ids"]
+    """The tokens a generation is prompted with after the page: the question's user turn and, for a chat model,
+    the assistant header (`alignbench.prompt`)."""
+    return prompt_format(tokenizer).prompt_ids(tokenizer, task.prompt(question))
 
 
 def pages(split: Split, max_questions: int) -> list[list[int]]:
@@ -465,20 +468,18 @@ def pages(split: Split, max_questions: int) -> list[list[int]]:
 
 
 def collate(tokenizer, task: Task, samples: list[Sample] | list[list[Sample]]):
-    """Right-padded (prompt + answer + eos) sequences; labels mark the answer tokens only.
+    """Right-padded text parts of training sequences (`alignbench.prompt`); labels mark the answers and their end
+    of turn only.
 
-    An item may be a list of samples on the same page: their question/answer pairs then follow each other
+    An item may be a list of samples on the same page: their question/answer turns then follow each other
     in one sequence after the page, so one pass over the visual tokens trains on every question of a page."""
+    fmt = prompt_format(tokenizer)
     seqs, labels = [], []
     for item in samples:
-        seq, lab = [], []
-        for s in item if isinstance(item, list) else [item]:
-            prompt = encode_prompt(tokenizer, task, s.question)
-            answer = tokenizer(s.answers[0], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            seq += prompt + answer
-            lab += [-100] * len(prompt) + answer
+        turns = [(task.prompt(s.question), s.answers[0]) for s in (item if isinstance(item, list) else [item])]
+        seq, trained = fmt.sequence(tokenizer, turns)
         seqs.append(seq)
-        labels.append(lab)
+        labels.append([t if keep else -100 for t, keep in zip(seq, trained)])
     length = max(map(len, seqs))
     ids = torch.full((len(seqs), length), tokenizer.pad_token_id, dtype=torch.long)
     lab = torch.full((len(seqs), length), -100, dtype=torch.long)

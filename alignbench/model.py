@@ -71,6 +71,15 @@ class VLM(nn.Module):
     def prefix_ids(self) -> list[int]:
         return prompt_format(self.tokenizer).prefix
 
+    @property
+    def stop_ids(self) -> frozenset[int]:
+        """Where an answer ends: the prompt format's stop tokens (EOS, a chat template's end of turn) and the
+        LLM's own generation EOS ids."""
+        config = getattr(self.llm, "generation_config", None)
+        eos = getattr(config, "eos_token_id", None)
+        extra = set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
+        return prompt_format(self.tokenizer).stop_ids | extra
+
     def merge(self, features, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """The one merge path: [prefix] + visual tokens + text embeddings. Returns (embeds [B, S, D],
         mask [B, S], position of the first text token)."""
@@ -183,6 +192,7 @@ class VLM(nn.Module):
         hidden = _llm_forward(self.llm.base_model, inputs_embeds=embed(ids), attention_mask=mask,
                               position_ids=positions, cache=cache, use_cache=True).last_hidden_state
         # 3. greedy decoding; answers that ended leave the batch (rows are independent)
+        stop = self.stop_ids
         answers: list[list[int]] = [[] for _ in range(n)]
         active = list(range(n))  # the rows still in the batch, by sample
         position = positions[:, -1:]  # [B, 1]
@@ -191,7 +201,7 @@ class VLM(nn.Module):
             keep = []
             for row, (b, t) in enumerate(zip(active, tokens.tolist())):
                 answers[b].append(t)
-                if t != tok.eos_token_id:
+                if t not in stop:
                     keep.append(row)
             if not keep or step + 1 == max_new_tokens:
                 break
@@ -204,7 +214,7 @@ class VLM(nn.Module):
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             hidden = _llm_forward(self.llm.base_model, inputs_embeds=embed(tokens[:, None]), attention_mask=mask,
                                   position_ids=position, cache=cache, use_cache=True).last_hidden_state
-        return [[t for t in row if t not in (tok.eos_token_id, tok.pad_token_id)] for row in answers]
+        return [[t for t in row if t not in stop and t != tok.pad_token_id] for row in answers]
 
     @torch.no_grad()
     def generate_reference(self, features, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
@@ -222,12 +232,12 @@ class VLM(nn.Module):
         mask = torch.gather(mask, 1, order)
         out = self.llm.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-            num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+            num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=sorted(self.stop_ids),
         )
         result = []
         for row in out.tolist():
-            if tok.eos_token_id in row:
-                row = row[: row.index(tok.eos_token_id)]
+            ends = [k for k, t in enumerate(row) if t in self.stop_ids]
+            row = row[: ends[0]] if ends else row
             result.append([t for t in row if t != tok.pad_token_id])
         return result
 
