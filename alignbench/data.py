@@ -75,14 +75,14 @@ SKIP_REASONS = ("missing image", "unreadable image", "image too large", "empty q
                 "answers not text")
 
 
-def _embedded_rows(task: str, split: str, cfg: DataConfig, spec: PageSpec) -> list[dict]:
+def _embedded_rows(task: str, split: str, cfg: DataConfig, spec: PageSpec, renderer=None) -> list[dict]:
     seed = cfg.seed * 100003 + SPLIT_OFFSET[split] + sum(map(ord, task))
     n_docs = cfg.train_docs if split == "train" else cfg.eval_questions  # eval: one question per page
     docs = sample_docs(task, n_docs, seed, spec)
     rng = np.random.default_rng(seed + 1)
     rows = []
     for doc_id, doc in enumerate(docs):
-        image = render(doc.page)
+        image = renderer(doc) if renderer is not None else render(doc.page)
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         qas = list(enumerate(doc.qas)) if split == "train" else [list(enumerate(doc.qas))[rng.integers(len(doc.qas))]]
@@ -91,17 +91,18 @@ def _embedded_rows(task: str, split: str, cfg: DataConfig, spec: PageSpec) -> li
     return rows
 
 
-def embedded_dataset(task: str, split: str, cfg: DataConfig, spec: PageSpec, cache: Path):
-    """A `datasets.Dataset` in the real schema, generated once and cached under a content key."""
+def embedded_dataset(task: str, split: str, cfg: DataConfig, spec: PageSpec, cache: Path, renderer=None):
+    """A `datasets.Dataset` in the real schema, generated once and cached under a content key. `renderer` draws a
+    document (default: its glyph page); it has a `key` naming what it draws (token pages: layout and tokenizer)."""
     import datasets
 
     n_docs = cfg.train_docs if split == "train" else cfg.eval_questions
-    key = hashlib.sha256(json.dumps([task, split, n_docs, cfg.seed, asdict(spec), "embedded-v1"],
-                                    sort_keys=True).encode()).hexdigest()[:16]
+    parts = [task, split, n_docs, cfg.seed, asdict(spec), "embedded-v1"] + ([renderer.key] if renderer else [])
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     path = cache / "data" / f"{task}-{split}-{key}"
     if (path / "dataset_info.json").exists():
         return datasets.load_from_disk(str(path))
-    rows = _embedded_rows(task, split, cfg, spec)
+    rows = _embedded_rows(task, split, cfg, spec, renderer)
     features = datasets.Features({c: _feature(task, c) for c in SCHEMAS[task]})
     ds = datasets.Dataset.from_list(rows, features=features)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -299,13 +300,14 @@ def _split_value(ds, field: str | None, row: dict) -> str | None:
     return feature.int2str(row[field]) if isinstance(feature, ClassLabel) else str(row[field])
 
 
-def load_split(task: Task, split: str, cfg: DataConfig, spec: PageSpec, cache: Path) -> Split:
-    """The `split` ("train", "eval" or, embedded only, "val") of `task` from the configured source."""
+def load_split(task: Task, split: str, cfg: DataConfig, spec: PageSpec, cache: Path, renderer=None) -> Split:
+    """The `split` ("train", "eval" or, embedded only, "val") of `task` from the configured source; `renderer`
+    draws the embedded pages (the backbone's, see `embedded_dataset`)."""
     if split not in SPLIT_OFFSET:
         raise AlignBenchError(f"unknown split {split!r}; known splits: {', '.join(SPLIT_OFFSET)}")
     limit = cfg.train_limit if split == "train" else cfg.eval_limit
     if (cfg.train_source if split == "train" and cfg.train_source else cfg.source) == "embedded":
-        ds = embedded_dataset(task.name, split, cfg, spec, cache)
+        ds = embedded_dataset(task.name, split, cfg, spec, cache, renderer)
         return to_split(ds, task, limit, source=f"embedded {task.name}/{split} set", limit_seed=cfg.limit_seed,
                         need_split_field=split != "train")
     if split == "val":

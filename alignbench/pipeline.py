@@ -151,7 +151,7 @@ class Workspace:
         from .embedded import PageSpec
 
         spec = PageSpec(**self.backbone.info["page"]) if "page" in self.backbone.info else PageSpec()
-        return load_split(task, name, data_cfg or self.data_cfg, spec, cache_root())
+        return load_split(task, name, data_cfg or self.data_cfg, spec, cache_root(), self.backbone.info.get("renderer"))
 
     def split(self, task: Task, name: str, data_cfg: DataConfig | None = None) -> tuple[Split, torch.Tensor]:
         """Samples and vision features of a split, for `data_cfg` (default: the workspace's); runs with
@@ -258,6 +258,7 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     config = json.loads(json.dumps(asdict(cfg) | {
         "connector_config": asdict(connector.config), "connector_tokens": connector.num_tokens(backbone.num_patches),
         "dims": dims, "backbone_key": backbone.key, "resolved_device": device,
+        **({"backbone_source": backbone.info["source"]} if "source" in backbone.info else {}),
         "train_tasks": cfg.train_tasks,
         "training_key": training_key(cfg, connector, backbone.key, device, (dist.world_size, parallel.strategy)),
     } | ({"connector_tokens_max": connector.num_tokens(backbone.max_patches)}

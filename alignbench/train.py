@@ -57,6 +57,11 @@ from .model import VLM
 from .task import Task
 
 STAGES = ("connector", "full")
+# A backbone's training budget where a run does not state one, the same for every connector (each value lands in
+# the run's config.json). `tiny` takes TrainConfig's defaults: 750 steps of 16 pages, up to 8 questions each. A
+# pretrained 135M LLM costs about 0.45 s per page and step (two questions) on 2 CPU cores
+# (benchmarks/time_default_run.py), so `smollm2` gets 150 steps of 8 pages, 2 questions each.
+RECIPES: dict[str, dict] = {"smollm2": {"steps": 150, "batch_size": 8, "questions_per_page": 2}}
 DEFAULT_CHECKPOINT_EVERY = 50  # steps; a checkpoint of a small connector takes milliseconds
 
 

