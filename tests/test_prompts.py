@@ -10,6 +10,7 @@ chat template and SmolLM2's own chat template.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -45,6 +46,7 @@ def _tokenizer(kind: str):
     raise KeyError(kind)
 
 
+@functools.cache
 def _smollm2_tokenizer():
     import importlib.util
 

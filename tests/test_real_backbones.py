@@ -83,7 +83,7 @@ def test_presets_name_the_papers_pairs_and_fill_what_is_not_given():
     local = BackboneConfig("siglip-llama3.1-8b", llm="/models/llama").resolved()
     assert local.llm == "/models/llama" and local.vision == "google/siglip-so400m-patch14-384"
     with pytest.raises(AlignBenchError, match="known backbones: hf, siglip-llama3.1-8b, siglip-llama3.2-1b, "
-                                              "siglip-llama3.2-3b, tiny"):
+                                              "siglip-llama3.2-3b, smollm2, tiny"):
         BackboneConfig("siglip-llama").validate()
 
 

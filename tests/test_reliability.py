@@ -521,8 +521,8 @@ def test_bad_rows_in_a_run_are_skipped_counted_and_reported(ws, tmp_path):
     real = data_module.embedded_dataset
     faulty = []
 
-    def with_faults(task, split, cfg, spec, cache):
-        ds = real(task, split, cfg, spec, cache)
+    def with_faults(task, split, cfg, spec, cache, renderer=None):
+        ds = real(task, split, cfg, spec, cache, renderer)
         if split != "eval":
             return ds
         rows = ds.cast_column("image", datasets.Image(decode=False)).to_list()
