@@ -49,7 +49,7 @@ class BackboneConfig:
     vision: str | None = None  # Hugging Face id or local folder of a vision tower (a preset's, if not given)
     llm: str | None = None  # Hugging Face id or local folder of a causal LM (a preset's, if not given)
     trust_remote_code: bool = False
-    dtype: str = "auto"  # "auto" (bfloat16 on CUDA, float32 on the CPU), "float32", "bfloat16", "float16"
+    dtype: str = "auto"  # "auto" (bfloat16 on CUDA, float32 on the CPU; smollm2: bfloat16), "float32", "bfloat16", ...
     max_tiles: int = 1  # tiles per image at most (grid chosen by aspect ratio), plus a thumbnail when > 1
     chat_template: str = "auto"  # "auto": the tokenizer's chat template when it has one; "none": plain text
 
@@ -80,6 +80,11 @@ class BackboneConfig:
 
     def torch_dtype(self, device: str) -> torch.dtype:
         if self.dtype == "auto":
+            # smollm2 runs its LLM in bfloat16 on the CPU too: on CPUs with bfloat16 matrix units (AMX,
+            # AVX512-BF16) its products are several times faster (README, "A real LLM: smollm2"); --dtype float32
+            # for CPUs without them.
+            if self.name == "smollm2":
+                return torch.bfloat16
             return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
         return DTYPES[self.dtype]
 

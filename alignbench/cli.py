@@ -74,6 +74,8 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
         backbone = "hf"
     # The same budget for every connector, whatever it trains on: the backbone's recipe where one is stated.
     recipe = RECIPES.get(backbone, {})
+    if train_tasks is None and recipe.get("extra_train_tasks") and data == "embedded" and train_data is None:
+        train_tasks = [task] + [t for t in recipe["extra_train_tasks"] if t != task]
     steps = steps if steps is not None else recipe.get("steps", DEFAULT_STEPS)
     batch_size = batch_size if batch_size is not None else recipe.get("batch_size", TrainConfig.batch_size)
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr,
@@ -375,6 +377,11 @@ def sweep(
     conn_list, task_list = _split_list(connectors, "connectors"), _split_list(tasks, "tasks")
     args = _per_connector(connector_arg, conn_list)
     mixture = None if train_tasks == "each" else _train_tasks(train_tasks, task_list)
+    if train_tasks is None and data == "embedded" and train_data is None:  # the default mixture: the sweep's tasks
+        # and what the backbone's recipe adds
+        from .train import RECIPES
+
+        mixture += [t for t in RECIPES.get(backbone, {}).get("extra_train_tasks", []) if t not in mixture]
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
                        seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
                        train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,
@@ -466,6 +473,8 @@ def tune(
     grid: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=V1,V2,... (repeatable): values of a connector "
                                                "option to try, each with every learning rate.")] = None,
     train_tasks: Annotated[str | None, Opt(help=TRAIN_TASKS_HELP)] = None,
+    backbone: Annotated[str, Opt(help="'tiny' or 'smollm2': the embedded backbone searched on (the validation "
+                                      "split exists for the embedded sets).")] = "tiny",
     feature_cache: FeatureCacheOpt = True,
 ):
     """Learning-rate (and connector-option) search per connector, scored on a held-out validation split (never
@@ -488,7 +497,7 @@ def tune(
         names = list(grids[c])
         for values in itertools.product(*(_split_list(grids[c][n], f"grid {c}.{n}") for n in names)):
             for lr in lr_list:
-                cfg = _config(c, task, args[c] | dict(zip(names, values)), "tiny", None, None, False, steps,
+                cfg = _config(c, task, args[c] | dict(zip(names, values)), backbone, None, None, False, steps,
                               batch_size, lr, 1e-4, stage, seed, init_seed, None, device, False, train_docs,
                               eval_questions, train_tasks=_train_tasks(train_tasks, [task]))
                 cfg.data.eval_split = "val"
@@ -769,7 +778,7 @@ def seeded(cfg, seed: int):
 
 
 def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed, train_docs,
-                  eval_questions, device, connector_arg, train_tasks=None):
+                  eval_questions, device, connector_arg, train_tasks=None, backbone="tiny"):
     from .pipeline import Workspace, resolve_device
     from .probe import trained_models
     from .results import prepare_output
@@ -777,7 +786,7 @@ def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage,
     conn_list = _split_list(connectors, "connectors")
     args = _per_connector(connector_arg, conn_list)
     seed_list = _seeds(seeds)
-    configs = [seeded(_config(c, task, args[c], "tiny", None, None, False, steps, batch_size, lr, 1e-4, stage, 0,
+    configs = [seeded(_config(c, task, args[c], backbone, None, None, False, steps, batch_size, lr, 1e-4, stage, 0,
                               init_seed, None, device, True, train_docs, eval_questions,
                               train_tasks=_train_tasks(train_tasks, None)), s)
                for s in seed_list for c in conn_list]
@@ -816,7 +825,8 @@ def probe_noise(
     output: Annotated[Path, Opt(help="Where the runs are (leaderboard.csv) and probes/ goes.")] = DEFAULT_OUTPUT,
     steps: Annotated[int | None, Opt(help=f"Training steps {_TRAIN_HELP}; default: {DEFAULT_STEPS}.")] = None,
     train_tasks: Annotated[str | None, Opt(help=f"Training tasks {_TRAIN_HELP}; default: the probed task.")] = None,
-    batch_size: Annotated[int, Opt(help=f"Pages per step {_TRAIN_HELP}.")] = 16,
+    batch_size: Annotated[int | None, Opt(help=f"Pages per step {_TRAIN_HELP}; default: 16 (smollm2: 8).")] = None,
+    backbone: Annotated[str, Opt(help="'tiny' or 'smollm2': the embedded backbone the runs use.")] = "tiny",
     lr: Annotated[float | None, Opt(help=f"Connector learning rate {_TRAIN_HELP}.")] = None,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
@@ -840,7 +850,7 @@ def probe_noise(
         sigma_list = [0.0, *sigma_list]  # the clean score the drop is measured from
     t0 = time.time()
     trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
-                                train_docs, eval_questions, device, connector_arg, train_tasks)
+                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone)
     probe = noise_probe(trained, task, ws, sigma_list, sigma_mode, noise_seed, log=console.print)
     _finish_probe(output, probe, t0)
 
@@ -855,7 +865,8 @@ def probe_image(
     output: Annotated[Path, Opt(help="Where the runs are (leaderboard.csv) and probes/ goes.")] = DEFAULT_OUTPUT,
     steps: Annotated[int | None, Opt(help=f"Training steps {_TRAIN_HELP}; default: {DEFAULT_STEPS}.")] = None,
     train_tasks: Annotated[str | None, Opt(help=f"Training tasks {_TRAIN_HELP}; default: the probed task.")] = None,
-    batch_size: Annotated[int, Opt(help=f"Pages per step {_TRAIN_HELP}.")] = 16,
+    batch_size: Annotated[int | None, Opt(help=f"Pages per step {_TRAIN_HELP}; default: 16 (smollm2: 8).")] = None,
+    backbone: Annotated[str, Opt(help="'tiny' or 'smollm2': the embedded backbone the runs use.")] = "tiny",
     lr: Annotated[float | None, Opt(help=f"Connector learning rate {_TRAIN_HELP}.")] = None,
     stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
@@ -870,7 +881,7 @@ def probe_image(
     corruption_list = parse_corruptions(corruptions)
     t0 = time.time()
     trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
-                                train_docs, eval_questions, device, connector_arg, train_tasks)
+                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone)
     probe = image_probe(trained, task, ws, corruption_list, log=console.print)
     _finish_probe(output, probe, t0)
 

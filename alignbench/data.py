@@ -338,6 +338,9 @@ def parse_source(spec: str, split: str) -> Source:
 
 def resolve_source(task: Task, split: str, cfg: DataConfig) -> Source:
     """Where `split` of `task` comes from: the task's own datasets for "hf", else the given dataset."""
+    if not task.hf_path and "hf" in (cfg.source, cfg.train_source):
+        raise AlignBenchError(f"task {task.name!r} exists as an embedded set only; use --data embedded (or give a "
+                              "dataset in its schema)")
     if split == "train":
         spec = cfg.train_source or cfg.source
         if spec == "hf":

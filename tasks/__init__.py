@@ -1,3 +1,3 @@
 """Built-in tasks, one definition each. Importing this package registers them."""
 
-from . import chartqa, docvqa, infovqa  # noqa: F401
+from . import chartqa, docvqa, infovqa, transcribe  # noqa: F401

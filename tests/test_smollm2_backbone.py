@@ -88,6 +88,21 @@ def test_rendering_tells_a_leading_space_apart_and_leaves_blanks_white():
     assert (long[:cell, cell:] == 255).all()  # a long token is shrunk to its cell, not spilled into the next
 
 
+def test_a_transcription_answers_with_the_pages_text_and_exists_only_embedded(tmp_path):
+    from alignbench.data import DataConfig, load_split
+    from alignbench.embedded import PageSpec
+    from alignbench.errors import AlignBenchError
+    from alignbench.task import TASKS
+
+    task = TASKS.get("transcribe")
+    split = load_split(task, "train", DataConfig(train_docs=6), PageSpec(), tmp_path)
+    for sample, doc in zip(split.samples, sample_docs("transcribe", 6, 0 * 100003 + sum(map(ord, "transcribe")))):
+        lines = [line.replace("\u2588", " ").rstrip() for line in doc.page.lines()]
+        assert sample.answers == ["\n".join(line for line in lines if line)]
+    with pytest.raises(AlignBenchError, match="embedded set only"):
+        load_split(task, "eval", DataConfig(source="hf"), PageSpec(), tmp_path)
+
+
 def test_the_page_key_names_the_tokenizer(bpe_tokenizer, tiny_backbone):
     grid = TokenGrid()
     assert TokenPages(bpe_tokenizer, grid).key != TokenPages(tiny_backbone.tokenizer, grid).key
@@ -137,6 +152,7 @@ def test_a_smollm2_run_trains_evaluates_and_records_its_source(tmp_path, monkeyp
     assert config["backbone"]["name"] == "smollm2" and config["dims"]["llm_dim"] == 576
     assert config["backbone_source"]["sha256"] == sha256_file(find_gguf())
     assert config["train"]["questions_per_page"] == 2  # the backbone's recipe, stated in the config
+    assert config["train_tasks"] == ["docvqa", "transcribe"]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["n"] == 3 and 0.0 <= results["score"] <= 1.0
     predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]

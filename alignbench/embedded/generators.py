@@ -39,6 +39,7 @@ SCHEMAS = {
     # lmms-lab/ChartQA
     "chartqa": ["type", "question", "answer", "image"],
 }
+SCHEMAS["transcribe"] = SCHEMAS["docvqa"]  # embedded only, in DocVQA's columns
 
 
 @dataclass
@@ -313,7 +314,20 @@ def chartqa_doc(rng: np.random.Generator, spec: PageSpec) -> Doc:
     return Doc(page, qas, kind)
 
 
-GENERATORS = {"docvqa": docvqa_doc, "infovqa": infovqa_doc, "chartqa": chartqa_doc}
+# ---------------------------------------------------------------- transcription (a training task)
+
+
+def transcription_doc(rng: np.random.Generator, spec: PageSpec) -> Doc:
+    """A page of any of the three kinds with one question whose answer is the page's text, line by line (drawings
+    left out). A reading task with a dense signal (every token of the page is an answer token), as captioning
+    is in a VLM's first training stage; the same pages for every connector."""
+    doc = [docvqa_doc, infovqa_doc, chartqa_doc][int(rng.integers(3))](rng, spec)
+    lines = [line.replace(GRAPHIC, " ").rstrip() for line in doc.page.lines()]
+    text = "\n".join(line for line in lines if line)
+    return Doc(doc.page, [QA("What does the page say?", [text], "transcription")], "transcription")
+
+
+GENERATORS = {"docvqa": docvqa_doc, "infovqa": infovqa_doc, "chartqa": chartqa_doc, "transcribe": transcription_doc}
 
 
 def sample_docs(task: str, n: int, seed: int, spec: PageSpec = PageSpec()) -> list[Doc]:
@@ -324,7 +338,7 @@ def sample_docs(task: str, n: int, seed: int, spec: PageSpec = PageSpec()) -> li
 def to_row(task: str, split: str, doc_id: int, q_index: int, doc: Doc, qa: QA, image) -> dict:
     """One dataset row in the real dataset's schema."""
     qid = f"{split}-{doc_id}-{q_index}"
-    if task == "docvqa":
+    if task in ("docvqa", "transcribe"):
         return {"questionId": qid, "question": qa.question, "question_types": [qa.kind], "image": image,
                 "docId": doc_id, "ucsf_document_id": f"emb{doc_id:06d}", "ucsf_document_page_no": "1",
                 "answers": qa.answers, "data_split": split}
