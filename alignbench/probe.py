@@ -268,22 +268,29 @@ class PrunedAlign(nn.Module):
         return torch.softmax(logits.float(), dim=-1).to(e_text.dtype) @ e_text
 
 
-def _page_texts(ws: Workspace, task_name: str, split) -> list[str] | None:
-    """The characters of each evaluation page of the embedded set, when they can be regenerated exactly
-    (checked on the first page's pixels); None otherwise (e.g. real datasets)."""
+def _page_cell_ids(ws: Workspace, task_name: str, split, tok) -> tuple[list[list[int]], int] | None:
+    """The token each cell of each evaluation page of the embedded set stands for (glyph pages: its character;
+    token pages: its token, `embedded.tokens.cell_ids`) and the id of a blank cell, when the pages can be
+    regenerated exactly (checked on the first page's pixels); None otherwise (e.g. real datasets)."""
     from .data import SPLIT_OFFSET
     from .embedded import PageSpec, render, sample_docs
 
-    if ws.data_cfg.source != "embedded" or "page" not in ws.backbone.info:
+    renderer = ws.backbone.info.get("renderer")
+    if ws.data_cfg.source != "embedded" or ("page" not in ws.backbone.info and renderer is None):
         return None
     cfg = ws.data_cfg
     seed = cfg.seed * 100003 + SPLIT_OFFSET["eval"] + sum(map(ord, task_name))
-    docs = sample_docs(task_name, cfg.eval_questions, seed, PageSpec(**ws.backbone.info["page"]))
+    docs = sample_docs(task_name, cfg.eval_questions, seed, PageSpec(**ws.backbone.info.get("page", {})))
+    draw = renderer if renderer is not None else (lambda d: render(d.page))
     if len(docs) != len(split.images):
         return None
-    if not np.array_equal(np.asarray(render(docs[0].page).convert("RGB")), np.asarray(split.images[0])):
+    if not np.array_equal(np.asarray(draw(docs[0]).convert("RGB")), np.asarray(split.images[0])):
         return None
-    return [d.page.text() for d in docs]
+    if renderer is not None:
+        from .embedded.tokens import BLANK, cell_ids
+
+        return [cell_ids(renderer.cells(d), tok) for d in docs], cell_ids([BLANK], tok)[0]
+    return [tok.convert_tokens_to_ids(list(d.page.text())) for d in docs], tok.convert_tokens_to_ids(" ")
 
 
 @torch.no_grad()
@@ -297,9 +304,10 @@ def vocab_probe(run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int]
     task = TASKS.get(config["task"])
     split, feats = ws.split(task, "eval")
     n = min(docs, len(split.images))
-    texts = _page_texts(ws, task.name, split)
     tok = ws.backbone.tokenizer
-    ids = torch.tensor([tok.convert_tokens_to_ids(list(t)) for t in texts[:n]]) if texts is not None else None  # [n, N]
+    cells = _page_cell_ids(ws, task.name, split, tok)
+    ids = torch.tensor(cells[0][:n]) if cells is not None else None  # [n, N]: the token each cell stands for
+    blank = cells[1] if cells is not None else None
     # The vocabulary distribution of every patch, streamed: pages in batches, the vocabulary in chunks, so no
     # [patches, V] matrix is ever made (at paper scale, 100 pages of 6,561 patches x 128,256 tokens: 336 GB).
     # Tiled pages with different grids (a PatchBatch): every real patch of every tile, group by group.
@@ -337,7 +345,7 @@ def vocab_probe(run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int]
     }
     if ids is not None:  # embedded pages: does the top token name the glyph in its cell?
         ids = ids.flatten()  # [n * N], the order of top_id
-        ink = ids != tok.convert_tokens_to_ids(" ")
+        ink = ids != blank
         hit = top_id == ids
         true_prob = torch.cat(target_prob)
         out["reading"] = {"top_token_is_cell_glyph": hit[ink].float().mean().item(),

