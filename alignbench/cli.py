@@ -381,7 +381,7 @@ def sweep(
         # and what the backbone's recipe adds
         from .train import RECIPES
 
-        mixture += [t for t in RECIPES.get(backbone, {}).get("extra_train_tasks", []) if t not in mixture]
+        mixture = mixture + [t for t in RECIPES.get(backbone, {}).get("extra_train_tasks", []) if t not in mixture]
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
                        seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
                        train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,

@@ -197,3 +197,23 @@ def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands
         # the page's tokens, cell by cell, are what the tokenizer makes of its lines
         assert [tok.decode([i]) for i, c in zip(page, renderer.cells(doc)) if c.strip()] == \
             [c for c in renderer.cells(doc) if c.strip()]
+
+
+def test_a_smollm2_sweep_trains_on_transcriptions_but_scores_only_its_tasks(tmp_path, monkeypatch, capsys):
+    from alignbench import cli as cli_module
+
+    seen = []
+
+    def execute(configs, *args, **kwargs):
+        seen.extend(configs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_module, "_execute", execute)
+    monkeypatch.setattr(sys, "argv", ["alignbench", "sweep", "--backbone", "smollm2", "--connectors", "mlp,align",
+                                      "--tasks", "docvqa,chartqa", "--output", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        cli_module.main()
+    assert sorted((c.connector, c.task) for c in seen) == [("align", "chartqa"), ("align", "docvqa"),
+                                                          ("mlp", "chartqa"), ("mlp", "docvqa")]
+    assert {tuple(c.train_tasks) for c in seen} == {("docvqa", "chartqa", "transcribe")}
+    assert {(c.train.steps, c.train.batch_size, c.train.questions_per_page) for c in seen} == {(250, 8, 2)}
