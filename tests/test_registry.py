@@ -8,7 +8,7 @@ from alignbench.task import TASKS
 
 def test_builtins_registered_by_exact_name():
     assert CONNECTORS.names() == ["align", "mlp", "ovis", "perceiver"]
-    assert TASKS.names() == ["chartqa", "docvqa", "infovqa"]
+    assert TASKS.names() == ["chartqa", "docvqa", "infovqa", "transcribe"]
     for name in CONNECTORS.names():
         assert issubclass(CONNECTORS.get(name), Connector)
         assert CONNECTORS.get(name).name == name
