@@ -28,7 +28,7 @@ from torch import nn
 from .backbone import Backbone, glyph_transform
 from .embedded import sample_docs
 from .embedded.tokens import BLANK, TokenGrid, TokenPages
-from .tiny import TASK_NAMES, _cosine, cache_root
+from .tiny import TASK_NAMES, _cosine, _valid, cache_root  # the same manifest check as tiny's weights
 
 FORMAT_VERSION = "1"  # bump when the token pages or the generators change
 ASSETS = Path(__file__).parent / "assets" / "token_tower"
@@ -134,16 +134,6 @@ def prepare(cfg: TowerConfig, pages: TokenPages, out_dir: Path, log=print,
     log(f"prepared in {manifest['seconds']} s (held-out cell accuracy {stats['cell_accuracy']:.4f}, token cells "
         f"{stats['token_cell_accuracy']:.4f}) -> {out_dir}")
     return out_dir
-
-
-def _valid(path: Path, key: str) -> bool:
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("key") == key and all(
-        (path / name).is_file() and hashlib.sha256((path / name).read_bytes()).hexdigest() == digest
-        for name, digest in manifest["sha256"].items())
 
 
 def locate(cfg: TowerConfig, pages: TokenPages) -> Path | None:
