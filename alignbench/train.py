@@ -61,9 +61,9 @@ STAGES = ("connector", "full")
 # the run's config.json). `tiny` takes TrainConfig's defaults: 750 steps of 16 pages, up to 8 questions each. A
 # step through the pretrained 135M LLM of `smollm2` (bfloat16) costs 1.5 s (mlp) to 2.3 s (align) for 8 pages of
 # 2 questions on 2 CPU cores, so `smollm2` gets 250 steps of 8 pages, 2 questions each (a default align run takes
-# 952 s with a fresh cache, benchmarks/time_default_run.py --backbone smollm2). Its training mixes in `transcribe` (the page's text as the answer): a
-# pretrained LLM behind a fresh connector gets about 8 answer tokens per page from a question, about 40 from a
-# transcription.
+# 952 s with a fresh cache: benchmarks/time_default_run.py --backbone smollm2). Its training mixes in `transcribe`
+# (the page's text as the answer): a pretrained LLM behind a fresh connector gets about 8 answer tokens per page
+# from a question, about 40 from a transcription.
 RECIPES: dict[str, dict] = {"smollm2": {"steps": 250, "batch_size": 8, "questions_per_page": 2,
                                         "extra_train_tasks": ["transcribe"]}}
 DEFAULT_CHECKPOINT_EVERY = 50  # steps; a checkpoint of a small connector takes milliseconds
