@@ -382,8 +382,9 @@ def load_backbone(cfg: BackboneConfig, progress=None, device: str = "cpu") -> Ba
         from .token_tower import load_smollm2
 
         backbone = load_smollm2()
-        backbone.llm.to(cfg.torch_dtype(device))
-        backbone.info["dtype"] = str(cfg.torch_dtype(device)).removeprefix("torch.")
+        dtype = cfg.torch_dtype(device)
+        backbone.llm.to(dtype)
+        backbone.info["dtype"] = str(dtype).removeprefix("torch.")
         if cfg.chat_template == "none":
             backbone.tokenizer.chat_template = None
         _ensure_pad_token(backbone.tokenizer)

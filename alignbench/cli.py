@@ -64,7 +64,7 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
     from .distributed import ParallelConfig
     from .evaluate import EvalConfig
     from .pipeline import RunConfig
-    from .train import RECIPES, TrainConfig
+    from .train import RECIPES, TrainConfig, recipe_train_tasks
 
     for name, value in (("limit", eval_limit), ("train-docs", train_docs), ("eval-questions", eval_questions),
                         ("eval-batch-size", eval_batch_size), ("train-limit", train_limit)):
@@ -75,7 +75,7 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
     # The same budget for every connector, whatever it trains on: the backbone's recipe where one is stated.
     recipe = RECIPES.get(backbone, {})
     if train_tasks is None and recipe.get("extra_train_tasks") and data == "embedded" and train_data is None:
-        train_tasks = [task] + [t for t in recipe["extra_train_tasks"] if t != task]
+        train_tasks = recipe_train_tasks(backbone, [task])
     steps = steps if steps is not None else recipe.get("steps", DEFAULT_STEPS)
     batch_size = batch_size if batch_size is not None else recipe.get("batch_size", TrainConfig.batch_size)
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr,
@@ -379,9 +379,9 @@ def sweep(
     mixture = None if train_tasks == "each" else _train_tasks(train_tasks, task_list)
     if train_tasks is None and data == "embedded" and train_data is None:  # the default mixture: the sweep's tasks
         # and what the backbone's recipe adds
-        from .train import RECIPES
+        from .train import recipe_train_tasks
 
-        mixture = mixture + [t for t in RECIPES.get(backbone, {}).get("extra_train_tasks", []) if t not in mixture]
+        mixture = recipe_train_tasks(backbone, mixture)
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
                        seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
                        train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,

@@ -75,8 +75,13 @@ SKIP_REASONS = ("missing image", "unreadable image", "image too large", "empty q
                 "answers not text")
 
 
+def embedded_seed(task: str, split: str, data_seed: int) -> int:
+    """The generator seed of an embedded split: its pages, and (+1) which question each evaluation page asks."""
+    return data_seed * 100003 + SPLIT_OFFSET[split] + sum(map(ord, task))
+
+
 def _embedded_rows(task: str, split: str, cfg: DataConfig, spec: PageSpec, renderer=None) -> list[dict]:
-    seed = cfg.seed * 100003 + SPLIT_OFFSET[split] + sum(map(ord, task))
+    seed = embedded_seed(task, split, cfg.seed)
     n_docs = cfg.train_docs if split == "train" else cfg.eval_questions  # eval: one question per page
     docs = sample_docs(task, n_docs, seed, spec)
     rng = np.random.default_rng(seed + 1)

@@ -22,6 +22,7 @@ from torch import nn
 
 from .backbone import Backbone, PatchBatch, prompt_format, vision_features
 from .connector import Connector
+from .prompt import stop_ids
 
 
 class VLM(nn.Module):
@@ -73,12 +74,8 @@ class VLM(nn.Module):
 
     @property
     def stop_ids(self) -> frozenset[int]:
-        """Where an answer ends: the prompt format's stop tokens (EOS, a chat template's end of turn) and the
-        LLM's own generation EOS ids."""
-        config = getattr(self.llm, "generation_config", None)
-        eos = getattr(config, "eos_token_id", None)
-        extra = set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
-        return prompt_format(self.tokenizer).stop_ids | extra
+        """Where an answer ends (`alignbench.prompt.stop_ids`)."""
+        return stop_ids(self.tokenizer, self.llm)
 
     def merge(self, features, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """The one merge path: [prefix] + visual tokens + text embeddings. Returns (embeds [B, S, D],
@@ -223,6 +220,7 @@ class VLM(nn.Module):
         reference `generate` is checked against, and the one-at-a-time baseline of
         benchmarks/eval_throughput.py."""
         tok = self.tokenizer
+        stop = self.stop_ids
         device = features.values.device if isinstance(features, PatchBatch) else features.device
         ids, text_mask = left_pad(prompts, tok.pad_token_id, device)
         embeds, mask, _ = self.merge(features, ids, text_mask)
@@ -232,11 +230,11 @@ class VLM(nn.Module):
         mask = torch.gather(mask, 1, order)
         out = self.llm.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-            num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=sorted(self.stop_ids),
+            num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop),
         )
         result = []
         for row in out.tolist():
-            ends = [k for k, t in enumerate(row) if t in self.stop_ids]
+            ends = [k for k, t in enumerate(row) if t in stop]
             row = row[: ends[0]] if ends else row
             result.append([t for t in row if t != tok.pad_token_id])
         return result

@@ -272,15 +272,15 @@ def _page_cell_ids(ws: Workspace, task_name: str, split, tok) -> tuple[list[list
     """The token each cell of each evaluation page of the embedded set stands for (glyph pages: its character;
     token pages: its token, `embedded.tokens.cell_ids`) and the id of a blank cell, when the pages can be
     regenerated exactly (checked on the first page's pixels); None otherwise (e.g. real datasets)."""
-    from .data import SPLIT_OFFSET
+    from .data import embedded_seed
     from .embedded import PageSpec, render, sample_docs
 
     renderer = ws.backbone.info.get("renderer")
     if ws.data_cfg.source != "embedded" or ("page" not in ws.backbone.info and renderer is None):
         return None
     cfg = ws.data_cfg
-    seed = cfg.seed * 100003 + SPLIT_OFFSET["eval"] + sum(map(ord, task_name))
-    docs = sample_docs(task_name, cfg.eval_questions, seed, PageSpec(**ws.backbone.info.get("page", {})))
+    docs = sample_docs(task_name, cfg.eval_questions, embedded_seed(task_name, "eval", cfg.seed),
+                       PageSpec(**ws.backbone.info.get("page", {})))
     draw = renderer if renderer is not None else (lambda d: render(d.page))
     if len(docs) != len(split.images):
         return None

@@ -59,9 +59,13 @@ class PromptFormat:
             trained += [False] * len(p) + [True] * len(a)
         return ids, trained
 
-    # Kept for callers that encode a single prompt (the first turn).
-    def encode(self, tokenizer, prompt: str) -> list[int]:
-        return self.prompt_ids(tokenizer, prompt)
+
+def stop_ids(tokenizer, llm=None) -> frozenset[int]:
+    """Where an answer ends: the prompt format's stop tokens (EOS, a chat template's end of turn) and the EOS ids
+    of the LLM's generation config (one id or a list)."""
+    eos = getattr(getattr(llm, "generation_config", None), "eos_token_id", None)
+    extra = set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
+    return prompt_format(tokenizer).stop_ids | extra
 
 
 def _ids(tokenizer, text: str) -> list[int]:

@@ -169,11 +169,4 @@ def load_smollm2(cfg: TowerConfig | None = None, log=print) -> Backbone:
                     info=info)
 
 
-def text_form(pages: TokenPages, doc) -> list[int]:
-    """The ideal visual sequence of a page: one token id per cell (blank = the space token)."""
-    from .embedded.tokens import cell_ids
-
-    return cell_ids(pages.cells(doc), pages.tokenizer)
-
-
-__all__ = ["TowerConfig", "build_tower", "load_smollm2", "locate", "prepare", "pretrain", "text_form"]
+__all__ = ["TowerConfig", "build_tower", "load_smollm2", "locate", "prepare", "pretrain"]

@@ -66,6 +66,13 @@ STAGES = ("connector", "full")
 # from a question, about 40 from a transcription.
 RECIPES: dict[str, dict] = {"smollm2": {"steps": 250, "batch_size": 8, "questions_per_page": 2,
                                         "extra_train_tasks": ["transcribe"]}}
+
+
+def recipe_train_tasks(backbone: str, tasks: list[str]) -> list[str]:
+    """Training tasks `tasks` plus what the backbone's recipe mixes in (embedded data only; the caller checks)."""
+    return list(tasks) + [t for t in RECIPES.get(backbone, {}).get("extra_train_tasks", []) if t not in tasks]
+
+
 DEFAULT_CHECKPOINT_EVERY = 50  # steps; a checkpoint of a small connector takes milliseconds
 
 

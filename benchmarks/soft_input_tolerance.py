@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignbench.data import SPLIT_OFFSET, DataConfig
+from alignbench.data import DataConfig, embedded_seed
 from alignbench.embedded import sample_docs
 from alignbench.metrics import get_metric, mean_stderr
 from alignbench.results import machine
@@ -42,7 +42,7 @@ E = llm.get_input_embeddings().weight.detach()  # [V, D]
 V = E.shape[0]
 task = TASKS.get(args.task)
 cfg = DataConfig()
-seed = cfg.seed * 100003 + SPLIT_OFFSET["eval"] + sum(map(ord, args.task))  # the embedded evaluation pages
+seed = embedded_seed(args.task, "eval", cfg.seed)  # the embedded evaluation pages
 docs = sample_docs(args.task, args.n, seed, TinyConfig().page)
 metric = get_metric(task.metric)
 rows = []

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from alignbench.backbone import BackboneConfig, load_backbone
-from alignbench.data import SPLIT_OFFSET, DataConfig
+from alignbench.data import DataConfig, embedded_seed
 from alignbench.embedded import PageSpec, sample_docs
 from alignbench.metrics import get_metric, mean_stderr
 from alignbench.model import left_pad
-from alignbench.prompt import prompt_format
+from alignbench.prompt import prompt_format, stop_ids
 from alignbench.results import machine
 from alignbench.task import TASKS
 from alignbench.tiny import page_ids
@@ -43,7 +43,7 @@ if args.n < 1 or args.batch_size < 1:
 backbone = load_backbone(BackboneConfig(args.backbone))
 tok, llm = backbone.tokenizer, backbone.llm.eval()
 fmt = prompt_format(tok)
-stop = sorted(fmt.stop_ids | ({llm.generation_config.eos_token_id} - {None}))
+stop = sorted(stop_ids(tok, llm))
 renderer = backbone.info.get("renderer")
 
 
@@ -77,7 +77,7 @@ report = {}
 for name in ("docvqa", "infovqa", "chartqa"):
     task = TASKS.get(name)
     # the same pages and questions as the embedded evaluation split (`data._embedded_rows`)
-    seed = cfg.seed * 100003 + SPLIT_OFFSET["eval"] + sum(map(ord, name))
+    seed = embedded_seed(name, "eval", cfg.seed)
     docs = sample_docs(name, args.n, seed, PageSpec())
     rng = np.random.default_rng(seed + 1)
     qas = [doc.qas[rng.integers(len(doc.qas))] for doc in docs]

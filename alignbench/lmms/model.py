@@ -97,7 +97,7 @@ class AlignBenchLMMS(lmms):
                 target = target(self.task_dict[task][split][doc_id])
             if isinstance(target, (list, tuple)):
                 target = target[0]
-            prompt = fmt.encode(tok, context)
+            prompt = fmt.prompt_ids(tok, context)
             continuation = tok(str(target), add_special_tokens=False)["input_ids"]
             ids = torch.tensor([prompt + continuation], device=self.device)
             labels = torch.tensor([[-100] * len(prompt) + continuation], device=self.device)
