@@ -1,10 +1,11 @@
 """What a run trained, saved beside its results: `connector.safetensors` always, `llm.safetensors` when the
-LLM trained (stage `full`). Together with `config.json` they rebuild the trained model by themselves;
+LLM trained (stage `full`), `lora.safetensors` when LoRA adapters did (stage `lora`). Together with
+`config.json` they rebuild the trained model by themselves;
 nothing is unpickled (safetensors and JSON only).
 
 Training checkpoints (resumable runs) live in `RUN_DIR/checkpoints/`:
 
-    checkpoints/step-0000050/connector.safetensors   (and llm.safetensors in stage `full`)
+    checkpoints/step-0000050/connector.safetensors   (and llm / lora.safetensors in stage `full` / `lora`)
     checkpoints/step-0000050/state.safetensors       optimizer moments, RNG state
     checkpoints/step-0000050/state.json              step, optimizer hyper-parameters, data order, losses
     checkpoints/latest.json                          names the newest complete checkpoint
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from . import lora
 from .backbone import Backbone
 from .connector import build_connector
 from .errors import AlignBenchError
@@ -32,6 +34,7 @@ from .model import VLM
 
 CONNECTOR_FILE = "connector.safetensors"
 LLM_FILE = "llm.safetensors"
+LORA_FILE = "lora.safetensors"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
 STATE_TENSORS = "state.safetensors"
@@ -46,14 +49,49 @@ def _save(module: torch.nn.Module, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def training_backbone(backbone: Backbone, train: dict) -> Backbone:
+    """`backbone` with the LLM a run of training configuration `train` (a `TrainConfig` as a dict) trains: the
+    shared one where the LLM stays frozen; a float32 copy in stage `full` (under autocast, as bfloat16 weights
+    would round small updates away); a copy with LoRA adapters attached in stage `lora`."""
+    stage = train.get("stage", "connector")
+    if stage == "full":
+        return dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm).float())
+    if stage == "lora":
+        llm = copy.deepcopy(backbone.llm)
+        lora.attach(llm, int(train["lora_rank"]), float(train["lora_alpha"]), str(train["lora_targets"]),
+                    int(train["init_seed"]))
+        return dataclasses.replace(backbone, llm=llm)
+    return backbone
+
+
+def llm_file(stage: str) -> str | None:
+    """The file holding what a run of `stage` trained in the LLM (None: nothing trained there)."""
+    return {"full": LLM_FILE, "lora": LORA_FILE}.get(stage)
+
+
 def save_trained(run_dir: Path, model: VLM, stage: str) -> None:
     _save(model.connector, run_dir / CONNECTOR_FILE)
     if stage == "full":
         _save(model.llm, run_dir / LLM_FILE)
+    elif stage == "lora":
+        _save(lora.adapters(model.llm), run_dir / LORA_FILE)
 
 
-def has_weights(run_dir: Path) -> bool:
-    return (run_dir / CONNECTOR_FILE).is_file() and (run_dir / "config.json").is_file()
+def load_llm_trained(run_dir: Path, model_llm: torch.nn.Module, stage: str, device: str) -> None:
+    """Load what a run of `stage` trained in the LLM into `model_llm` (already built by `training_backbone`)."""
+    from safetensors.torch import load_model
+
+    if stage == "full":
+        load_model(model_llm, str(Path(run_dir) / LLM_FILE), device=str(device))
+    elif stage == "lora":
+        load_model(lora.adapters(model_llm), str(Path(run_dir) / LORA_FILE), device=str(device))
+
+
+def has_weights(run_dir: Path, stage: str = "connector") -> bool:
+    """Whether `run_dir` holds its config and every weight file a run of `stage` writes."""
+    extra = llm_file(stage)
+    return ((run_dir / CONNECTOR_FILE).is_file() and (run_dir / "config.json").is_file()
+            and (extra is None or (run_dir / extra).is_file()))
 
 
 def load_trained(run_dir: Path, backbone: Backbone, device: str = "cpu") -> tuple[VLM, dict]:
@@ -68,9 +106,15 @@ def load_trained(run_dir: Path, backbone: Backbone, device: str = "cpu") -> tupl
     if config.get("backbone_key") not in (None, backbone.key):
         raise AlignBenchError(f"{run_dir} was trained on backbone {config['backbone_key']}, not {backbone.key}; "
                               "load the run's own backbone")
-    if (run_dir / LLM_FILE).is_file():
+    stage = config.get("train", {}).get("stage", "connector")
+    if not has_weights(run_dir, stage):
+        raise AlignBenchError(f"{run_dir} was trained in stage {stage} but its {llm_file(stage)} is missing; "
+                              "train it again with `alignbench run`")
+    if stage == "full":  # the trained weights are loaded into a copy in the backbone's own dtype
         backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm))
-        load_model(backbone.llm, str(run_dir / LLM_FILE), device=str(device))
+    elif stage == "lora":
+        backbone = training_backbone(backbone, config["train"])
+    load_llm_trained(run_dir, backbone.llm, stage, device)
     ctx = backbone.connector_context()
     connector = build_connector(config["connector"], ctx, config.get("connector_args", {}),
                                 config["train"]["init_seed"])

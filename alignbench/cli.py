@@ -58,7 +58,8 @@ def _progress() -> Progress:
 def _config(connector, task, connector_args, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
             llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300,
             eval_batch_size=64, data="embedded", train_data=None, train_limit=None, max_tiles=1, dtype="auto",
-            chat_template="auto", train_tasks=None, micro_batch_size=None, grad_accum=None, parallel="auto"):
+            chat_template="auto", train_tasks=None, micro_batch_size=None, grad_accum=None, parallel="auto",
+            llm_steps=None):
     from .backbone import BackboneConfig
     from .data import DataConfig
     from .distributed import ParallelConfig
@@ -78,8 +79,11 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
         train_tasks = recipe_train_tasks(backbone, [task])
     steps = steps if steps is not None else recipe.get("steps", DEFAULT_STEPS)
     batch_size = batch_size if batch_size is not None else recipe.get("batch_size", TrainConfig.batch_size)
+    stage = stage if stage is not None else recipe.get("stage", TrainConfig.stage)
+    if llm_steps is None and stage != "connector" and "llm_share" in recipe:  # the recipe's LLM stage: its share of
+        llm_steps = max(1, round(recipe["llm_share"] * steps))  # the steps, whatever --steps says
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr,
-                        micro_batch_size=micro_batch_size, grad_accum=grad_accum,
+                        micro_batch_size=micro_batch_size, grad_accum=grad_accum, llm_steps=llm_steps,
                         questions_per_page=recipe.get("questions_per_page", TrainConfig.questions_per_page))
     cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
@@ -199,6 +203,11 @@ CHECKPOINT_HELP = "Write a resumable checkpoint every N training steps (0: after
 MICRO_HELP = ("Pages per forward pass on each process; gradient accumulation fills --batch-size "
               "(= processes x accumulation x micro-batch). Default: no accumulation.")
 ACCUM_HELP = "Micro-batches accumulated per step on each process (instead of --micro-batch-size)."
+STAGE_HELP = ("What trains besides the connector: 'connector' (nothing), 'lora' (LoRA adapters on the LLM, "
+              "through peft) or 'full' (the whole LLM); default: connector (smollm2: its recipe's lora).")
+LLM_STEPS_HELP = ("With --stage lora or full: the LLM trains in the last N steps only, after a connector stage "
+                  "(default: every step; smollm2: its recipe's share of the steps).")
+LLM_LR_HELP = "LLM learning rate (stages lora and full)."
 PARALLEL_HELP = ("Several processes (torchrun, accelerate launch): 'ddp', 'fsdp' (FSDP2: shards the connector, and "
                  "with --stage full the LLM), or 'auto' (fsdp when accelerate's config says FSDP, else ddp).")
 
@@ -226,8 +235,9 @@ def run(
     grad_accum: Annotated[int | None, Opt(help=ACCUM_HELP)] = None,
     parallel: Annotated[str, Opt(help=PARALLEL_HELP)] = "auto",
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
-    llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
-    stage: Annotated[str, Opt(help="'connector' (connector only) or 'full' (connector + LLM).")] = "connector",
+    llm_lr: Annotated[float, Opt(help=LLM_LR_HELP)] = 1e-4,
+    stage: Annotated[str | None, Opt(help=STAGE_HELP)] = None,
+    llm_steps: Annotated[int | None, Opt(help=LLM_STEPS_HELP)] = None,
     seed: Annotated[int, Opt(help="Data seed: the pages generated and the order of batches.")] = 0,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
     connector_arg: Annotated[list[str] | None, Opt(help="Connector option KEY=VALUE (repeatable).")] = None,
@@ -254,7 +264,7 @@ def run(
         cfg = _config(connector, task, options, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
                       llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
                       eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template,
-                      _train_tasks(train_tasks, None), micro_batch_size, grad_accum, parallel)
+                      _train_tasks(train_tasks, None), micro_batch_size, grad_accum, parallel, llm_steps)
     cfg.validate()
     _start_processes([cfg], cfg.device)
     with _progress() as progress:
@@ -338,8 +348,12 @@ def sweep(
     grad_accum: Annotated[int | None, Opt(help=ACCUM_HELP)] = None,
     parallel: Annotated[str, Opt(help=PARALLEL_HELP)] = "auto",
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
-    llm_lr: Annotated[float, Opt(help="LLM learning rate in the `full` stage.")] = 1e-4,
-    stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
+    tuned: Annotated[Path | None, Opt(help="An `alignbench tune` search table (lr_search.csv): each connector "
+                                           "trains with its best trial's learning rate and options (--lr and "
+                                           "--connector-arg still win).")] = None,
+    llm_lr: Annotated[float, Opt(help=LLM_LR_HELP)] = 1e-4,
+    stage: Annotated[str | None, Opt(help=STAGE_HELP)] = None,
+    llm_steps: Annotated[int | None, Opt(help=LLM_STEPS_HELP)] = None,
     seed: Annotated[int, Opt(help="Data seed (shared by every run).")] = 0,
     seeds: Annotated[str | None, Opt(help="Comma-separated seeds, each a full sweep (data seed s, init seed "
                                           "init_seed + s); the table reports mean ± std over seeds.")] = None,
@@ -370,7 +384,7 @@ def sweep(
     import dataclasses
 
     from .launch import LaunchConfig
-    from .results import atomic_write, comparison_table, machine, read_leaderboard, write_table
+    from .results import atomic_write, comparison_table, machine, read_leaderboard, read_search, write_table
     from .task import TASKS
 
     _load_plugins(plugin)
@@ -382,10 +396,17 @@ def sweep(
         from .train import recipe_train_tasks
 
         mixture = recipe_train_tasks(backbone, mixture)
-    configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lr, llm_lr, stage,
-                       seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
+    best = read_search(tuned) if tuned is not None else {}
+    missing = [c for c in conn_list if tuned is not None and c not in best]
+    if missing:
+        raise AlignBenchError(f"--tuned {tuned} has no trial of {', '.join(missing)}; search them with "
+                              "`alignbench tune` or leave --tuned out")
+    lrs = {c: lr if lr is not None or c not in best else best[c][0] for c in conn_list}
+    args = {c: (best[c][1] if c in best else {}) | args[c] for c in conn_list}
+    configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lrs[c], llm_lr,
+                       stage, seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
                        train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,
-                       parallel)
+                       parallel, llm_steps)
                for t in task_list for c in conn_list]
     if seeds is not None:
         configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
@@ -462,7 +483,8 @@ def tune(
     output: Annotated[Path, Opt(help="Where the search's runs and lr_search.{csv,md} go.")] = DEFAULT_OUTPUT / "tune",
     steps: Annotated[int | None, Opt(help=STEPS_HELP)] = None,
     batch_size: Annotated[int | None, Opt(help=BATCH_HELP)] = None,
-    stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
+    stage: Annotated[str | None, Opt(help=STAGE_HELP)] = None,
+    llm_steps: Annotated[int | None, Opt(help=LLM_STEPS_HELP)] = None,
     seed: Annotated[int, Opt(help="Data seed.")] = 0,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
@@ -483,7 +505,7 @@ def tune(
 
     import pandas as pd
 
-    from .results import atomic_write
+    from .results import atomic_write, best_trials
 
     conn_list = _split_list(connectors, "connectors")
     try:
@@ -499,7 +521,7 @@ def tune(
             for lr in lr_list:
                 cfg = _config(c, task, args[c] | dict(zip(names, values)), backbone, None, None, False, steps,
                               batch_size, lr, 1e-4, stage, seed, init_seed, None, device, False, train_docs,
-                              eval_questions, train_tasks=_train_tasks(train_tasks, [task]))
+                              eval_questions, train_tasks=_train_tasks(train_tasks, [task]), llm_steps=llm_steps)
                 cfg.data.eval_split = "val"
                 configs.append(cfg)
     rows = []
@@ -510,7 +532,7 @@ def tune(
     if not _is_main():
         return  # rank 0 writes the search's table
     df = pd.DataFrame(rows)
-    best = df.loc[df.groupby("connector", sort=False).val_score.idxmax()]
+    best = best_trials(df)
     first = configs[0]
     title = (f"search on the {task} validation split ({first.data.eval_questions} questions): {first.train.steps} "
              f"steps of {first.train.batch_size} pages, training tasks {'+'.join(first.train_tasks)}, stage "
@@ -778,7 +800,7 @@ def seeded(cfg, seed: int):
 
 
 def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed, train_docs,
-                  eval_questions, device, connector_arg, train_tasks=None, backbone="tiny"):
+                  eval_questions, device, connector_arg, train_tasks=None, backbone="tiny", llm_steps=None):
     from .pipeline import Workspace, resolve_device
     from .probe import trained_models
     from .results import prepare_output
@@ -788,7 +810,7 @@ def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage,
     seed_list = _seeds(seeds)
     configs = [seeded(_config(c, task, args[c], backbone, None, None, False, steps, batch_size, lr, 1e-4, stage, 0,
                               init_seed, None, device, True, train_docs, eval_questions,
-                              train_tasks=_train_tasks(train_tasks, None)), s)
+                              train_tasks=_train_tasks(train_tasks, None), llm_steps=llm_steps), s)
                for s in seed_list for c in conn_list]
     for cfg in configs:
         cfg.validate()
@@ -828,7 +850,8 @@ def probe_noise(
     batch_size: Annotated[int | None, Opt(help=f"Pages per step {_TRAIN_HELP}; default: 16 (smollm2: 8).")] = None,
     backbone: Annotated[str, Opt(help="'tiny' or 'smollm2': the embedded backbone the runs use.")] = "tiny",
     lr: Annotated[float | None, Opt(help=f"Connector learning rate {_TRAIN_HELP}.")] = None,
-    stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
+    stage: Annotated[str | None, Opt(help=STAGE_HELP)] = None,
+    llm_steps: Annotated[int | None, Opt(help=LLM_STEPS_HELP)] = None,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
@@ -850,7 +873,7 @@ def probe_noise(
         sigma_list = [0.0, *sigma_list]  # the clean score the drop is measured from
     t0 = time.time()
     trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
-                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone)
+                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone, llm_steps)
     probe = noise_probe(trained, task, ws, sigma_list, sigma_mode, noise_seed, log=console.print)
     _finish_probe(output, probe, t0)
 
@@ -868,7 +891,8 @@ def probe_image(
     batch_size: Annotated[int | None, Opt(help=f"Pages per step {_TRAIN_HELP}; default: 16 (smollm2: 8).")] = None,
     backbone: Annotated[str, Opt(help="'tiny' or 'smollm2': the embedded backbone the runs use.")] = "tiny",
     lr: Annotated[float | None, Opt(help=f"Connector learning rate {_TRAIN_HELP}.")] = None,
-    stage: Annotated[str, Opt(help="'connector' or 'full'.")] = "connector",
+    stage: Annotated[str | None, Opt(help=STAGE_HELP)] = None,
+    llm_steps: Annotated[int | None, Opt(help=LLM_STEPS_HELP)] = None,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
     train_docs: Annotated[int, Opt(help="Pages in the embedded train split.")] = 1200,
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
@@ -881,7 +905,7 @@ def probe_image(
     corruption_list = parse_corruptions(corruptions)
     t0 = time.time()
     trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
-                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone)
+                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone, llm_steps)
     probe = image_probe(trained, task, ws, corruption_list, log=console.print)
     _finish_probe(output, probe, t0)
 

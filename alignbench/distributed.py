@@ -360,6 +360,9 @@ def wrap_for_training(model, stage: str, dist: Dist, parallel: ParallelConfig, d
         quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
                  inspect.signature(DistributedDataParallel.__init__).parameters else {"broadcast_buffers": False})
         return Engine(DistributedDataParallel(inner, device_ids=None, **quiet), inner, "ddp")
+    if stage == "lora":
+        raise AlignBenchError("--stage lora trains on one process or with --parallel ddp, not fsdp (the adapters are "
+                              "small; DDP replicates them)")
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 

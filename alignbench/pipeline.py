@@ -21,7 +21,14 @@ from pathlib import Path
 import torch
 
 from .backbone import Backbone, BackboneConfig, LazyFeatures, PatchBatch, load_backbone
-from .checkpoint import remove_checkpoints, save_trained
+from .checkpoint import (
+    CONNECTOR_FILE,
+    has_weights,
+    load_llm_trained,
+    remove_checkpoints,
+    save_trained,
+    training_backbone,
+)
 from .connector import CONNECTORS, build_connector, parse_connector_args
 from .data import DataConfig, Split, load_split
 from .distributed import (
@@ -240,8 +247,7 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     backbone, train_splits, (eval_split, eval_feats) = dist.main_first(load)
     spent = {f"{k}_seconds": round(ws.seconds[k] - spent[k], 2) for k in spent}  # 0 when already in memory
     sources = [TrainSource(TASKS.get(name), *pair) for name, pair in zip(cfg.train_tasks, train_splits)]
-    if cfg.train.stage == "full":  # the copy trains in float32 under autocast, as bfloat16 weights would round
-        backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm).float())  # away small updates
+    backbone = training_backbone(backbone, asdict(cfg.train))  # a copy of the LLM where it trains
     for name, split in [(f"{src.task.name}/train", src.split) for src in sources] + [
             (f"{task.name}/{cfg.data.eval_split}", eval_split)]:
         if split.skipped:
@@ -365,7 +371,7 @@ def training_key(cfg: RunConfig, connector, backbone_key: str, device: str,
         data.pop(name)
     data["train_tasks"] = cfg.train_tasks
     what = {"connector": cfg.connector, "connector_config": asdict(connector.config), "backbone": asdict(cfg.backbone),
-            "backbone_key": backbone_key, "data": data, "train": asdict(cfg.train), "device": device,
+            "backbone_key": backbone_key, "data": data, "train": cfg.train.key_fields(), "device": device,
             "plugins": loaded_plugins()} | ({"placement": list(spread)} if spread[0] > 1 else {})
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -388,8 +394,6 @@ def _register_trained(output: Path, key: str, run_dir: Path, stats: dict) -> Non
 def _trained_source(output: Path, key: str, run_dir: Path, stage: str) -> dict | None:
     """The finished run that trained with `key` ({"run_id", "stats"}), or None when there is none (or its weights
     are gone)."""
-    from .checkpoint import CONNECTOR_FILE, LLM_FILE
-
     entry = output / TRAINED / f"{key}.json"
     if not entry.is_file():
         return None
@@ -398,8 +402,7 @@ def _trained_source(output: Path, key: str, run_dir: Path, stage: str) -> dict |
         source = output / "runs" / str(found["run_id"])
     except (ValueError, KeyError, TypeError):
         return None
-    if source == run_dir or not (source / CONNECTOR_FILE).is_file() or (
-            stage == "full" and not (source / LLM_FILE).is_file()):
+    if source == run_dir or not has_weights(source, stage):
         return None
     return found
 
@@ -408,10 +411,7 @@ def _load_reused(source: Path, model: VLM, stage: str, device: str) -> None:
     """Load the weights a finished run trained (every process reads them) into `model`."""
     from safetensors.torch import load_model
 
-    from .checkpoint import CONNECTOR_FILE, LLM_FILE
-
-    if stage == "full":
-        load_model(model.llm, str(source / LLM_FILE), device=str(device))
+    load_llm_trained(source, model.llm, stage, device)
     load_model(model.connector, str(source / CONNECTOR_FILE), device=str(device))
     model.connector.on_llm_loaded(model.llm)
     model.eval()

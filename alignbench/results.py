@@ -294,3 +294,26 @@ def write_table(output: Path, table: pd.DataFrame, tasks: list[str], metrics: di
     atomic_write(csv, table.to_csv(index=False))
     atomic_write(md, table_markdown(table, tasks, metrics))
     return csv, md
+
+
+def best_trials(search: pd.DataFrame) -> pd.DataFrame:
+    """The best trial per connector of a learning-rate search (`alignbench tune`'s lr_search.csv): the highest
+    validation score; among equal scores (a brief search can leave several at 0), the lowest final training loss
+    (every trial of a connector trains on the same batches)."""
+    return search.sort_values(["val_score", "final_loss"], ascending=[False, True], kind="stable").groupby(
+        "connector", sort=False).head(1)
+
+
+def read_search(path: Path) -> dict[str, tuple[float, dict[str, str]]]:
+    """{connector: (learning rate, connector options)} of the best trials in a search's lr_search.csv."""
+    try:
+        search = pd.read_csv(path, keep_default_na=False)
+        best = best_trials(search)
+        return {str(r.connector): (float(r.lr), dict(kv.split("=", 1) for kv in str(r.options).split() if "=" in kv))
+                for r in best.itertuples()}
+    except FileNotFoundError:
+        raise AlignBenchError(f"--tuned {path}: no such file; give the lr_search.csv an `alignbench tune` wrote") \
+            from None
+    except (ValueError, KeyError, AttributeError, pd.errors.ParserError) as exc:
+        raise AlignBenchError(f"--tuned {path} is not a search table written by `alignbench tune` "
+                              f"({type(exc).__name__}: {exc}); give its lr_search.csv") from None

@@ -6,8 +6,10 @@ paper trains one model per connector on a document mixture): step k takes its pa
 each source with its own seeded order, so every connector still sees the same batches in the same order.
 
 Stages: `connector` trains the connector alone (vision tower and LLM frozen); `full` trains the
-connector and the LLM (the vision tower stays frozen). AdamW, linear warmup then cosine decay,
-gradient clipping, bf16 autocast on CUDA.
+connector and the LLM (the vision tower stays frozen); `lora` trains the connector and LoRA adapters on the
+LLM (`alignbench.lora`, through peft). With `llm_steps` the LLM trains only in the last `llm_steps` steps:
+the steps before them are the connector stage (the paper's two stages in one run, one schedule per stage).
+AdamW, linear warmup then cosine decay, gradient clipping, bf16 autocast on CUDA.
 
 Given a run directory, training is resumable: every `checkpoint_every` steps (and after the last step) it
 writes a checkpoint (`alignbench.checkpoint`) with the trained weights, the optimizer's moments, the step,
@@ -35,6 +37,7 @@ from typing import Any
 
 import torch
 
+from . import lora
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchOrder, Split, collate, pages
 from .distributed import (
@@ -56,7 +59,7 @@ from .errors import AlignBenchError
 from .model import VLM
 from .task import Task
 
-STAGES = ("connector", "full")
+STAGES = ("connector", "full", "lora")
 # A backbone's training budget where a run does not state one, the same for every connector (each value lands in
 # the run's config.json). `tiny` takes TrainConfig's defaults: 750 steps of 16 pages, up to 8 questions each. A
 # step through the pretrained 135M LLM of `smollm2` (bfloat16) costs 1.5 s (mlp) to 2.3 s (align) for 8 pages of
@@ -64,8 +67,11 @@ STAGES = ("connector", "full")
 # 952 s with a fresh cache: benchmarks/time_default_run.py --backbone smollm2). Its training mixes in `transcribe`
 # (the page's text as the answer): a pretrained LLM behind a fresh connector gets about 8 answer tokens per page
 # from a question, about 40 from a transcription.
+#
+# The recipe is the paper's two stages scaled down: the connector alone for the first 60 % of the steps, then the
+# connector with LoRA adapters on the LLM (stage `lora`, `llm_share` of the steps: `llm_steps` in the config).
 RECIPES: dict[str, dict] = {"smollm2": {"steps": 250, "batch_size": 8, "questions_per_page": 2,
-                                        "extra_train_tasks": ["transcribe"]}}
+                                        "extra_train_tasks": ["transcribe"], "stage": "lora", "llm_share": 0.4}}
 
 
 def recipe_train_tasks(backbone: str, tasks: list[str]) -> list[str]:
@@ -96,7 +102,13 @@ class TrainConfig:
     grad_accum: int | None = None  # micro-batches per step on each process; None: from micro_batch_size (or 1)
     questions_per_page: int = 8  # 1 = one question per sequence
     lr: float | None = None  # connector learning rate; None = the connector's `default_lr`
-    llm_lr: float = 1e-4  # LLM learning rate in the `full` stage
+    llm_lr: float = 1e-4  # LLM learning rate in stages `full` and `lora`
+    # Stages `full` and `lora`: the LLM trains in the last `llm_steps` steps only, with a warmup + cosine schedule
+    # of its own (warmup: a tenth of them); the steps before are the connector stage. None: every step.
+    llm_steps: int | None = None
+    lora_rank: int = 16  # stage `lora`: rank of the LoRA update, its scale alpha / rank, and the layers it adapts
+    lora_alpha: float = 32.0
+    lora_targets: str = "all-linear"
     warmup_steps: int = 40
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -110,6 +122,31 @@ class TrainConfig:
                 raise AlignBenchError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not ((self.lr is None or self.lr > 0) and self.llm_lr > 0):
             raise AlignBenchError("learning rates must be positive")
+        if self.llm_steps is not None:
+            if self.stage == "connector":
+                raise AlignBenchError("--llm-steps needs a stage in which the LLM trains: --stage full or lora")
+            if not 1 <= self.llm_steps <= self.steps:
+                raise AlignBenchError(f"--llm-steps must be between 1 and --steps ({self.steps}), got {self.llm_steps}")
+        if self.stage == "lora" and not (self.lora_rank >= 1 and self.lora_alpha > 0):
+            raise AlignBenchError(f"--lora-rank must be at least 1 and --lora-alpha positive, got {self.lora_rank} "
+                                  f"and {self.lora_alpha}")
+
+    def llm_start(self) -> int:
+        """The first step in which the LLM trains (`steps`: never)."""
+        if self.stage == "connector":
+            return self.steps
+        return self.steps - (self.llm_steps if self.llm_steps is not None else self.steps)
+
+    def key_fields(self) -> dict:
+        """The fields that decide the trained weights, without the LoRA options of a run without LoRA and without
+        `llm_steps` left at None (so the keys of runs that predate them stay the same)."""
+        fields = asdict(self)
+        if self.stage != "lora":
+            for name in ("lora_rank", "lora_alpha", "lora_targets"):
+                fields.pop(name)
+        if self.llm_steps is None:
+            fields.pop("llm_steps")
+        return fields
 
     def layout(self, world_size: int) -> tuple[int, int]:
         """(micro-batch size, accumulation steps) on `world_size` processes; a layout that does not divide
@@ -138,15 +175,24 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def llm_trained(model: VLM, stage: str) -> torch.nn.Module | None:
+    """What trains in the LLM: the whole LLM (`full`), its LoRA adapters (`lora`) or nothing."""
+    return {"full": model.llm, "lora": lora.adapters(model.llm) if stage == "lora" else None}.get(stage)
+
+
 def set_trainable(model: VLM, stage: str) -> dict[str, int]:
     """Freeze explicitly; returns parameter counts per module and whether they train."""
     model.vision.requires_grad_(False)
-    model.llm.requires_grad_(stage == "full")
+    model.llm.requires_grad_(False)
+    trained = llm_trained(model, stage)
+    if trained is not None:
+        trained.requires_grad_(True)
     model.connector.requires_grad_(True)
     count = {name: sum(p.numel() for p in m.parameters())
              for name, m in (("vision", model.vision), ("llm", model.llm), ("connector", model.connector))}
-    trainable = count["connector"] + (count["llm"] if stage == "full" else 0)
-    return {**count, "trainable": trainable, "frozen": sum(count.values()) - trainable}
+    count["llm_trained"] = sum(p.numel() for p in trained.parameters()) if trained is not None else 0
+    trainable = count["connector"] + count["llm_trained"]
+    return {**count, "trainable": trainable, "frozen": sum(count.values()) - trainable - count["llm_trained"]}
 
 
 def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: int, device: str = "cpu",
@@ -166,8 +212,11 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
     if checkpoint_every < 0:
         raise AlignBenchError(f"--checkpoint-every must be 0 (last step only) or more, got {checkpoint_every}")
     counts = set_trainable(model, cfg.stage)
+    llm_start = cfg.llm_start()
     log(f"parameters: trainable {counts['trainable']:,} (connector {counts['connector']:,}"
-        f"{', llm ' + format(counts['llm'], ',') if cfg.stage == 'full' else ''}), frozen {counts['frozen']:,}")
+        f"{f', llm {cfg.stage} ' + format(counts['llm_trained'], ',') if cfg.stage != 'connector' else ''}), "
+        f"frozen {counts['frozen']:,}"
+        + (f"; the LLM trains from step {llm_start + 1} of {cfg.steps}" if 0 < llm_start < cfg.steps else ""))
     if dist.enabled or accum > 1:
         log(f"{dist.world_size} process{'es' if dist.enabled else ''}"
             f"{f' ({parallel.strategy})' if dist.enabled else ''}, {cfg.batch_size} pages per step: micro-batches "
@@ -183,18 +232,22 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
     orders = [BatchOrder(len(g), cfg.batch_size, source_seed(data_seed, i)) for i, g in enumerate(page_groups)]
     # What a checkpoint must agree on to be continued (weights of another configuration are refused); the
     # number of processes is not part of it: a run resumes on any number.
-    identity = {"train": asdict(cfg), "data_seed": data_seed, "connector": type(model.connector).__name__,
+    identity = {"train": cfg.key_fields(), "data_seed": data_seed, "connector": type(model.connector).__name__,
                 "pages": [len(g) for g in page_groups], "tasks": [src.task.name for src in sources]}
     engine = wrap_for_training(model, cfg.stage, dist, parallel, device)  # FSDP replaces the parameters: before
     groups = model.connector.param_groups(cfg.lr)  # the optimizer is built on what the engine left
-    if cfg.stage == "full":
-        groups.append({"params": list(model.llm.parameters()), "lr": cfg.llm_lr})
+    trained_llm = llm_trained(model, cfg.stage)
+    if trained_llm is not None:
+        groups.append({"params": list(trained_llm.parameters()), "lr": cfg.llm_lr, "llm": True})
     for g in groups:
         g["base_lr"] = g["lr"]
+    llm_params = [p for g in groups if g.get("llm") for p in g["params"]]
+    llm_warmup = cfg.warmup_steps if cfg.llm_steps is None else max(1, cfg.llm_steps // 10)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     params = [p for g in groups for p in g["params"]]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
-    modules = {"connector": model.connector} | ({"llm": model.llm} if cfg.stage == "full" else {})
+    modules = {"connector": model.connector} | ({"llm" if cfg.stage == "full" else "lora": trained_llm}
+                                                 if trained_llm is not None else {})
     losses: list[float] = []
     start, previous_seconds, ckpt_step = 0, 0.0, None
     cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
@@ -209,14 +262,16 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
                 model.connector.on_llm_loaded(model.llm)
                 log(f"resuming from the checkpoint after step {start} of {cfg.steps}")
         model.connector.train()
-        model.llm.train(cfg.stage == "full")
+        model.llm.train(cfg.stage != "connector")
         t0 = time.time()
         task_id = progress.add_task("train", total=cfg.steps, completed=start, loss=float("nan")) if progress else None
         for step in range(start, cfg.steps):
             which = step % len(sources)
             src, idx = sources[which], orders[which].next()  # the step's pages, the same for any number of processes
             for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
+                g["lr"] = g["base_lr"] * (
+                    (lr_factor(step - llm_start, cfg.steps - llm_start, llm_warmup) if step >= llm_start else 0.0)
+                    if g.get("llm") else lr_factor(step, cfg.steps, cfg.warmup_steps))
             micro_batches = []
             for part in rank_slices(idx, dist, micro, accum):
                 chosen = [[src.split.samples[i] for i in page_groups[which][k]] for k in part]
@@ -238,6 +293,9 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
             loss = (dist.sum(loss_sum) / tokens).item()
             if not math.isfinite(loss):
                 _diverged(f"loss is {loss}", step + 1, cfg.steps, ckpt_step, checkpoint_dir)
+            if step < llm_start:  # the connector stage: the LLM's gradients are dropped (AdamW skips them, moments
+                for p in llm_params:  # and all), so the LLM stage starts as a stage of its own would
+                    p.grad = None
             norm = full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
             if not torch.isfinite(norm):
                 _diverged(f"gradient norm is {norm.item()}", step + 1, cfg.steps, ckpt_step, checkpoint_dir)

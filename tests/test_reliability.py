@@ -31,11 +31,12 @@ import torch
 from safetensors.torch import load_file
 
 from alignbench.backbone import BackboneConfig
-from alignbench.checkpoint import latest_checkpoint, load_trained
+from alignbench.checkpoint import latest_checkpoint, load_trained, training_backbone
 from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
 from alignbench.data import DataConfig
 from alignbench.errors import AlignBenchError
 from alignbench.evaluate import EvalConfig, evaluate
+from alignbench.lora import adapters
 from alignbench.model import VLM
 from alignbench.pipeline import RunConfig, Workspace, run
 from alignbench.results import append_leaderboard, new_run_dir, read_leaderboard, run_path
@@ -172,19 +173,24 @@ def _blocked(*args, **kwargs):
     raise AssertionError("pickle/torch.load used to read a checkpoint")
 
 
-def test_in_process_crash_and_resume_without_pickle(ws, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stage", ["full", "lora"])
+def test_in_process_crash_and_resume_without_pickle(ws, tmp_path, monkeypatch, stage):
     """A crash (an exception at step 4 of 4) after the checkpoint of step 2; the resumed training reads only
     safetensors and JSON (pickle and torch.load are blocked) and ends with the uninterrupted weights,
-    the LLM's included in stage `full` (tied embeddings)."""
-    connector, stage = "ovis", "full"  # the stage `connector` is resumed by the subprocess test above
+    the LLM's included in stage `full` (tied embeddings), the LoRA adapters in stage `lora` (whose LLM stage,
+    the last 3 steps, began before the checkpoint)."""
+    connector = "ovis"  # the stage `connector` is resumed by the subprocess test above
     task = TASKS.get("docvqa")
     split, feats = ws.split(task, "train")
-    cfg = TrainConfig(stage=stage, steps=4, batch_size=2, lr=3e-3, warmup_steps=2)
+    cfg = TrainConfig(stage=stage, steps=4, batch_size=2, lr=3e-3, warmup_steps=2,
+                      llm_steps=3 if stage == "lora" else None)
 
     def fresh():
         backbone = ws.backbone
         if stage == "full":
             backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm))
+        else:
+            backbone = training_backbone(backbone, dataclasses.asdict(cfg))
         ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)
         return VLM(backbone, build_connector(connector, ctx, {}, 1234))
 
@@ -217,9 +223,11 @@ def test_in_process_crash_and_resume_without_pickle(ws, tmp_path, monkeypatch):
     assert stats["resumed_from_step"] == 2
     for (name, a), b in zip(ref.connector.state_dict().items(), resumed.connector.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), name
-    if stage == "full":
-        for (name, a), b in zip(ref.llm.state_dict().items(), resumed.llm.state_dict().values()):
-            assert torch.allclose(a, b, atol=1e-6, rtol=0), name
+    for (name, a), b in zip(ref.llm.state_dict().items(), resumed.llm.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), name
+    if stage == "lora":  # the adapters trained (B starts at zero) and were restored from the checkpoint
+        b_matrices = [m.weight for name, m in adapters(resumed.llm).items() if name.endswith("__B")]
+        assert b_matrices and all(w.abs().max() > 0 for w in b_matrices)
     assert resumed.llm.get_input_embeddings().weight is resumed.llm.get_output_embeddings().weight
 
 
