@@ -8,6 +8,7 @@ Training checkpoints (resumable runs) live in `RUN_DIR/checkpoints/`:
     checkpoints/step-0000050/connector.safetensors   (and llm / lora.safetensors in stage `full` / `lora`)
     checkpoints/step-0000050/state.safetensors       optimizer moments, RNG state
     checkpoints/step-0000050/state.json              step, optimizer hyper-parameters, data order, losses
+    checkpoints/step-0000050/sha256.json             the SHA-256 of each file above, checked on resume
     checkpoints/latest.json                          names the newest complete checkpoint
 
 A checkpoint is written into a temporary folder, synced and renamed; only then does `latest.json` (itself
@@ -39,14 +40,21 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
+CHECKSUMS = "sha256.json"  # in each checkpoint folder: the SHA-256 of every other file
 
 
 def _save(module: torch.nn.Module, path: Path) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_model
 
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_model(module, str(tmp))  # handles tied (shared) tensors
-    os.replace(tmp, path)
+    try:
+        save_model(module, str(tmp))  # handles tied (shared) tensors
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise AlignBenchError(f"could not write the trained weights {str(path)!r} ({exc}); free space, then continue "
+                              f"with: alignbench run --resume {str(path.parent.resolve())!r}") from None
 
 
 def training_backbone(backbone: Backbone, train: dict) -> Backbone:
@@ -173,12 +181,25 @@ def save_checkpoint(run_dir: Path, step: int, module_states: dict[str, dict[str,
     checkpoint is the same whether one process or N wrote it; `optimizer_state` is an optimizer `state_dict()`
     with whole tensors; `state` is JSON (data order, losses, ...), `tensors` are extra tensors (RNG state).
     Only one process (rank 0) calls it."""
-    from safetensors.torch import save_file
+    from safetensors import SafetensorError
 
     root = Path(run_dir) / CHECKPOINTS
+    tmp = root / f".step-{step:07d}.tmp{os.getpid()}"
+    try:
+        return _save_checkpoint(root, tmp, step, module_states, optimizer_state, state, tensors)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # what was half-written; the previous checkpoint stays the latest
+        raise AlignBenchError(f"could not write the checkpoint of step {step} in {str(root)!r} ({exc}); the previous "
+                              "checkpoint is intact: free space, then continue with: alignbench run --resume "
+                              f"{str(Path(run_dir).resolve())!r}") from None
+
+
+def _save_checkpoint(root: Path, tmp: Path, step: int, module_states: dict[str, dict[str, torch.Tensor]],
+                     optimizer_state: dict, state: dict, tensors: dict[str, torch.Tensor] | None) -> Path:
+    from safetensors.torch import save_file
+
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
-    tmp = root / f".{name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for key, tensors_of_module in module_states.items():
@@ -190,6 +211,9 @@ def save_checkpoint(run_dir: Path, step: int, module_states: dict[str, dict[str,
                                               **state}, indent=1))
     for f in tmp.iterdir():
         _fsync(f)
+    digests = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}  # checked on resume: a flipped bit is refused
+    (tmp / CHECKSUMS).write_text(json.dumps(digests, indent=1))
+    _fsync(tmp / CHECKSUMS)
     _fsync(tmp)
     final = root / name
     if final.exists():  # left by a save that was interrupted before it was published: never the latest
@@ -204,17 +228,58 @@ def save_checkpoint(run_dir: Path, step: int, module_states: dict[str, dict[str,
     return final
 
 
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """(step, folder) of the newest complete checkpoint, or None."""
-    pointer = Path(run_dir) / CHECKPOINTS / LATEST
+    """(step, folder) of the newest complete checkpoint, or None when training has written none. The pointer
+    must name a folder `step-NNNNNNN` of its own step inside `checkpoints/` (never a path elsewhere); checkpoint
+    folders without a pointer are reported, not silently ignored (training would restart from step 0)."""
+    root = Path(run_dir) / CHECKPOINTS
+    pointer = root / LATEST
     if not pointer.is_file():
+        found = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name.startswith("step-")) \
+            if root.is_dir() else []
+        if found:
+            raise AlignBenchError(f"{root} holds checkpoint(s) {', '.join(found)} but no {LATEST} naming the latest "
+                                  f"complete one; restore it (e.g. {{\"step\": {int(found[-1][5:])}, \"dir\": "
+                                  f"\"{found[-1]}\"}}) to continue, or delete {root} to train from step 0")
         return None
     try:
         latest = json.loads(pointer.read_text())
-        return int(latest["step"]), pointer.parent / str(latest["dir"])
+        step, name = int(latest["step"]), latest["dir"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AlignBenchError(f"checkpoint pointer {pointer} is unreadable ({exc}); delete {pointer.parent} "
+        raise AlignBenchError(f"checkpoint pointer {pointer} is unreadable ({exc}); delete {root} "
                               "to restart training from scratch") from None
+    if name != f"step-{step:07d}":
+        raise AlignBenchError(f"checkpoint pointer {pointer} names {name!r} for step {step}, not a checkpoint "
+                              f"folder of this run (step-{step:07d}); delete {root} to restart training from scratch")
+    return step, root / name
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Every file of a checkpoint matches the SHA-256 written with it (checkpoints written before the digests
+    existed have none and are read as they are)."""
+    listed = folder / CHECKSUMS
+    if not listed.is_file():
+        return
+    try:
+        digests = json.loads(listed.read_text())
+        bad = [name for name, digest in digests.items()
+               if "/" in name or not (folder / name).is_file() or sha256_file(folder / name) != digest]
+    except (OSError, ValueError, AttributeError) as exc:
+        raise AlignBenchError(f"checkpoint {folder}: {CHECKSUMS} is unreadable ({exc}); delete {folder.parent} to "
+                              "restart training from scratch") from None
+    if bad:
+        raise AlignBenchError(f"checkpoint {folder} is corrupt: {', '.join(bad)} no longer match(es) the SHA-256 "
+                              f"written with it; delete {folder.parent} to restart training from scratch")
 
 
 def load_checkpoint(run_dir: Path, modules: list[str]) -> tuple[dict, dict, dict, dict[str, torch.Tensor]] | None:
@@ -227,6 +292,7 @@ def load_checkpoint(run_dir: Path, modules: list[str]) -> tuple[dict, dict, dict
     if found is None:
         return None
     step, folder = found
+    verify_checkpoint(folder)
     try:
         state = json.loads((folder / STATE_JSON).read_text())
         if state.get("step") != step or sorted(state.get("modules", [])) != sorted(modules):

@@ -137,8 +137,7 @@ def _load_plugins(paths: list[Path] | None) -> None:
 
 def _resume_config(ctx: typer.Context, run_dir: Path):
     """(configuration, output directory) of the run to continue, from its own config.json."""
-    from .pipeline import RunConfig
-    from .registry import loaded_plugins
+    from .pipeline import read_run_config
 
     # Sources are compared by name: typer may bring its own copy of click's ParameterSource.
     given = [name for name in ctx.params if name not in ("resume", "checkpoint_every", "plugin", "feature_cache")
@@ -147,19 +146,10 @@ def _resume_config(ctx: typer.Context, run_dir: Path):
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise AlignBenchError(f"--resume continues a run with the configuration in its config.json; drop {flags} "
                               "(or start a new run without --resume)")
-    path = run_dir / "config.json"
-    if not path.is_file():
+    if not (run_dir / "config.json").is_file():
         raise AlignBenchError(f"--resume {str(run_dir)!r} is not a run directory (no config.json); give "
                               "OUTPUT/runs/RUN_ID as printed when the run started")
-    try:
-        saved = json.loads(path.read_text())
-        cfg = RunConfig.from_dict(saved)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AlignBenchError(f"{path} is not an AlignBench run config ({type(exc).__name__}: {exc})") from None
-    missing = [p for p in saved.get("plugins", []) if p not in loaded_plugins()]
-    if missing:
-        raise AlignBenchError(f"{run_dir} ran with plug-in(s) {', '.join(missing)}; pass --plugin for each to "
-                              "resume it")
+    cfg, _ = read_run_config(run_dir)
     return cfg, run_dir.parent.parent
 
 
@@ -671,10 +661,24 @@ def leaderboard(
     output: Annotated[Path, Opt(help="Directory holding leaderboard.csv.")] = DEFAULT_OUTPUT,
     task: Annotated[str | None, Opt(help="Only this task.")] = None,
     markdown: Annotated[Path | None, Opt(help="Also write the table as Markdown to this file.")] = None,
+    repair: Annotated[bool, Opt(help="Rebuild leaderboard.csv from the finished run directories (config.json and "
+                                     "results.json), keeping the old file as a backup.")] = False,
 ):
     """Print the leaderboard (one row per run, best first within each task), and mean ± std across seeds."""
-    from .results import aggregate_seeds, atomic_write, read_leaderboard, training_runs
+    from .results import aggregate_seeds, atomic_write, read_leaderboard, repair_leaderboard, training_runs
 
+    if repair:
+        if not output.is_dir():
+            raise AlignBenchError(f"--output {str(output)!r} is not a directory; give the folder holding runs/")
+        backup, n, skipped = repair_leaderboard(output)
+        if backup is not None:
+            console.print(f"the old leaderboard is kept as {backup}")
+        for line in skipped:
+            console.print(f"[yellow]skipped[/yellow] {escape(line)}")
+        if not n:
+            raise AlignBenchError(f"no finished run directory under {output / 'runs'}: there is nothing to rebuild "
+                                  "the leaderboard from")
+        console.print(f"rebuilt {output / 'leaderboard.csv'} from {n} run director{'y' if n == 1 else 'ies'}")
     df = read_leaderboard(output / "leaderboard.csv")
     if task:
         df = df[df.task == task]
@@ -931,6 +935,8 @@ def probe_vocab(
         ks = [int(x) for x in _split_list(top_k, "top-k")]
     except ValueError:
         raise AlignBenchError(f"--top-k {top_k!r} must be comma-separated integers, e.g. 5,10,20") from None
+    if any(k < 1 for k in ks):
+        raise AlignBenchError(f"--top-k {top_k!r} must be positive vocabulary sizes, e.g. 5,10,20")
     if docs < 1:
         raise AlignBenchError(f"--docs must be at least 1, got {docs}")
     try:
@@ -981,6 +987,26 @@ def _refuse_unsupported_command() -> None:
                               f"launch (commands that run on several: {', '.join(DISTRIBUTED_COMMANDS)})")
 
 
+def _error(message: str) -> None:
+    rank = os.environ.get("RANK", "0")
+    where = "" if rank in ("", "0") else f"(rank {rank}) "
+    err_console.print(f"[red]error:[/red] {where}{escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _interrupted() -> None:
+    """One line: what is intact, and the exact command that continues the interrupted run (if one had begun)."""
+    active = sys.modules.get("alignbench.pipeline")
+    run_dir = getattr(active, "ACTIVE_RUN", None) if active else None
+    hint = f"; continue it with: {active.resume_command(run_dir)}" if run_dir is not None else ""
+    err_console.print(f"[red]interrupted[/red]; results, checkpoints and the leaderboard already written are "
+                      f"intact{escape(hint)}", highlight=False, soft_wrap=True)
+
+
+# Typer's (and click's) command-line errors, whichever of them this typer raises.
+_CLI_ERRORS = tuple({getattr(typer, "TyperException", None), getattr(sys.modules.get("click"), "ClickException", None)}
+                    - {None})
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from .pipeline import quiet_libraries
@@ -988,16 +1014,31 @@ def main() -> None:
     quiet_libraries()
     try:
         _refuse_unsupported_command()
-        app()
+        # Not standalone: click would turn Ctrl-C into a silent exit and a bad value into a usage box; both are
+        # reported here in one line instead.
+        code = app(standalone_mode=False)
+        if code == 130:  # typer's way of reporting Ctrl-C: an exit code (the KeyboardInterrupt is swallowed)
+            raise KeyboardInterrupt
+        sys.exit(code if isinstance(code, int) else 0)
+    except _CLI_ERRORS as exc:  # a bad option or value: one line naming it, and where the help is
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `alignbench` alone: the help
+            exc.show()
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        _error(f"{exc.format_message()} (see `{ctx.command_path if ctx is not None else 'alignbench'} --help`)")
+        sys.exit(2)
     except AlignBenchError as exc:
         if not _echoed(exc):
-            rank = os.environ.get("RANK", "0")
-            where = "" if rank in ("", "0") else f"(rank {rank}) "
-            err_console.print(f"[red]error:[/red] {where}{escape(str(exc))}", highlight=False, soft_wrap=True)
+            _error(str(exc))
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]; results already written are intact")
+    except (KeyboardInterrupt, typer.Abort):
+        _interrupted()
         sys.exit(130)
+    except OSError as exc:  # a file-system error no closer handler named: the file, the error, what is intact
+        where = f" at {str(exc.filename)!r}" if exc.filename else ""
+        _error(f"file-system error{where}: {exc.strerror or exc}; files already written are intact: free space or "
+               "fix permissions, then run again (an interrupted run continues with --resume)")
+        sys.exit(2)
     finally:
         if "torch.distributed" in sys.modules:
             from .distributed import shutdown

@@ -49,6 +49,26 @@ class DataConfig:
     # Tasks whose training splits are mixed, a step from each in turn; None: the evaluated task's alone
     train_tasks: list[str] | None = None
 
+    def validate(self) -> None:
+        check_seed(self.seed, "--seed")
+        for name in ("train_docs", "eval_questions"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise AlignBenchError(f"--{name.replace('_', '-')} must be a positive integer, got "
+                                      f"{getattr(self, name)!r}")
+        for name, flag in (("eval_limit", "--limit"), ("train_limit", "--train-limit")):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise AlignBenchError(f"{flag} must be a positive integer, got {value!r}")
+
+
+MAX_SEED = 2**32 - 1  # numpy's seeds; torch's would go to 2**64 - 1
+
+
+def check_seed(value, flag: str) -> None:
+    """A seed is an integer in [0, 2**32 - 1]; anything else is one message naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise AlignBenchError(f"{flag} must be an integer from 0 to {MAX_SEED}, got {value!r}")
+
 
 @dataclass
 class Sample:

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ from .feature_cache import FeatureCache, compute_features
 from .model import VLM
 from .registry import load_plugin, loaded_plugins
 from .results import (
+    LEADERBOARD,
     append_leaderboard,
     atomic_write,
     git_commit,
@@ -54,6 +56,7 @@ from .results import (
     new_run_dir,
     prepare_output,
     read_leaderboard,
+    run_path,
     versions,
     write_run,
 )
@@ -90,6 +93,7 @@ class RunConfig:
                                   "leave --train-data out to train on each task's own training set")
         parse_connector_args(CONNECTORS.get(self.connector), self.connector_args)
         self.backbone.validate()
+        self.data.validate()
         self.train.validate()
         self.parallel.validate()
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
@@ -200,9 +204,62 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
+# The run directory this process is writing (what an interrupted command names in its resume hint).
+ACTIVE_RUN: Path | None = None
+WRITER_LOCK = ".writer.lock"  # RUN_DIR/.writer.lock: held by the one process writing the run directory
+WRITER_PID = ".writer.pid"
+_held: list = []
+
+
+def resume_command(run_dir: Path) -> str:
+    """The exact command that continues `run_dir`: absolute and single-quoted, so it pastes into any shell."""
+    return "alignbench run --resume '" + str(Path(run_dir).resolve()).replace("'", "'\\''") + "'"
+
+
+def _hold_run_dir(run_dir: Path) -> None:
+    """Take the run directory's exclusive writer lock for the rest of the run (released by `run`, or by the OS
+    when the process dies); a second writer gets one line naming the PID that holds it."""
+    from filelock import FileLock, Timeout
+
+    global ACTIVE_RUN
+    lock = FileLock(str(run_dir / WRITER_LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            pid = (run_dir / WRITER_PID).read_text().strip() or "unknown"
+        except OSError:
+            pid = "unknown"
+        raise AlignBenchError(f"{run_dir} is being written by another process (PID {pid}); wait for it to end, or "
+                              "stop it before resuming this run") from None
+    _held.append(lock)
+    atomic_write(run_dir / WRITER_PID, f"{os.getpid()}\n")
+    ACTIVE_RUN = run_dir
+
+
 def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: Path | None = None,
         plugins: Sequence[str | Path] = (), feature_cache: bool = True) -> dict:
+    """Train one connector on one task, evaluate it, write its run directory and leaderboard row (holding the run
+    directory's writer lock throughout: `_run`)."""
+    global ACTIVE_RUN
+    try:
+        result = _run(cfg, output, workspace, progress, log, checkpoint_every=checkpoint_every, resume=resume,
+                      plugins=plugins, feature_cache=feature_cache)
+    finally:
+        while _held:
+            lock = _held.pop()
+            folder = Path(lock.lock_file).parent
+            (folder / WRITER_PID).unlink(missing_ok=True)  # the run has written everything it writes: its files
+            Path(lock.lock_file).unlink(missing_ok=True)  # go first, then the lock itself
+            lock.release()
+    ACTIVE_RUN = None  # kept when the run stops early: the interrupted command names it
+    return result
+
+
+def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
+         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: Path | None = None,
+         plugins: Sequence[str | Path] = (), feature_cache: bool = True) -> dict:
     """Train one connector on one task, evaluate it, write its run directory and leaderboard row.
 
     The run directory is made before training: checkpoints (every `checkpoint_every` steps) and the
@@ -217,6 +274,8 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     for path in plugins:
         load_plugin(path)
     cfg.validate()
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise AlignBenchError(f"--checkpoint-every must be 0 (last step only) or more, got {checkpoint_every!r}")
     dist = context()
     if not dist.is_main:
         log, progress = _quiet, None
@@ -230,11 +289,16 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     dist.on_main(prepare_output, output)
     if resume is not None:
         resume = dist.on_main(_check_resumable, Path(resume), output)
+        dist.on_main(_hold_run_dir, resume)
         finished = dist.on_main(_finish_listed, resume, output, log)
         if finished is not None:
             return finished
     ws = workspace or Workspace(cfg.backbone, cfg.data, device, log, feature_cache)
     task = TASKS.get(cfg.task)
+    # 0. the connector on the backbone before any data loads: an option that cannot work with this backbone
+    #    (perceiver heads not dividing its width) stops here, before the data and the run directory
+    shape = dist.main_first(lambda: ws.backbone)
+    build_connector(cfg.connector, shape.connector_context(), cfg.connector_args, cfg.train.init_seed)
 
     def load():  # one process per machine fills the caches (data, the feature cache), then the others read them
         # 1. backbone (the LLM is copied below when it trains, so the shared one stays pristine)
@@ -273,7 +337,9 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
       | {"distributed": placement(parallel, dist, micro, accum)}))
     # 4. the run directory: a fresh one, or the interrupted run's own (same configuration only); rank 0 makes it
     run_dir = dist.on_main(_open_run_dir, config, output, task.name, cfg, resume)
-    log(f"run directory: {run_dir} (if interrupted, continue it with: alignbench run --resume {run_dir})")
+    if resume is None:
+        dist.on_main(_hold_run_dir, run_dir)
+    log(f"run directory: {run_dir} (if interrupted, continue it with: {resume_command(run_dir)})")
     # 5. train (checkpointed, resumable), or re-use the weights of a finished run with the same training
     #    configuration (a sweep trains each connector once on its training tasks, then scores every task);
     #    6. evaluate (journaled, resumable). Rank 0 holds the lock and decides; every process trains or loads.
@@ -399,9 +465,14 @@ def _trained_source(output: Path, key: str, run_dir: Path, stage: str) -> dict |
         return None
     try:
         found = json.loads(entry.read_text())
-        source = output / "runs" / str(found["run_id"])
+        run_id = found["run_id"]
     except (ValueError, KeyError, TypeError):
         return None
+    try:  # a name read back from the output directory must stay inside it
+        source = run_path(output, run_id)
+    except AlignBenchError:
+        raise AlignBenchError(f"{entry} names run {run_id!r}, which is not a run directory under {output / 'runs'}; "
+                              "delete the file (the run then trains again)") from None
     if source == run_dir or not has_weights(source, stage):
         return None
     return found
@@ -434,8 +505,6 @@ def _check_resumable(run_dir: Path, output: Path) -> Path:
 def _finish_listed(run_dir: Path, output: Path, log) -> dict | None:
     """A run killed after writing results.json: add its missing leaderboard row, or say it is complete. None
     when the run has no results yet (it is to be continued)."""
-    from .results import LEADERBOARD
-
     if not (run_dir / "results.json").is_file():
         return None
     config = json.loads((run_dir / "config.json").read_text())
@@ -477,9 +546,20 @@ def read_run_config(run_dir: Path) -> tuple[RunConfig, dict]:
                               "of a finished `alignbench run`")
     try:
         saved = json.loads(path.read_text())
-        return RunConfig.from_dict(saved), saved
-    except (ValueError, KeyError, TypeError) as exc:
+        missing = [p for p in saved.get("plugins", []) if p not in loaded_plugins()]
+        if missing:
+            raise AlignBenchError(f"{run_dir} was made with plug-in(s) {', '.join(map(str, missing))}; pass --plugin "
+                                  "for each")
+        cfg = RunConfig.from_dict(saved)
+        cfg.validate()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise AlignBenchError(f"{path} is not an AlignBench run config ({type(exc).__name__}: {exc})") from None
+    except AlignBenchError as exc:
+        if "plug-in" in str(exc):
+            raise
+        raise AlignBenchError(f"{path} holds a value no run accepts ({exc}); was it edited? Start a new run") \
+            from None
+    return cfg, saved
 
 
 def load_run(run_dir: Path, device: str = "auto", log=print) -> tuple[VLM, RunConfig, Workspace]:
@@ -488,9 +568,6 @@ def load_run(run_dir: Path, device: str = "auto", log=print) -> tuple[VLM, RunCo
     from .checkpoint import load_trained
 
     cfg, saved = read_run_config(run_dir)
-    missing = [p for p in saved.get("plugins", []) if p not in loaded_plugins()]
-    if missing:
-        raise AlignBenchError(f"{run_dir} was trained with plug-in(s) {', '.join(missing)}; pass --plugin for each")
     ws = Workspace(cfg.backbone, cfg.data, resolve_device(device), log)
     model, _ = load_trained(Path(run_dir), ws.backbone, ws.device)
     return model, cfg, ws

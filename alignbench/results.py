@@ -43,8 +43,14 @@ def atomic_write(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise AlignBenchError(f"could not write {str(path)!r} ({exc.strerror or exc}); its previous version, if any, "
+                              "is intact: free space, fix permissions or create the folder, then run again") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -67,6 +73,7 @@ def run_path(output: Path, run_id: str) -> Path:
 
 
 def prepare_output(output: Path) -> Path:
+    """Make OUTPUT/runs, check that it is writable and that its leaderboard (if any) is valid."""
     try:
         (output / "runs").mkdir(parents=True, exist_ok=True)
         probe = output / f".write-test-{os.getpid()}"
@@ -75,6 +82,7 @@ def prepare_output(output: Path) -> Path:
     except OSError as exc:
         raise AlignBenchError(f"output directory {str(output)!r} is not writable ({exc.strerror}); "
                               "pass --output with a directory you can write to") from None
+    check_leaderboard(output / LEADERBOARD)  # a damaged leaderboard stops a run before any work, not after
     return output
 
 
@@ -169,9 +177,79 @@ def _csv_cell(value) -> str:
     return str(value)
 
 
+# The columns every leaderboard has had; a file whose header lacks one of them is not a leaderboard.
+REQUIRED_COLUMNS = ("run_id", "connector", "task", "metric", "score")
+
+
+def leaderboard_fix(output: Path) -> str:
+    return (f"rebuild it from the run directories with `alignbench leaderboard --repair --output {str(output)!r}` "
+            "(the damaged file is kept as a backup)")
+
+
+def check_leaderboard(path: Path) -> str:
+    """The text of the leaderboard at `path` ("" when there is none yet), validated: UTF-8 without a byte-order
+    mark, LF line ends, a header with the leaderboard's columns, every row closed (quotes and final newline),
+    as many fields as the header and a finite score. Anything else is one message naming the file, what is wrong
+    (with the line) and the repair command: appending to a damaged file could merge the new row into a cut one.
+
+    Hand-written with the csv module rather than pandas, which would guess its way past a ragged or cut row
+    and cannot say on which line the damage is."""
+    if not path.exists():
+        return ""
+    where = f"leaderboard {str(path)!r}"
+    if path.is_dir():
+        raise AlignBenchError(f"{where} is a directory, not a file; move it away and run again")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AlignBenchError(f"{where} cannot be read ({exc.strerror}); fix its permissions and run again") \
+            from None
+
+    def bad(what: str) -> AlignBenchError:
+        return AlignBenchError(f"{where} is not a valid leaderboard: {what}; {leaderboard_fix(path.parent)}")
+
+    if not data:
+        return ""
+    if b"\0" in data:
+        raise bad("it holds binary data (NUL bytes)")
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise bad("it starts with a byte-order mark (saved by a spreadsheet?)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(f"it is not UTF-8 text (byte {exc.start})") from None
+    if "\r" in text:
+        raise bad("it has Windows (CRLF) or CR line ends (saved by a spreadsheet?)")
+    if not text.endswith("\n"):
+        raise bad(f"its last line ({text.count(chr(10)) + 1}) is cut short: no final newline")
+    reader = csv.reader(io.StringIO(text), strict=True)
+    try:
+        header = next(reader)
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing or len(set(header)) != len(header) or header[0] != "run_id":
+            raise bad(f"line 1 is not a leaderboard header (missing {', '.join(missing) or 'nothing'}; "
+                      f"duplicate columns: {sorted({c for c in header if header.count(c) > 1}) or 'none'}; "
+                      "the first column must be run_id)")
+        score = header.index("score")
+        for cells in reader:
+            line = reader.line_num
+            if len(cells) != len(header):
+                raise bad(f"ragged row at line {line}: {len(cells)} fields, the header has {len(header)}")
+            try:
+                value = float(cells[score])
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value) or not cells[0]:
+                raise bad(f"the row at line {line} has no run id or no finite score ({cells[score]!r})")
+    except csv.Error as exc:
+        raise bad(f"line {reader.line_num}: {exc} (a quoted field is not closed?)") from None
+    return text
+
+
 def append_leaderboard(output: Path, row: dict) -> Path:
-    """Under a file lock: read, append, write to a temporary file, sync, rename. Processes finishing at once
-    (parallel sweeps, separate runs) serialise here; readers see the old file or the new one, never a part.
+    """Under a file lock: read and validate (`check_leaderboard`), append, write to a temporary file, sync,
+    rename. Processes finishing at once (parallel sweeps, separate runs) serialise here; readers see the old
+    file or the new one, never a part.
 
     Existing rows are kept byte for byte when the new row has no new column; a new column is added at the
     end of the header, empty in the older rows."""
@@ -180,17 +258,13 @@ def append_leaderboard(output: Path, row: dict) -> Path:
     path = output / LEADERBOARD
     with open(output / f".{LEADERBOARD}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            old = path.read_text() if path.exists() else ""
-            header = next(csv.reader([old.splitlines()[0]])) if old.strip() else []
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise AlignBenchError(f"leaderboard {str(path)!r} is not a readable CSV ({exc}); move it away and "
-                                  "run again") from None
+        old = check_leaderboard(path)
+        header = next(csv.reader([old.splitlines()[0]])) if old else []
         columns = header + [k for k in row if k not in header]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         if columns == header:
-            buf.write(old if old.endswith("\n") else old + "\n")
+            buf.write(old)
         else:
             writer.writerow(columns)
             for cells in list(csv.reader(io.StringIO(old)))[1:]:
@@ -203,15 +277,55 @@ def append_leaderboard(output: Path, row: dict) -> Path:
 def read_leaderboard(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise AlignBenchError(f"no leaderboard at {str(path)!r}; run `alignbench run` first or pass --output")
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise AlignBenchError(f"leaderboard {str(path)!r} is not a readable CSV ({exc})") from None
+    text = check_leaderboard(path)
+    if not text:
+        raise AlignBenchError(f"leaderboard {str(path)!r} is empty; run `alignbench run` first")
+    df = pd.read_csv(io.StringIO(text))
     # Leaderboards written before these columns existed: every row was a training run scored by AlignBench.
     df["evaluator"] = df["evaluator"].fillna("alignbench") if "evaluator" in df else "alignbench"
     if "checkpoint" not in df:
         df["checkpoint"] = pd.Series([None] * len(df), dtype=object)
     return df
+
+
+def repair_leaderboard(output: Path) -> tuple[Path | None, int, list[str]]:
+    """Rebuild OUTPUT/leaderboard.csv from the finished run directories (config.json + results.json), in the
+    order they finished; the old file, if any, is renamed to a backup first. Returns (backup, rows written,
+    run directories skipped with the reason)."""
+    import fcntl
+
+    path = output / LEADERBOARD
+    rows, skipped = [], []
+    runs = output / "runs"
+    finished = sorted((d for d in runs.iterdir() if (d / "results.json").is_file()),
+                      key=lambda d: ((d / "results.json").stat().st_mtime, d.name)) if runs.is_dir() else []
+    for run_dir in finished:
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+            result = json.loads((run_dir / "results.json").read_text())
+            if config.get("kind") == "checkpoint-eval":
+                config = config["checkpoint_config"]
+            row = leaderboard_row(run_dir, config, result)
+        except (OSError, ValueError, KeyError, TypeError, AlignBenchError) as exc:
+            skipped.append(f"{run_dir.name} ({type(exc).__name__}: {exc})")
+            continue
+        row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((run_dir / "results.json").stat().st_mtime))
+        rows.append(row)
+    with open(output / f".{LEADERBOARD}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        backup = None
+        if path.exists() or path.is_symlink():
+            backup = path.with_name(f"{LEADERBOARD}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, backup)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        if rows:
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([_csv_cell(row.get(c)) for c in columns])
+            atomic_write(path, buf.getvalue())
+    return backup, len(rows), skipped
 
 
 def training_runs(df: pd.DataFrame) -> pd.DataFrame:

@@ -39,7 +39,7 @@ import torch
 
 from . import lora
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .data import BatchOrder, Split, collate, pages
+from .data import BatchOrder, Split, check_seed, collate, pages
 from .distributed import (
     Dist,
     ParallelConfig,
@@ -118,10 +118,19 @@ class TrainConfig:
         if self.stage not in STAGES:
             raise AlignBenchError(f"unknown stage {self.stage!r}; known stages: {', '.join(STAGES)}")
         for name in ("steps", "batch_size", "questions_per_page"):
-            if getattr(self, name) < 1:
-                raise AlignBenchError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not ((self.lr is None or self.lr > 0) and self.llm_lr > 0):
-            raise AlignBenchError("learning rates must be positive")
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise AlignBenchError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)!r}")
+        check_seed(self.init_seed, "--init-seed")
+        for flag, value in (("--lr", self.lr), ("--llm-lr", self.llm_lr)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise AlignBenchError(f"{flag} must be a positive number, got {value!r}")
+        for name in ("warmup_steps",):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise AlignBenchError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0 and math.isfinite(self.grad_clip)
+                and self.grad_clip > 0):
+            raise AlignBenchError(f"weight_decay must be >= 0 and grad_clip > 0, got {self.weight_decay!r} and "
+                                  f"{self.grad_clip!r}")
         if self.llm_steps is not None:
             if self.stage == "connector":
                 raise AlignBenchError("--llm-steps needs a stage in which the LLM trains: --stage full or lora")

@@ -13,6 +13,7 @@ chunks in the backward pass (`alignbench.align_kernel`, exact, extra memory O(NÂ
 "auto" uses chunked when the vocabulary is larger than one chunk.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,9 @@ class AlignConnector(Connector):
             if self.impl not in IMPLS:
                 raise AlignBenchError(f"connector option impl={self.impl!r} is not one of {', '.join(IMPLS)}; "
                                       "pass e.g. --connector-arg impl=chunked")
+            for name in ("ln2_lr_mult", "ln2_gain_init"):
+                if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                    raise AlignBenchError(f"connector option {name}={getattr(self, name)!r} must be positive")
             if self.chunk_size < 1:
                 raise AlignBenchError(f"connector option chunk_size={self.chunk_size} must be a positive integer "
                                       "(vocabulary rows per chunk, e.g. 4096)")

@@ -6,12 +6,14 @@ Ovis uses K = 2^17 (Ovis 2.5: 65536); the embedded default scales K down with th
 value used is dumped with results (`--connector-arg vocab_size=65536` for paper scale).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from alignbench.connector import CONNECTORS, Connector, ConnectorContext, distribution_stats
+from alignbench.errors import AlignBenchError
 
 
 @CONNECTORS.register("ovis")
@@ -25,6 +27,16 @@ class OvisConnector(Connector):
         # own input embeddings, so the visual words start on the scale of the words the LLM reads (nn.Embedding's
         # N(0, 1) is ~8x that scale on the embedded backbone, std 0.13; chosen on the validation split, results/tune).
         table_init_std: float = 0.0
+
+        def __post_init__(self):
+            if not isinstance(self.vocab_size, int) or self.vocab_size < 2:
+                raise AlignBenchError(f"connector option vocab_size={self.vocab_size!r} must be an integer of at "
+                                      "least 2 (visual words; default 1024)")
+            if not (math.isfinite(self.norm_gain_init) and self.norm_gain_init > 0):
+                raise AlignBenchError(f"connector option norm_gain_init={self.norm_gain_init!r} must be positive")
+            if not (math.isfinite(self.table_init_std) and self.table_init_std >= 0):
+                raise AlignBenchError(f"connector option table_init_std={self.table_init_std!r} must be 0 (the "
+                                      "LLM's embedding scale) or more")
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)

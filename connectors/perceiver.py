@@ -5,12 +5,14 @@ then a LayerNorm. Emits `num_latents` tokens whatever the number of patches.
 AlignVLM gives neither depth nor latent count; the defaults below are ours and are dumped with results.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from alignbench.connector import CONNECTORS, Connector, ConnectorContext
+from alignbench.errors import AlignBenchError
 
 
 class _Block(nn.Module):
@@ -41,8 +43,20 @@ class PerceiverConnector(Connector):
         # the emitted tokens start on the scale of the words the LLM reads (1.0 = LayerNorm's default).
         norm_gain_init: float = 1.0
 
+        def __post_init__(self):
+            for name in ("num_latents", "depth", "heads", "ff_mult"):
+                if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                    raise AlignBenchError(f"connector option {name}={getattr(self, name)!r} must be a positive "
+                                          f"integer (default {getattr(type(self), name)})")
+            for name in ("latents_init_std", "norm_gain_init"):
+                if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                    raise AlignBenchError(f"connector option {name}={getattr(self, name)!r} must be 0 or more")
+
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
+        if ctx.llm_dim % config.heads:
+            raise AlignBenchError(f"connector option heads={config.heads} must divide the LLM width {ctx.llm_dim} "
+                                  "(the latents attend with that many heads)")
         self.proj = nn.Linear(ctx.vision_dim, ctx.llm_dim)
         self.latents = nn.Parameter(torch.randn(config.num_latents, ctx.llm_dim) * config.latents_init_std)
         self.blocks = nn.ModuleList(_Block(ctx.llm_dim, config.heads, config.ff_mult) for _ in range(config.depth))
