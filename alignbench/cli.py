@@ -627,6 +627,8 @@ def list_cmd(plugin: PluginOpt = None):
         cls = CONNECTORS.get(name)
         opts = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Config))
         table.add_row(name, f"{cls.__module__}.{cls.__qualname__}", opts or "–", f"{cls.default_lr:g}")
+    for name, why in CONNECTORS.broken().items():
+        table.add_row(name, "[red]broken[/red]", escape(why), "–")
     console.print(table)
     table = Table(title="tasks")
     for col in ("name", "metric", "source (--data hf)", "split", "training set (--data hf)", "lmms-eval task",
@@ -637,6 +639,8 @@ def list_cmd(plugin: PluginOpt = None):
         table.add_row(name, t.metric, f"{t.hf_path}" + (f" ({t.hf_config})" if t.hf_config else ""), t.eval_split,
                       t.train_source.describe() if t.train_source else "– (give --train-data)",
                       t.lmms_eval_task or "–", str(t.max_new_tokens), t.description)
+    for name, why in TASKS.broken().items():
+        table.add_row(name, "[red]broken[/red]", escape(why), "", "", "", "", "")
     console.print(table)
     from .backbone import PRESETS
     from .smollm2 import describe

@@ -71,7 +71,18 @@ class Connector(nn.Module):
         """Called after a checkpoint's LLM is attached (connectors that read LLM weights re-bind here)."""
 
 
-CONNECTORS: Registry[type[Connector]] = Registry("connector", "alignbench.connectors", "alignbench.connectors")
+def _not_a_connector(obj) -> str | None:
+    """What is wrong with `obj` as a connector (None: nothing)."""
+    if not (isinstance(obj, type) and issubclass(obj, Connector)):
+        return (f"is {type(obj).__name__} {obj!r:.60}, not a subclass of alignbench.connector.Connector "
+                "(see README, Adding a connector)")
+    if not dataclasses.is_dataclass(getattr(obj, "Config", None)):
+        return "has no dataclass `Config` of its options (decorate its nested Config with @dataclass)"
+    return None
+
+
+CONNECTORS: Registry[type[Connector]] = Registry("connector", "alignbench.connectors", "alignbench.connectors",
+                                                 check=_not_a_connector)
 
 
 def parse_connector_args(cls: type[Connector], args: dict[str, str] | None) -> Any:

@@ -173,16 +173,34 @@ def _answer_texts(value) -> list[str] | None:
     return out
 
 
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    """Integer or float pixels to 8 bits by their actual range: the data's bit depth is the smallest of 8, 10, 12
+    and 16 bits that holds its largest value (a 16-bit file holding 8-bit data is kept as it is, 12-bit scanner
+    data is scaled by 255 / 4095, full 16-bit data by 255 / 65535); float data in [0, 1] is scaled by 255; negative
+    or wider data is stretched."""
+    floating = np.issubdtype(arr.dtype, np.floating)
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    if floating and low >= 0 and high <= 1.0:  # float pixels in [0, 1]
+        return (arr * 255.0).round().astype(np.uint8)
+    if low >= 0:
+        for bits in (8, 10, 12, 16):
+            if high <= 2**bits - 1:
+                return (arr * (255.0 / (2**bits - 1))).round().clip(0, 255).astype(np.uint8)
+    return ((arr - low) / max(high - low, 1e-12) * 255.0).round().astype(np.uint8)
+
+
 def _to_rgb(image):
-    """8-bit RGB: 16-bit and float channels are rescaled (not clipped to white), transparency is laid on
-    white paper, palette/CMYK/grayscale/bilevel images are converted."""
+    """8-bit RGB: 16-bit, 32-bit and float channels are converted by their actual range (`_to_8bit`), transparency
+    is laid on white paper, palette/CMYK/grayscale/bilevel images are converted. Raises ValueError when a page
+    with content would become blank."""
     from PIL import Image
 
-    if image.mode.startswith("I;16") or image.mode == "I":
-        arr = np.asarray(image).astype(np.float64)
-        image = Image.fromarray((np.clip(arr, 0, 65535) / 257.0).round().astype(np.uint8), "L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).round().astype(np.uint8), "L")
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        arr = np.asarray(image)
+        image = Image.fromarray(_to_8bit(arr), "L")
+        if np.ptp(arr) > 0 and np.ptp(np.asarray(image)) == 0:
+            raise ValueError(f"{arr.dtype} pixels from {arr.min()} to {arr.max()} leave nothing visible in 8 bits")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
@@ -202,7 +220,10 @@ def _decode(blob: bytes):
                 return None, ("image too large", f"{image.size[0]}x{image.size[1]} pixels, over PIL's "
                                                  f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}")
             image.load()
-            return _to_rgb(image), None
+            try:
+                return _to_rgb(image), None
+            except ValueError as exc:
+                return None, ("blank after conversion", str(exc))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             return None, ("image too large", str(exc))
         except Exception as exc:  # PIL raises many exception types on malformed input
@@ -401,6 +422,8 @@ def load_source(source: Source, task: Task):
     if not local and looks_like_path(source.path):
         raise AlignBenchError(f"dataset {source.path!r} not found; give a save_to_disk folder, parquet file(s) or a "
                               "downloaded dataset repository, or a Hugging Face id")
+    if local:
+        _inspect_local(path, source, task)
     online, why = (True, "") if local else hub_status()
     try:
         with offline_mode(not local and not online):
@@ -413,7 +436,50 @@ def load_source(source: Source, task: Task):
         raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
     except ValueError as exc:  # an unknown config or split
         raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
+    except datasets.exceptions.DatasetGenerationError as exc:
+        cause = exc.__cause__ or exc
+        raise AlignBenchError(f"cannot read dataset {source.describe()}: {_one_line(cause)}; expected data in the "
+                              f"{task.name} schema ({task.hf_path or 'see alignbench list'})") from None
     return ds
+
+
+DATA_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl", ".csv")
+
+
+def _inspect_local(path: Path, source: Source, task: Task) -> None:
+    """A local source checked before `datasets` reads it, so that each way it can be wrong is one message naming
+    the path, what was found and what was expected (datasets would say "Unknown split", "corresponds to no
+    data", or raise a generation error after logging a line of its own)."""
+    expected = (f"expected a save_to_disk folder, parquet / arrow / JSON files or a downloaded dataset repository "
+                f"with rows in the {task.name} schema")
+    if path.is_dir() and any((path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        return  # a save_to_disk folder: datasets checks its own files
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in DATA_SUFFIXES
+                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
+        if not files:
+            found = sorted(f.name for f in path.iterdir())[:5]
+            raise AlignBenchError(f"dataset folder {str(path)!r} holds no data files (found: "
+                                  f"{', '.join(found) or 'nothing'}); {expected}")
+    else:
+        files = [path]
+    parquet = [f for f in files if f.suffix == ".parquet"]
+    rows = 0
+    for f in parquet:
+        rows += _parquet_rows(f, expected)
+    if parquet and len(parquet) == len(files) and rows == 0:
+        where = str(path) if path.is_file() else f"{path} ({len(parquet)} parquet files)"
+        raise AlignBenchError(f"dataset {where!r} holds no rows (empty parquet); {expected}")
+
+
+def _parquet_rows(path: Path, expected: str) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(str(path)).metadata.num_rows
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: the file is not a readable parquet file
+        raise AlignBenchError(f"{str(path)!r} is not a readable parquet file ({_one_line(exc)[:120]}); "
+                              f"{expected}") from None
 
 
 def with_task_columns(ds, task: Task):

@@ -27,7 +27,7 @@ import torch
 
 from .data import Split, encode_prompt
 from .distributed import context
-from .metrics import get_metric, mean_stderr
+from .metrics import LMMS_EVAL_VARIANT, get_metric, mean_stderr
 from .model import VLM
 from .task import Task
 
@@ -226,6 +226,11 @@ def _evaluate(model, task, split, features, cfg, device, progress, metric, journ
     scores = [metric(p, s.answers) for p, s in zip(preds["eval"], split.samples)]
     result = {"metric": task.metric, **summarise(scores, [s.split for s in split.samples]),
               "n_skipped": len(split.skipped), "skipped": split.skip_counts()}
+    variant = LMMS_EVAL_VARIANT.get(task.metric)
+    if variant is not None:  # the same predictions scored by lmms-eval's definition, comparable with published figures
+        also = get_metric(variant)
+        mean, stderr, n = mean_stderr([also(p, s.answers) for p, s in zip(preds["eval"], split.samples)])
+        result["lmms_eval_metric"] = {"metric": variant, "score": mean, "stderr": stderr, "n": n}
     records = [{"uid": s.uid, "question": s.question, "answers": s.answers, "prediction": p, "score": sc,
                 **({"split": s.split} if s.split is not None else {})}
                for s, p, sc in zip(split.samples, preds["eval"], scores)]

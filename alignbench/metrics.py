@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from anls import anls_score
 
-__all__ = ["METRICS", "anls", "get_metric", "mean_stderr", "relaxed_accuracy"]
+__all__ = ["LMMS_EVAL_VARIANT", "METRICS", "anls", "anls_lmms_eval", "get_metric", "mean_stderr", "relaxed_accuracy",
+           "relaxed_accuracy_lmms_eval"]
 
 
 def anls(prediction: str, answers: Sequence[str] | str, threshold: float = 0.5) -> float:
@@ -122,11 +123,79 @@ def _best_relaxed_accuracy(prediction: str, answers: Sequence[str] | str) -> flo
     return max(relaxed_accuracy(prediction, a) for a in gold)
 
 
+# ---------------------------------------------------------------- lmms-eval's definitions
+# Published DocVQA / InfoVQA / ChartQA numbers come from lmms-eval, whose definitions differ from the ones above
+# on borderline cases (README, "Metrics"). They are restated here, line for line, so that every run reports a
+# score comparable with a published figure without lmms-eval installed (a large tree); tests check them against
+# lmms-eval's own functions on generated pairs.
+
+
+def _levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions of one character each)."""
+    if len(a) > len(b):
+        a, b = b, a
+    row = list(range(len(a) + 1))
+    for j, cb in enumerate(b, 1):
+        prev, row[0] = row[0], j
+        for i, ca in enumerate(a, 1):
+            prev, row[i] = row[i], prev if ca == cb else 1 + min(prev, row[i], row[i - 1])
+    return row[-1]
+
+
+def anls_lmms_eval(prediction: str, answers: Sequence[str] | str, threshold: float = 0.5) -> float:
+    """ANLS as lmms-eval computes it (`lmms_eval.api.metrics.anls`): both strings lower-cased, stripped and
+    whitespace-collapsed for the distance, but the distance divided by the *un-normalised* longer length; the best
+    answer's 1 - NL is kept when it is at least `threshold` (so exactly 0.5 counts), else 0."""
+    gold = [answers] if isinstance(answers, str) else [str(a) for a in answers]
+    if not gold:
+        raise ValueError("no gold answers")
+    pred = str(prediction)
+    det = " ".join(pred.strip().lower().split())
+    values = []
+    for answer in gold:
+        gt = " ".join(answer.strip().lower().split())
+        length = max(len(answer.upper()), len(pred.upper()))
+        values.append(0.0 if length == 0 else _levenshtein(gt, det) / length)
+    score = 1 - min(values)
+    return 0.0 if score < threshold else float(score)
+
+
+def relaxed_accuracy_lmms_eval(prediction: str, answers: Sequence[str] | str, tolerance: float = 0.05) -> float:
+    """ChartQA's relaxed accuracy as lmms-eval computes it (`relaxed_correctness`): Python's float() on both
+    strings as given (so " 12", "1_000", "nan" and "inf" parse; "1,200" does not), a trailing '%' divides by 100,
+    a target of 0 falls back to a case-insensitive exact match; the best of several gold answers counts."""
+    gold = [answers] if isinstance(answers, str) else [str(a) for a in answers]
+    if not gold:
+        raise ValueError("no gold answers")
+
+    def number(text: str) -> float | None:
+        try:
+            return float(text.rstrip("%")) / 100.0 if text.endswith("%") else float(text)
+        except ValueError:
+            return None
+
+    pred = str(prediction)
+    best = 0.0
+    for target in gold:
+        p, t = number(pred), number(target)
+        if p is not None and t:
+            ok = abs(p - t) / abs(t) <= tolerance
+        else:
+            ok = pred.lower() == target.lower()
+        best = max(best, 1.0 if ok else 0.0)
+    return best
+
+
 METRICS: dict[str, Callable[[str, list[str]], float]] = {
     "anls": lambda pred, answers: anls(pred, answers),
     "relaxed_accuracy": _best_relaxed_accuracy,
+    "anls_lmms_eval": lambda pred, answers: anls_lmms_eval(pred, answers),
+    "relaxed_accuracy_lmms_eval": lambda pred, answers: relaxed_accuracy_lmms_eval(pred, answers),
 }
 """Metrics by the name tasks use for them: ``f(prediction, gold_answers) -> score``."""
+
+# Each task metric's lmms-eval counterpart, reported beside it in results.json and the leaderboard.
+LMMS_EVAL_VARIANT = {"anls": "anls_lmms_eval", "relaxed_accuracy": "relaxed_accuracy_lmms_eval"}
 
 
 def get_metric(name: str) -> Callable[[str, list[str]], float]:

@@ -22,7 +22,28 @@ from torch import nn
 
 from .backbone import Backbone, PatchBatch, prompt_format, vision_features
 from .connector import Connector
+from .errors import AlignBenchError
 from .prompt import stop_ids
+
+
+class ConnectorContractError(AlignBenchError):
+    """A connector's output does not match what it declares (tokens) or what the LLM reads (width)."""
+
+
+def check_output(connector, features: torch.Tensor, tokens, llm_dim: int) -> None:
+    """The connector contract, checked on every call (so on every patch count a tiled batch brings): `forward`
+    maps [B, N, d] to a tensor [B, num_tokens(N), D] with D the LLM's width. One message naming the connector,
+    what it declared and what it emitted; code, not `assert`, so it holds under `python -O`."""
+    name = getattr(connector, "name", "") or type(connector).__name__
+    batch, patches = features.shape[0], features.shape[1]
+    expected = connector.num_tokens(patches)
+    shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else None
+    if shape is None or len(shape) != 3 or shape[0] != batch or shape[1] != expected or shape[2] != llm_dim:
+        emitted = f"a tensor of shape {list(shape)}" if shape is not None else f"a {type(tokens).__name__}"
+        raise ConnectorContractError(
+            f"connector {name!r} emitted {emitted} for {patches} patches of {batch} image(s), but declares "
+            f"num_tokens({patches}) = {expected} tokens of the LLM's width {llm_dim}: expected [{batch}, {expected}, "
+            f"{llm_dim}]; fix its forward (project to ctx.llm_dim) or its num_tokens")
 
 
 class VLM(nn.Module):
@@ -38,9 +59,7 @@ class VLM(nn.Module):
 
     def _connect(self, features: torch.Tensor) -> torch.Tensor:
         tokens = self.connector(features.to(self.connector_dtype))  # [B, T, D]
-        expected = self.connector.num_tokens(features.shape[1])
-        assert tokens.shape[1] == expected, (
-            f"connector {self.connector.name!r} emitted {tokens.shape[1]} tokens, declared {expected}")
+        check_output(self.connector, features, tokens, self.llm.get_input_embeddings().weight.shape[1])
         return tokens
 
     def visual_tokens(self, features: torch.Tensor | PatchBatch) -> torch.Tensor:

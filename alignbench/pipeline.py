@@ -44,7 +44,7 @@ from .distributed import (
 from .errors import AlignBenchError
 from .evaluate import EvalConfig, evaluate
 from .feature_cache import FeatureCache, compute_features
-from .model import VLM
+from .model import VLM, ConnectorContractError
 from .registry import load_plugin, loaded_plugins
 from .results import (
     LEADERBOARD,
@@ -193,7 +193,7 @@ class Workspace:
         return self._splits[key]
 
 
-RUN_STATUS = "status.json"  # written when a run stops without results (training diverged)
+RUN_STATUS = "status.json"  # written when a run stops without results (training diverged, a connector failed)
 PREDICTIONS_JOURNAL = "predictions.partial.jsonl"  # predictions so far, while the evaluation runs
 # Fields of config.json that describe how a run was spread over processes, not what it computes: a run may
 # be resumed on another number of processes (the training key includes the placement, which changes rounding).
@@ -209,6 +209,33 @@ ACTIVE_RUN: Path | None = None
 WRITER_LOCK = ".writer.lock"  # RUN_DIR/.writer.lock: held by the one process writing the run directory
 WRITER_PID = ".writer.pid"
 _held: list = []
+
+
+@torch.no_grad()
+def _check_contract(model: VLM, features: list, device: str) -> None:
+    """The connector's output on one page of each distinct patch count the run will feed it (tiles give several),
+    checked against its declaration (`model.check_output`) before the run directory exists: a connector that breaks
+    the contract leaves nothing behind."""
+    seen: dict[int, object] = {}
+    for feats in features:
+        if not len(feats):
+            continue
+        if isinstance(feats, PatchBatch):  # the first image of each patch count, without copying the rest
+            lengths = feats.lengths.tolist()
+            for length in sorted(set(lengths)):
+                i = lengths.index(length)
+                seen.setdefault(length, feats.values[i : i + 1, :length])
+        else:
+            first = feats[[0]]
+            for _, part in first.groups() if isinstance(first, PatchBatch) else [([0], first)]:
+                seen.setdefault(part.shape[1], part)
+    was = model.connector.training
+    model.connector.eval()
+    try:
+        for part in seen.values():
+            model.visual_tokens(part.to(device))
+    finally:
+        model.connector.train(was)
 
 
 def resume_command(run_dir: Path) -> str:
@@ -246,6 +273,10 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     try:
         result = _run(cfg, output, workspace, progress, log, checkpoint_every=checkpoint_every, resume=resume,
                       plugins=plugins, feature_cache=feature_cache)
+    except ConnectorContractError as exc:  # a connector that broke its contract on a later patch count: the run
+        if ACTIVE_RUN is not None and context().is_main:  # directory says so (resumable once the connector is fixed)
+            atomic_write(ACTIVE_RUN / RUN_STATUS, json.dumps({"status": "failed", "message": str(exc)}, indent=2))
+        raise
     finally:
         while _held:
             lock = _held.pop()
@@ -290,6 +321,8 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
     if resume is not None:
         resume = dist.on_main(_check_resumable, Path(resume), output)
         dist.on_main(_hold_run_dir, resume)
+        if dist.is_main:  # a run that failed (its connector) continues: the failure is no longer its state
+            (resume / RUN_STATUS).unlink(missing_ok=True)
         finished = dist.on_main(_finish_listed, resume, output, log)
         if finished is not None:
             return finished
@@ -322,6 +355,7 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
     ctx = backbone.connector_context()
     connector = build_connector(cfg.connector, ctx, cfg.connector_args, cfg.train.init_seed).to(device)
     model = VLM(backbone, connector)
+    _check_contract(model, [src.features for src in sources] + [eval_feats], device)
     dims = {"vision_dim": backbone.vision_dim, "llm_dim": backbone.llm_dim, "num_patches": backbone.num_patches}
     if backbone.max_patches != backbone.num_patches:
         dims["max_patches"] = backbone.max_patches
@@ -381,9 +415,20 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
     result |= stats | spent | {"task": task.name, "connector": cfg.connector, "backbone_key": backbone.key,
                        "wall_seconds": round(time.time() - t0, 2), "versions": versions(), "commit": git_commit(),
                        "device": device, "machine": machine()}
-    dist.on_main(_write_finished, run_dir, output, config, result, records)
+    skipped = [{"split": f"{src.task.name}/train", **row} for src in sources for row in src.split.skipped] + [
+        {"split": f"{task.name}/{cfg.data.eval_split}", **row} for row in eval_split.skipped]
+    dist.on_main(_write_finished, run_dir, output, config, result, records, skipped)
     result["run_dir"] = str(run_dir)
     return result
+
+
+SKIPPED = "skipped.jsonl"  # RUN_DIR/skipped.jsonl: every row left out, with its split, id, reason and detail
+
+
+def write_skipped(run_dir: Path, skipped: list[dict]) -> None:
+    """The rows the loader left out, one JSON line each, so that a user can find them (nothing when none)."""
+    if skipped:
+        atomic_write(run_dir / SKIPPED, "".join(json.dumps(row, default=str) + "\n" for row in skipped))
 
 
 def _open_run_dir(config: dict, output: Path, task: str, cfg: RunConfig, resume: Path | None) -> Path:
@@ -400,7 +445,9 @@ def _open_run_dir(config: dict, output: Path, task: str, cfg: RunConfig, resume:
     return run_dir
 
 
-def _write_finished(run_dir: Path, output: Path, config: dict, result: dict, records: list[dict]) -> None:
+def _write_finished(run_dir: Path, output: Path, config: dict, result: dict, records: list[dict],
+                    skipped: list[dict]) -> None:
+    write_skipped(run_dir, skipped)
     write_run(run_dir, config, result, records)
     append_leaderboard(output, leaderboard_row(run_dir, config, result))
     remove_checkpoints(run_dir)
@@ -497,8 +544,12 @@ def _check_resumable(run_dir: Path, output: Path) -> Path:
         raise AlignBenchError(f"{run_dir} has no config.json, so it cannot be resumed; start a new run")
     status = run_dir / RUN_STATUS
     if status.is_file():
-        raise AlignBenchError(f"{run_dir} stopped for good ({json.loads(status.read_text()).get('message')}); "
-                              "start a new run")
+        try:
+            saved = json.loads(status.read_text())
+        except ValueError:
+            saved = {"status": "diverged", "message": f"{status} is unreadable"}
+        if saved.get("status") != "failed":  # a diverged run is over; a failed one continues once its cause is fixed
+            raise AlignBenchError(f"{run_dir} stopped for good ({saved.get('message')}); start a new run")
     return run_dir
 
 
@@ -621,6 +672,7 @@ def evaluate_checkpoint(cfg: CheckpointEvalConfig, output: Path, progress=None, 
 
     def write() -> Path:
         out_dir = new_run_dir(output, task.name, f"{run_cfg.connector}-{cfg.evaluator}", run_cfg.data.seed)
+        write_skipped(out_dir, [{"split": f"{task.name}/{cfg.data.eval_split}", **row} for row in split.skipped])
         write_run(out_dir, config, result, records)
         append_leaderboard(output, leaderboard_row(out_dir, row_config, result))
         return out_dir

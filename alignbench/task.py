@@ -60,4 +60,5 @@ class Task:
         return [str(value)] if str(value).strip() else []
 
 
-TASKS: Registry[Task] = Registry("task", "alignbench.tasks", "alignbench.tasks")
+TASKS: Registry[Task] = Registry("task", "alignbench.tasks", "alignbench.tasks", check=lambda obj: None if isinstance(
+    obj, Task) else f"is {type(obj).__name__} {obj!r:.60}, not an alignbench.task.Task")

@@ -61,16 +61,16 @@ from .task import Task
 
 STAGES = ("connector", "full", "lora")
 # A backbone's training budget where a run does not state one, the same for every connector (each value lands in
-# the run's config.json). `tiny` takes TrainConfig's defaults: 750 steps of 16 pages, up to 8 questions each. A
-# step through the pretrained 135M LLM of `smollm2` (bfloat16) costs 1.5 s (mlp) to 2.3 s (align) for 8 pages of
-# 2 questions on 2 CPU cores, so `smollm2` gets 250 steps of 8 pages, 2 questions each (a default align run takes
-# 952 s with a fresh cache: benchmarks/time_default_run.py --backbone smollm2). Its training mixes in `transcribe`
-# (the page's text as the answer): a pretrained LLM behind a fresh connector gets about 8 answer tokens per page
-# from a question, about 40 from a transcription.
+# the run's config.json). `tiny` takes TrainConfig's defaults: 750 steps of 16 pages, up to 8 questions each.
 #
-# The recipe is the paper's two stages scaled down: the connector alone for the first 60 % of the steps, then the
-# connector with LoRA adapters on the LLM (stage `lora`, `llm_share` of the steps: `llm_steps` in the config).
-RECIPES: dict[str, dict] = {"smollm2": {"steps": 250, "batch_size": 8, "questions_per_page": 2,
+# `smollm2` follows the paper's two stages scaled down: the connector alone for the first 60 % of the steps, then
+# the connector with LoRA adapters on the LLM (stage `lora`; `llm_share` of the steps, `llm_steps` in the config).
+# A step through the pretrained 135M LLM (bfloat16) costs 1.8 s (mlp, connector stage) to 2.4 s (mlp, LoRA stage)
+# and about a second more with ALIGN, for 8 pages of 2 questions on 2 CPU cores; so 200 steps of 8 pages, 2
+# questions each, keep a default run within 15 minutes with a fresh cache (benchmarks/time_default_run.py
+# --backbone smollm2). Training mixes in `transcribe` (the page's text as the answer): a pretrained LLM behind a
+# fresh connector gets about 8 answer tokens per page from a question, about 40 from a transcription.
+RECIPES: dict[str, dict] = {"smollm2": {"steps": 200, "batch_size": 8, "questions_per_page": 2,
                                         "extra_train_tasks": ["transcribe"], "stage": "lora", "llm_share": 0.4}}
 
 

@@ -12,6 +12,13 @@ the page was read.
 
     python benchmarks/text_ceiling.py [--backbone tiny|smollm2] [--n 300]
         -> results/bench/text_ceiling_BACKBONE.json
+
+With `--train` (smollm2), the ceiling *after the training the connectors get*: LoRA adapters on the LLM (the
+recipe's rank, targets and LLM learning rate) trained on the text form of the training pages in the LLM stage of
+the recipe: the same batches (data seed 0), questions per page and steps as a run's last `llm_steps` steps, the
+connector stage replaced by a perfect connector (the page's cell tokens themselves), which needs no training.
+
+    python benchmarks/text_ceiling.py --backbone smollm2 --train -> results/bench/text_ceiling_smollm2_trained.json
 """
 
 import argparse
@@ -22,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alignbench import lora
 from alignbench.backbone import BackboneConfig, load_backbone
-from alignbench.data import DataConfig, embedded_seed
+from alignbench.data import BatchOrder, DataConfig, embedded_seed
 from alignbench.embedded import PageSpec, sample_docs
 from alignbench.metrics import get_metric, mean_stderr
 from alignbench.model import left_pad
@@ -31,14 +39,18 @@ from alignbench.prompt import prompt_format, stop_ids
 from alignbench.results import machine
 from alignbench.task import TASKS
 from alignbench.tiny import page_ids
+from alignbench.train import RECIPES, TrainConfig, lr_factor, recipe_train_tasks, source_seed
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--backbone", default="tiny", choices=["tiny", "smollm2"])
 parser.add_argument("--n", type=int, default=300, help="evaluation questions per task (one per page)")
 parser.add_argument("--batch-size", type=int, default=32)
+parser.add_argument("--train", action="store_true", help="train LoRA on the text form first (the recipe's LLM stage)")
 args = parser.parse_args()
 if args.n < 1 or args.batch_size < 1:
     parser.error("--n and --batch-size must be at least 1")
+if args.train and args.backbone not in RECIPES:
+    parser.error(f"--train follows a backbone's recipe; backbones with one: {', '.join(RECIPES)}")
 
 backbone = load_backbone(BackboneConfig(args.backbone))
 tok, llm = backbone.tokenizer, backbone.llm.eval()
@@ -47,14 +59,70 @@ stop = sorted(stop_ids(tok, llm))
 renderer = backbone.info.get("renderer")
 
 
+def text_form(doc) -> list[int]:
+    from alignbench.embedded.tokens import cell_ids
+
+    return cell_ids(renderer.cells(doc), tok)
+
+
+def train_lora() -> dict:
+    """The recipe's LLM stage on text-form pages; returns what was trained (the LLM is adapted in place)."""
+    recipe = RECIPES[args.backbone]
+    cfg = TrainConfig(stage=recipe["stage"], steps=recipe["steps"], batch_size=recipe["batch_size"],
+                      questions_per_page=recipe["questions_per_page"],
+                      llm_steps=max(1, round(recipe["llm_share"] * recipe["steps"])))
+    data = DataConfig()
+    names = recipe_train_tasks(args.backbone, ["docvqa", "infovqa", "chartqa"])
+    sources = []
+    for i, name in enumerate(names):
+        docs = sample_docs(name, data.train_docs, embedded_seed(name, "train", data.seed), PageSpec())
+        groups = [[(TASKS.get(name).prompt(qa.question), qa.answers[0]) for qa in d.qas[: cfg.questions_per_page]]
+                  for d in docs]
+        sources.append((docs, groups, BatchOrder(len(docs), cfg.batch_size, source_seed(data.seed, i))))
+    lora.attach(llm, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.init_seed)
+    adapters = lora.adapters(llm)
+    llm.requires_grad_(False)
+    adapters.requires_grad_(True)
+    opt = torch.optim.AdamW(adapters.parameters(), lr=cfg.llm_lr, weight_decay=cfg.weight_decay)
+    start, losses = cfg.llm_start(), []
+    llm.train()
+    t_train = time.time()
+    for step in range(cfg.steps):
+        docs, groups, order = sources[step % len(sources)]
+        idx = order.next()  # every step draws its batch, so the LLM stage sees the steps' own batches
+        if step < start:
+            continue
+        seqs, labels = [], []
+        for k in idx:
+            text, trained = fmt.sequence(tok, groups[k])
+            page = fmt.prefix + text_form(docs[k])
+            seqs.append(page + text)
+            labels.append([-100] * len(page) + [t if keep else -100 for t, keep in zip(text, trained)])
+        width = max(map(len, seqs))
+        ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
+        lab = torch.tensor([lb + [-100] * (width - len(lb)) for lb in labels])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        for g in opt.param_groups:
+            g["lr"] = cfg.llm_lr * lr_factor(step - start, cfg.steps - start, max(1, (cfg.steps - start) // 10))
+        loss = llm(input_ids=ids, attention_mask=mask, labels=lab).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapters.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(round(loss.item(), 4))
+    llm.eval()
+    return {"stage": cfg.stage, "llm_steps": cfg.steps - start, "of_steps": cfg.steps, "batch_size": cfg.batch_size,
+            "questions_per_page": cfg.questions_per_page, "lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha,
+            "lora_targets": cfg.lora_targets, "llm_lr": cfg.llm_lr, "train_tasks": names, "first_loss": losses[0],
+            "final_loss": losses[-1], "train_seconds": round(time.time() - t_train, 1)}
+
+
 def forms(doc, prompt: str) -> dict[str, list[int]]:
     question = fmt.prompt_ids(tok, prompt)
     if renderer is None:
         return {"text form": page_ids(tok, doc.page.text()) + question}
-    from alignbench.embedded.tokens import cell_ids
-
     lines = "\n".join(line.replace("\u2588", " ").rstrip() for line in doc.page.lines() if line.strip("\u2588 "))
-    return {"text form": fmt.prefix + cell_ids(renderer.cells(doc), tok) + question,
+    return {"text form": fmt.prefix + text_form(doc) + question,
             "ordinary text": fmt.prefix + tok(lines + "\n", add_special_tokens=False)["input_ids"] + question}
 
 
@@ -73,7 +141,7 @@ def generate(prompts: list[list[int]], max_new_tokens: int) -> list[str]:
 
 t0 = time.time()
 cfg = DataConfig()
-report = {}
+report = {"trained": train_lora()} if args.train else {}
 for name in ("docvqa", "infovqa", "chartqa"):
     task = TASKS.get(name)
     # the same pages and questions as the embedded evaluation split (`data._embedded_rows`)
@@ -94,9 +162,11 @@ for name in ("docvqa", "infovqa", "chartqa"):
                               "contains": round(contains[0], 4), "contains_stderr": round(contains[1], 4),
                               "examples": [[qa.question, qa.answers[0], p] for qa, p in zip(qas[:5], preds[:5])]}
         print(name, form, {k: report[name][form][k] for k in ("score", "stderr", "contains")}, flush=True)
-out = Path(__file__).resolve().parents[1] / "results" / "bench" / f"text_ceiling_{args.backbone}.json"
+suffix = "_trained" if args.train else ""
+out = Path(__file__).resolve().parents[1] / "results" / "bench" / f"text_ceiling_{args.backbone}{suffix}.json"
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps({"backbone": backbone.key, "command": f"python benchmarks/text_ceiling.py --backbone "
-                           f"{args.backbone} --n {args.n}", "seconds": round(time.time() - t0, 1),
+                           f"{args.backbone} --n {args.n}{' --train' if args.train else ''}",
+                           "seconds": round(time.time() - t0, 1),
                            "machine": machine(), **report}, indent=2) + "\n")
 print(f"-> {out}")

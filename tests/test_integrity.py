@@ -319,3 +319,16 @@ def test_a_flipped_bit_or_a_stray_pointer_is_refused_on_resume(output):
     pointer.unlink()
     one_line_error(cli("run", "--resume", run_dir), "but no latest.json", folder.name)
     assert weights.is_file()  # nothing was deleted by the refusals
+
+
+def test_every_run_reports_both_metric_definitions(output):
+    """results.json and the leaderboard carry the lmms-eval definition's score beside the task's metric."""
+    board = read_leaderboard(output / "leaderboard.csv")
+    assert board.score_lmms_eval.notna().all()
+    for run_dir in runs_in(output):
+        result = json.loads((run_dir / "results.json").read_text())
+        variant = result["lmms_eval_metric"]
+        assert variant["metric"] == {"anls": "anls_lmms_eval", "relaxed_accuracy": "relaxed_accuracy_lmms_eval"}[
+            result["metric"]]
+        assert 0 <= variant["score"] <= 1 and variant["n"] == result["n"]
+        assert board.set_index("run_id").loc[run_dir.name, "score_lmms_eval"] == pytest.approx(variant["score"])

@@ -41,12 +41,17 @@ def test_readme_plugin_example_works_as_written(tmp_path):
 
 
 def test_plugin_that_fails_to_import_is_one_message(tmp_path):
+    """`list` still works and shows it as broken; asking for it is one line naming the distribution."""
     dist = tmp_path / "broken_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[alignbench.connectors]\nbroken = not_a_module_anywhere:Thing\n")
     res = subprocess.run([sys.executable, "-m", "alignbench", "list"], capture_output=True, text=True,
-                         env=_env(tmp_path))
-    assert res.returncode == 2
+                         env={**_env(tmp_path), "COLUMNS": "250"})
+    assert res.returncode == 0, res.stderr
+    assert any("broken" in line and "failed to import" in line for line in res.stdout.splitlines())
+    res = subprocess.run([sys.executable, "-m", "alignbench", "run", "--connector", "broken"], capture_output=True,
+                         text=True, env=_env(tmp_path))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "plug-in 'broken'" in res.stderr and "failed to import" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert "pip uninstall broken-plugin" in res.stderr and "Traceback" not in res.stderr
