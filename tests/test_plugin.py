@@ -55,3 +55,29 @@ def test_plugin_that_fails_to_import_is_one_message(tmp_path):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "plug-in 'broken'" in res.stderr and "failed to import" in res.stderr
     assert "pip uninstall broken-plugin" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_readme_plugin_example_works_per_tile(tmp_path):
+    """The example pools each tile's own grid: 3 tiles of 4 x 4 patches give 3 x 4 tokens, as it declares."""
+    import importlib.util
+
+    import torch
+
+    from alignbench.connector import ConnectorContext
+    from alignbench.model import check_output
+
+    path = tmp_path / "alignbench_meanpool.py"
+    path.write_text(_readme_files()["alignbench-meanpool/alignbench_meanpool.py"])
+    spec = importlib.util.spec_from_file_location("readme_meanpool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cls = module.MeanPoolConnector
+    connector = cls(ConnectorContext(vision_dim=8, llm_dim=12, num_patches=16, max_patches=48), cls.Config())
+    features = torch.randn(2, 48, 8)
+    out = connector(features)
+    assert out.shape == (2, connector.num_tokens(48), 12) == (2, 12, 12)
+    check_output(connector, features, out, 12)
+    # the first tile's tokens depend on the first tile's patches only
+    changed = features.clone()
+    changed[:, 16:] += 1.0
+    assert torch.allclose(connector(changed)[:, :4], out[:, :4])
