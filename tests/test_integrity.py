@@ -40,6 +40,17 @@ def one_line_error(done, *needles: str) -> str:
     return lines[0]
 
 
+def start_until_checkpoint(output: Path, connector: str) -> subprocess.Popen:
+    """A long run started in the background, returned once its first checkpoint is published."""
+    run = cli_start("run", "--connector", connector, "--steps", "3000", "--batch-size", "2", "--train-docs", "4",
+                    "--eval-questions", "6", "--no-blind", "--checkpoint-every", "2", "--output", output)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(output.glob("runs/*/checkpoints/latest.json")):
+        assert run.poll() is None, run.communicate()
+        time.sleep(0.05)
+    return run
+
+
 def runs_in(output: Path) -> list[Path]:
     return sorted((output / "runs").iterdir()) if (output / "runs").is_dir() else []
 
@@ -147,12 +158,7 @@ def test_a_second_writer_is_refused_naming_the_pid(output):
 
 
 def test_ctrl_c_names_the_exact_resume_command_and_the_run_resumes(output):
-    run = cli_start("run", "--connector", "mlp", "--steps", "3000", "--batch-size", "2", "--train-docs", "4",
-                    "--eval-questions", "6", "--no-blind", "--checkpoint-every", "2", "--output", output)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(output.glob("runs/*/checkpoints/latest.json")):
-        assert run.poll() is None, run.communicate()
-        time.sleep(0.05)
+    run = start_until_checkpoint(output, "mlp")
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)
     line = err.strip().splitlines()
@@ -295,12 +301,7 @@ def test_paths_read_back_stay_inside_the_output_directory(output, tmp_path):
 
 
 def test_a_flipped_bit_or_a_stray_pointer_is_refused_on_resume(output):
-    run = cli_start("run", "--connector", "ovis", "--steps", "3000", "--batch-size", "2", "--train-docs", "4",
-                    "--eval-questions", "6", "--no-blind", "--checkpoint-every", "2", "--output", output)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(output.glob("runs/*/checkpoints/latest.json")):
-        assert run.poll() is None, run.communicate()
-        time.sleep(0.05)
+    run = start_until_checkpoint(output, "ovis")
     run.kill()
     run.communicate()
     pointer = next(output.glob("runs/*/checkpoints/latest.json"))
