@@ -338,9 +338,7 @@ def sweep(
     grad_accum: Annotated[int | None, Opt(help=ACCUM_HELP)] = None,
     parallel: Annotated[str, Opt(help=PARALLEL_HELP)] = "auto",
     lr: Annotated[float | None, Opt(help="Connector learning rate (default: the connector's own).")] = None,
-    tuned: Annotated[Path | None, Opt(help="An `alignbench tune` search table (lr_search.csv): each connector "
-                                           "trains with its best trial's learning rate and options (--lr and "
-                                           "--connector-arg still win).")] = None,
+    tuned: Annotated[Path | None, Opt(help=TUNED_HELP)] = None,
     llm_lr: Annotated[float, Opt(help=LLM_LR_HELP)] = 1e-4,
     stage: Annotated[str | None, Opt(help=STAGE_HELP)] = None,
     llm_steps: Annotated[int | None, Opt(help=LLM_STEPS_HELP)] = None,
@@ -374,7 +372,7 @@ def sweep(
     import dataclasses
 
     from .launch import LaunchConfig
-    from .results import atomic_write, comparison_table, machine, read_leaderboard, read_search, write_table
+    from .results import atomic_write, comparison_table, machine, read_leaderboard, write_table
     from .task import TASKS
 
     _load_plugins(plugin)
@@ -386,13 +384,7 @@ def sweep(
         from .train import recipe_train_tasks
 
         mixture = recipe_train_tasks(backbone, mixture)
-    best = read_search(tuned) if tuned is not None else {}
-    missing = [c for c in conn_list if tuned is not None and c not in best]
-    if missing:
-        raise AlignBenchError(f"--tuned {tuned} has no trial of {', '.join(missing)}; search them with "
-                              "`alignbench tune` or leave --tuned out")
-    lrs = {c: lr if lr is not None or c not in best else best[c][0] for c in conn_list}
-    args = {c: (best[c][1] if c in best else {}) | args[c] for c in conn_list}
+    lrs, args = _tuned_settings(tuned, conn_list, lr, args)
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lrs[c], llm_lr,
                        stage, seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
                        train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,
@@ -807,16 +799,36 @@ def seeded(cfg, seed: int):
                                train=dataclasses.replace(cfg.train, init_seed=cfg.train.init_seed + seed))
 
 
+def _tuned_settings(tuned: Path | None, conn_list: list[str], lr: float | None,
+                    args: dict[str, dict]) -> tuple[dict, dict]:
+    """Per connector: the learning rate and options of its best trial in the search `tuned` (lr_search.csv), where
+    --lr and --connector-arg do not say otherwise; without `tuned`, `lr` and `args` as they are."""
+    from .results import read_search
+
+    best = read_search(tuned) if tuned is not None else {}
+    missing = [c for c in conn_list if tuned is not None and c not in best]
+    if missing:
+        raise AlignBenchError(f"--tuned {tuned} has no trial of {', '.join(missing)}; search them with "
+                              "`alignbench tune` or leave --tuned out")
+    lrs = {c: lr if lr is not None or c not in best else best[c][0] for c in conn_list}
+    return lrs, {c: (best[c][1] if c in best else {}) | args[c] for c in conn_list}
+
+
+TUNED_HELP = ("An `alignbench tune` search table (lr_search.csv): each connector trains with its best trial's "
+              "learning rate and options (--lr and --connector-arg still win).")
+
+
 def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed, train_docs,
-                  eval_questions, device, connector_arg, train_tasks=None, backbone="tiny", llm_steps=None):
+                  eval_questions, device, connector_arg, train_tasks=None, backbone="tiny", llm_steps=None,
+                  tuned=None):
     from .pipeline import Workspace, resolve_device
     from .probe import trained_models
     from .results import prepare_output
 
     conn_list = _split_list(connectors, "connectors")
-    args = _per_connector(connector_arg, conn_list)
+    lrs, args = _tuned_settings(tuned, conn_list, lr, _per_connector(connector_arg, conn_list))
     seed_list = _seeds(seeds)
-    configs = [seeded(_config(c, task, args[c], backbone, None, None, False, steps, batch_size, lr, 1e-4, stage, 0,
+    configs = [seeded(_config(c, task, args[c], backbone, None, None, False, steps, batch_size, lrs[c], 1e-4, stage, 0,
                               init_seed, None, device, True, train_docs, eval_questions,
                               train_tasks=_train_tasks(train_tasks, None), llm_steps=llm_steps), s)
                for s in seed_list for c in conn_list]
@@ -865,6 +877,7 @@ def probe_noise(
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
     connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
+    tuned: Annotated[Path | None, Opt(help=TUNED_HELP)] = None,
 ):
     """Gaussian noise on the vision features at evaluation time: score vs σ and output drift per connector."""
     from .probe import noise_probe
@@ -881,7 +894,8 @@ def probe_noise(
         sigma_list = [0.0, *sigma_list]  # the clean score the drop is measured from
     t0 = time.time()
     trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
-                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone, llm_steps)
+                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone, llm_steps,
+                                tuned)
     probe = noise_probe(trained, task, ws, sigma_list, sigma_mode, noise_seed, log=console.print)
     _finish_probe(output, probe, t0)
 
@@ -906,6 +920,7 @@ def probe_image(
     eval_questions: Annotated[int, Opt(help="Questions in the embedded evaluation split.")] = 300,
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
     connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
+    tuned: Annotated[Path | None, Opt(help=TUNED_HELP)] = None,
 ):
     """Image corruptions a scanner makes, applied before the vision tower: score per corruption and connector."""
     from .probe import image_probe, parse_corruptions
@@ -913,7 +928,8 @@ def probe_image(
     corruption_list = parse_corruptions(corruptions)
     t0 = time.time()
     trained, ws = _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed,
-                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone, llm_steps)
+                                train_docs, eval_questions, device, connector_arg, train_tasks, backbone, llm_steps,
+                                tuned)
     probe = image_probe(trained, task, ws, corruption_list, log=console.print)
     _finish_probe(output, probe, t0)
 

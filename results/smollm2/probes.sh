@@ -5,6 +5,6 @@ out=results/smollm2
 mix=docvqa,infovqa,chartqa,transcribe  # the sweep trained every connector on this mixture: the probes read those runs
 seeds=${1:-0}
 alignbench probe noise --backbone smollm2 --task docvqa --sigmas 0,0.5,1,3 --seeds "$seeds" --train-tasks $mix \
-  --output $out
+  --tuned $out/tune/lr_search.csv --output $out
 alignbench probe vocab --run "$(ls -d $out/runs/docvqa-align-* | tail -1)" --top-k 5,10,20,50
 alignbench report --runs $out --out $out/REPORT.md
