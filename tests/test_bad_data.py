@@ -118,7 +118,8 @@ def _uid(task: str, i: int) -> str:
     return f"q{i}" if task == "docvqa" else str(i)
 
 
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
 
 
 @FAST

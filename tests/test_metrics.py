@@ -108,7 +108,7 @@ def test_mean_stderr_single_and_empty():
 
 
 def test_metrics_registry():
-    assert set(METRICS) == {"anls", "relaxed_accuracy"}
+    assert set(METRICS) == {"anls", "relaxed_accuracy", "anls_lmms_eval", "relaxed_accuracy_lmms_eval"}
     assert get_metric("anls")("the cat", ["The Cat"]) == 1.0
 
 

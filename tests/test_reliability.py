@@ -376,7 +376,8 @@ def test_writers_killed_mid_append_leave_a_whole_leaderboard(tmp_path):
     board = read_leaderboard(tmp_path / "leaderboard.csv")
     assert len(reported) >= 20 and reported <= set(board.run_id)  # every completed append is there
     assert board.run_id.is_unique and board.score.notna().all()
-    append_leaderboard(tmp_path, {"run_id": "after", "score": 1})  # the lock died with its holders
+    append_leaderboard(tmp_path, {"run_id": "after", "connector": "mlp", "task": "docvqa", "metric": "anls",
+                                  "score": 1})  # the lock died with its holders
     assert read_leaderboard(tmp_path / "leaderboard.csv").run_id.iloc[-1] == "after"
 
 
@@ -478,7 +479,8 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
                                                                                     capsys):
     out = tmp_path / "out"
     out.mkdir()
-    append_leaderboard(out, {"run_id": "earlier", "connector": "mlp", "task": "docvqa", "score": 0.5})
+    append_leaderboard(out, {"run_id": "earlier", "connector": "mlp", "task": "docvqa", "metric": "anls",
+                             "score": 0.5})
     before = (out / "leaderboard.csv").read_bytes()
     calls = {"n": 0}
     real_loss = VLM.loss

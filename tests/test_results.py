@@ -36,7 +36,7 @@ def test_append_keeps_existing_rows_and_new_columns(tmp_path):
 
 def test_unreadable_leaderboard_is_a_message(tmp_path):
     (tmp_path / "leaderboard.csv").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(AlignBenchError, match="not a readable CSV"):
+    with pytest.raises(AlignBenchError, match="not a valid leaderboard: it holds binary data"):
         read_leaderboard(tmp_path / "leaderboard.csv")
 
 
