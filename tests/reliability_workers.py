@@ -12,7 +12,8 @@ def append_rows(output: str, writer: int, rows: int, gate) -> None:
     gate.wait()
     for k in range(rows):
         append_leaderboard(Path(output), {"run_id": f"w{writer}-r{k}", "connector": "mlp", "task": "docvqa",
-                                          "metric": "anls", "score": writer + k / 10, "per_split": json.dumps({"a": {"b": 1, "c": 2}})})
+                                          "metric": "anls", "score": writer + k / 10,
+                                          "per_split": json.dumps({"a": {"b": 1, "c": 2}})})
 
 
 def read_continuously(output: str, stop, problems) -> None:
