@@ -209,8 +209,11 @@ def _to_rgb(image):
 
 def _decode(blob: bytes):
     """(RGB image, None) or (None, (reason, detail)). Decoding untrusted bytes: any decoder failure is a skip."""
-    from PIL import Image
+    from PIL import Image, ImageFile
 
+    # A truncated file is a skip, never a page filled with grey: PIL's global switch is off while decoding
+    # (lmms-eval, once imported, turns it on for the whole process).
+    truncated_ok, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -228,6 +231,8 @@ def _decode(blob: bytes):
             return None, ("image too large", str(exc))
         except Exception as exc:  # PIL raises many exception types on malformed input
             return None, ("unreadable image", f"{type(exc).__name__}: {exc}")
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
 
 
 def _image_bytes(cell) -> tuple[bytes | None, tuple[str, str] | None]:

@@ -159,3 +159,18 @@ def test_a_run_writes_the_ids_and_reasons_of_the_rows_it_skipped(tmp_path):
     assert {s["uid"] for s in evaluated} == {str(rows[2]["questionId"]), str(rows[5]["questionId"])}
     assert {s["reason"] for s in evaluated} == set(results["skipped"]) and len(evaluated) == results["n_skipped"]
     assert all(s["detail"] for s in evaluated)
+
+
+def test_a_truncated_image_is_a_skip_even_after_lmms_eval_allowed_truncated_images():
+    """lmms-eval turns PIL's LOAD_TRUNCATED_IMAGES on for the whole process when imported; decoding ignores it."""
+    from PIL import ImageFile
+
+    whole = _png(np.full((32, 32), 200, np.uint8))
+    was = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        image, problem = _decode(whole[: len(whole) // 2])
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = was
+    assert image is None and problem[0] == "unreadable image"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is was
