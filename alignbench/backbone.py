@@ -213,7 +213,14 @@ class Backbone:
         """What a connector derives its dimensions from."""
         from .connector import ConnectorContext
 
-        return ConnectorContext(self.vision_dim, self.llm_dim, self.num_patches, self.llm, self.max_patches)
+        return ConnectorContext(self.vision_dim, self.llm_dim, self.num_patches, self.llm, self.max_patches,
+                                self.patch_grid)
+
+    @property
+    def patch_grid(self) -> tuple[int, int] | None:
+        """(rows, cols) of one tile's patches when the tower's features are exactly its patch grid, else None."""
+        grid = self.info.get("grid")
+        return tuple(grid) if grid else None
 
 
 class LazyFeatures:
@@ -368,6 +375,12 @@ def _derive_dims(backbone: Backbone) -> None:
     with torch.no_grad():
         feats = vision_features(backbone.vision, pixels)
     backbone.info.update(num_patches=feats.shape[1], vision_dim=feats.shape[2])
+    config = getattr(backbone.vision, "config", None)
+    patch = getattr(config, "patch_size", None)
+    if isinstance(patch, int) and patch > 0 and size[0] % patch == 0 and size[1] % patch == 0:
+        rows, cols = size[1] // patch, size[0] // patch  # PIL sizes are (width, height)
+        if rows * cols == feats.shape[1]:  # no CLS or register tokens: the features are the grid, row-major
+            backbone.info["grid"] = (rows, cols)
     _ensure_pad_token(backbone.tokenizer)
 
 

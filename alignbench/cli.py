@@ -30,10 +30,19 @@ DEFAULT_OUTPUT = Path("alignbench-runs")
 
 
 def _split_list(value: str, what: str) -> list[str]:
+    if what == "connectors" and value.strip() == "all":  # every built-in connector, in table order
+        from .connector import CONNECTORS
+
+        return CONNECTORS.builtins()
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise AlignBenchError(f"--{what} is empty; give a comma-separated list")
     return items
+
+
+REPORT_TO_HELP = ("Also stream each run's training curve (loss, learning rates) live: none, tensorboard "
+                  "(RUN_DIR/tensorboard) or wandb; the curve is always kept in RUN_DIR/train_curve.csv.")
+CONNECTORS_HELP = "Comma-separated connectors; 'all': every built-in connector, in table order."
 
 
 def _per_connector(pairs: list[str] | None, connectors: list[str], flag: str = "--connector-arg"
@@ -59,7 +68,7 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
             llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300,
             eval_batch_size=64, data="embedded", train_data=None, train_limit=None, max_tiles=1, dtype="auto",
             chat_template="auto", train_tasks=None, micro_batch_size=None, grad_accum=None, parallel="auto",
-            llm_steps=None):
+            llm_steps=None, report_to="none"):
     from .backbone import BackboneConfig
     from .data import DataConfig
     from .distributed import ParallelConfig
@@ -84,7 +93,8 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
         llm_steps = max(1, round(recipe["llm_share"] * steps))  # the steps, whatever --steps says
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr,
                         micro_batch_size=micro_batch_size, grad_accum=grad_accum, llm_steps=llm_steps,
-                        questions_per_page=recipe.get("questions_per_page", TrainConfig.questions_per_page))
+                        questions_per_page=recipe.get("questions_per_page", TrainConfig.questions_per_page),
+                        report_to=report_to)
     cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
                     data=DataConfig(source=data, train_source=train_data, train_docs=train_docs,
@@ -140,7 +150,8 @@ def _resume_config(ctx: typer.Context, run_dir: Path):
     from .pipeline import read_run_config
 
     # Sources are compared by name: typer may bring its own copy of click's ParameterSource.
-    given = [name for name in ctx.params if name not in ("resume", "checkpoint_every", "plugin", "feature_cache")
+    given = [name for name in ctx.params
+             if name not in ("resume", "checkpoint_every", "plugin", "feature_cache", "report_to")
              and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
@@ -238,6 +249,7 @@ def run(
     blind: Annotated[bool, Opt(help="Also score the shuffled-page blind baseline.")] = True,
     eval_batch_size: Annotated[int, Opt(help="Questions per evaluation batch.")] = 64,
     checkpoint_every: Annotated[int, Opt(help=CHECKPOINT_HELP)] = 50,
+    report_to: Annotated[str, Opt(help=REPORT_TO_HELP)] = "none",
     resume: Annotated[Path | None, Opt(help="Continue an interrupted run: its directory OUTPUT/runs/RUN_ID, with "
                                             "the configuration saved there.")] = None,
     plugin: PluginOpt = None,
@@ -249,12 +261,13 @@ def run(
     _load_plugins(plugin)
     if resume is not None:
         cfg, output = _resume_config(ctx, resume)
+        cfg.train.report_to = report_to  # where the curve streams may change; the weights do not depend on it
     else:
         options = _pairs(connector_arg, "connector-arg", "num_latents=32")
         cfg = _config(connector, task, options, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
                       llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
                       eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template,
-                      _train_tasks(train_tasks, None), micro_batch_size, grad_accum, parallel, llm_steps)
+                      _train_tasks(train_tasks, None), micro_batch_size, grad_accum, parallel, llm_steps, report_to)
     cfg.validate()
     _start_processes([cfg], cfg.device)
     with _progress() as progress:
@@ -315,7 +328,7 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
 
 @app.command()
 def sweep(
-    connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
+    connectors: Annotated[str, Opt(help=CONNECTORS_HELP)] = "all",
     tasks: Annotated[str, Opt(help="Comma-separated tasks.")] = "docvqa,infovqa,chartqa",
     output: Annotated[Path, Opt(help="Where run directories, leaderboard.csv and table.{csv,md} go.")] = DEFAULT_OUTPUT,
     backbone: Annotated[str, Opt(help=BACKBONE_HELP)] = "tiny",
@@ -354,6 +367,7 @@ def sweep(
                                   "or jobs running at once (local launcher).")] = 1,
     connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
     checkpoint_every: Annotated[int, Opt(help=CHECKPOINT_HELP)] = 50,
+    report_to: Annotated[str, Opt(help=REPORT_TO_HELP)] = "none",
     plugin: PluginOpt = None,
     launcher: Annotated[str, Opt(help="'inline' (this process, or --jobs workers), 'local' (each run its own process "
                                       "or torchrun) or 'submitit' (each run a SLURM job, or submitit's local "
@@ -388,7 +402,7 @@ def sweep(
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lrs[c], llm_lr,
                        stage, seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
                        train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,
-                       parallel, llm_steps)
+                       parallel, llm_steps, report_to)
                for t in task_list for c in conn_list]
     if seeds is not None:
         configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
@@ -459,7 +473,7 @@ def _launch_jobs(configs: list, output: Path, launch_cfg, checkpoint_every: int,
 
 @app.command()
 def tune(
-    connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
+    connectors: Annotated[str, Opt(help=CONNECTORS_HELP)] = "all",
     task: Annotated[str, Opt(help="Task whose validation split scores each learning rate.")] = "docvqa",
     lrs: Annotated[str, Opt(help="Comma-separated connector learning rates to try.")] = "1e-3,3e-3,1e-2",
     output: Annotated[Path, Opt(help="Where the search's runs and lr_search.{csv,md} go.")] = DEFAULT_OUTPUT / "tune",
@@ -857,7 +871,7 @@ _TRAIN_HELP = "(only for runs that are missing)"
 
 @probe_app.command("noise")
 def probe_noise(
-    connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
+    connectors: Annotated[str, Opt(help=CONNECTORS_HELP)] = "all",
     task: Annotated[str, Opt(help="Task whose evaluation split is probed.")] = "docvqa",
     sigmas: Annotated[str, Opt(help="Comma-separated noise levels; 0 = clean.")] = "0,0.5,1,3",
     sigma_mode: Annotated[str, Opt(help="'absolute' (F + N(0, σ²), the paper's σ = 3) or 'relative' "
@@ -902,7 +916,7 @@ def probe_noise(
 
 @probe_app.command("image")
 def probe_image(
-    connectors: Annotated[str, Opt(help="Comma-separated connectors.")] = "mlp,perceiver,ovis,align",
+    connectors: Annotated[str, Opt(help=CONNECTORS_HELP)] = "all",
     task: Annotated[str, Opt(help="Task whose evaluation split is probed.")] = "docvqa",
     corruptions: Annotated[str, Opt(help="NAME[:SEVERITY 1-3], comma-separated (blur, jpeg, downscale, rotate, "
                                          "pixel; severity 2 by default).")] = "blur,jpeg,downscale,rotate,pixel",
@@ -971,10 +985,36 @@ def probe_vocab(
 
 
 @app.command()
+def cost(
+    connectors: Annotated[str, Opt(help=CONNECTORS_HELP)] = "all",
+    backbone: Annotated[str, Opt(help=BACKBONE_HELP)] = "tiny",
+    task: Annotated[str, Opt(help="Task whose pages are trained on and evaluated.")] = "docvqa",
+    output: Annotated[Path, Opt(help="Where cost.{csv,md,json} go (the report reads them there).")] = DEFAULT_OUTPUT,
+    tiles: Annotated[int, Opt(help="Tiles of the tiled page (plus its thumbnail).")] = 9,
+    train_steps: Annotated[int, Opt(help="Training steps timed (after one warm-up step).")] = 4,
+    eval_samples: Annotated[int, Opt(help="Evaluation questions timed.")] = 32,
+    device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
+    connector_arg: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=VALUE (repeatable).")] = None,
+    plugin: PluginOpt = None,
+):
+    """Measure what each connector costs on one backbone: parameters, tokens, FLOPs, time, memory."""
+    from .cost import CostConfig, measure_costs
+    from .results import markdown_table
+
+    _load_plugins(plugin)
+    conn_list = _split_list(connectors, "connectors")
+    cfg = CostConfig(conn_list, backbone, task, tiles, train_steps, eval_samples, device,
+                     _per_connector(connector_arg, conn_list))
+    table = measure_costs(cfg, output, log=console.print)
+    console.print(markdown_table(table))
+    console.print(f"cost table: {output / 'cost.md'}")
+
+
+@app.command()
 def report(
     runs: Annotated[Path, Opt(help="Output directory of the sweep(s) and probes to report on.")] = DEFAULT_OUTPUT,
     out: Annotated[Path | None, Opt(help="Markdown file to write (default: RUNS/REPORT.md).")] = None,
-    connectors: Annotated[str, Opt(help="Comma-separated connectors, in table order.")] = "mlp,perceiver,ovis,align",
+    connectors: Annotated[str, Opt(help=CONNECTORS_HELP)] = "all",
     tasks: Annotated[str, Opt(help="Comma-separated tasks.")] = "docvqa,infovqa,chartqa",
 ):
     """Write the comparison report: 95% CIs, paired bootstrap tests, noise and vocabulary probes, paper numbers."""

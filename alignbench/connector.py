@@ -8,6 +8,7 @@ tokens it receives match. All dimensions come from the backbone through `Connect
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,10 +28,36 @@ class ConnectorContext:
     # With tiling, an image's features are its tiles' N patches each, concatenated (tile-major, the thumbnail
     # last): [B, t·N, d] for t tiles, at most `max_patches` patches; `num_tokens` is asked for t·N.
     max_patches: int | None = None
+    # (rows, cols) of one tile's patches, row-major in the N features; None: the backbone does not say, and
+    # `patch_grid` takes a square grid when N is a square.
+    grid: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.max_patches is None:
             self.max_patches = self.num_patches
+
+    def patch_grid(self, connector: str) -> tuple[int, int]:
+        """(rows, cols) of one tile's patch grid, for connectors that work on it spatially."""
+        if self.grid is not None:
+            rows, cols = self.grid
+            if rows * cols != self.num_patches:
+                raise AlignBenchError(f"the backbone states a {rows} x {cols} patch grid but gives "
+                                      f"{self.num_patches} patches per tile; fix the backbone's grid")
+            return rows, cols
+        side = math.isqrt(self.num_patches)
+        if side * side != self.num_patches:
+            raise AlignBenchError(f"connector {connector!r} works on the patch grid, but {self.num_patches} patches "
+                                  "per tile is not a square and the backbone states no grid (a tower with a CLS "
+                                  "token or a non-square input); use a connector that reads patches as a sequence "
+                                  "(mlp, perceiver, ovis, align)")
+        return side, side
+
+    def tiles_of(self, patches: int, connector: str) -> int:
+        """How many tiles of N patches make `patches` (tiled pages concatenate their tiles' patches)."""
+        if patches <= 0 or patches % self.num_patches:
+            raise AlignBenchError(f"connector {connector!r} got {patches} patches, not a whole number of tiles of "
+                                  f"{self.num_patches}; the features must be the tower's tiles, concatenated")
+        return patches // self.num_patches
 
     @property
     def vocab_size(self) -> int:

@@ -231,8 +231,10 @@ def _evaluate(model, task, split, features, cfg, device, progress, metric, journ
         also = get_metric(variant)
         mean, stderr, n = mean_stderr([also(p, s.answers) for p, s in zip(preds["eval"], split.samples)])
         result["lmms_eval_metric"] = {"metric": variant, "score": mean, "stderr": stderr, "n": n}
-    records = [{"uid": s.uid, "question": s.question, "answers": s.answers, "prediction": p, "score": sc,
-                **({"split": s.split} if s.split is not None else {})}
+    # "page": the question's page within this evaluation set (pages are de-duplicated by content), the cluster
+    # the report's intervals resample (questions on one page are not independent).
+    records = [{"uid": s.uid, "page": s.image, "question": s.question, "answers": s.answers, "prediction": p,
+                "score": sc, **({"split": s.split} if s.split is not None else {})}
                for s, p, sc in zip(split.samples, preds["eval"], scores)]
     if "blind" in preds:
         blind_preds = preds["blind"]

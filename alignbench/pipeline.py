@@ -62,6 +62,7 @@ from .results import (
 )
 from .task import TASKS, Task
 from .tiny import cache_root
+from .tracking import CURVE, curve_csv
 from .train import DEFAULT_CHECKPOINT_EVERY, TrainConfig, TrainingDiverged, TrainSource, train
 
 
@@ -393,8 +394,10 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
                 raise
             if is_sharded(model.connector) or is_sharded(model.llm):  # FSDP: every process evaluates a whole model
                 model = _gathered(model, ws, cfg, device)
+            curve = stats.pop("curve")
             if dist.is_main:
                 save_trained(run_dir, model, cfg.train.stage)
+                atomic_write(run_dir / CURVE, curve_csv(curve))
                 _register_trained(output, key, run_dir, stats)
         else:
             _load_reused(output / "runs" / str(trained_in["run_id"]), model, cfg.train.stage, device)
@@ -402,6 +405,9 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
                 "no training")
             if dist.is_main:
                 save_trained(run_dir, model, cfg.train.stage)
+                source_curve = output / "runs" / str(trained_in["run_id"]) / CURVE
+                if source_curve.is_file():  # every run directory holds the curve of the weights it evaluates
+                    atomic_write(run_dir / CURVE, source_curve.read_text())
             stats = trained_in["stats"] | {"trained_in": trained_in["run_id"]}
     result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress,
                                journal=run_dir / PREDICTIONS_JOURNAL)
@@ -435,7 +441,7 @@ def _open_run_dir(config: dict, output: Path, task: str, cfg: RunConfig, resume:
     if resume is not None:
         saved = json.loads((resume / "config.json").read_text())
         differ = sorted(k for k in set(saved) | set(config)
-                        if k not in PLACEMENT_KEYS and saved.get(k) != config.get(k))
+                        if k not in PLACEMENT_KEYS and _comparable(saved, k) != _comparable(config, k))
         if differ:
             raise AlignBenchError(f"{resume} was started with another configuration ({', '.join(differ)} differ); "
                                   "resume it with its own configuration or start a new run")
@@ -443,6 +449,14 @@ def _open_run_dir(config: dict, output: Path, task: str, cfg: RunConfig, resume:
     run_dir = new_run_dir(output, task, cfg.connector, cfg.data.seed)
     atomic_write(run_dir / "config.json", json.dumps(config, indent=2))
     return run_dir
+
+
+def _comparable(config: dict, key: str):
+    """A config.json entry as a resume compares it: where the curves stream (`train.report_to`) may change."""
+    value = config.get(key)
+    if key == "train" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "report_to"}
+    return value
 
 
 def _write_finished(run_dir: Path, output: Path, config: dict, result: dict, records: list[dict],

@@ -125,6 +125,11 @@ class Registry(Generic[T]):
         self._load()
         return sorted(n for n in self._items if n not in self._broken)
 
+    def builtins(self) -> list[str]:
+        """The built-in names, in the order their package registers them (the order tables list them)."""
+        self._load()
+        return [n for n, who in self._providers.items() if who.startswith("the built-in module")]
+
     def broken(self) -> dict[str, str]:
         """Installed plug-ins that cannot be used, by name: why, and the fix."""
         self._load()

@@ -28,7 +28,9 @@ PAPER = {
     "low": {"mlp": {"docvqa": 42.11, "infovqa": 19.93, "chartqa": 48.44},
             "perceiver": {"docvqa": 32.18, "infovqa": 18.10, "chartqa": 40.00},
             "ovis": {"docvqa": 57.73, "infovqa": 26.39, "chartqa": 54.52},
-            "align": {"docvqa": 71.43, "infovqa": 30.50, "chartqa": 69.72}},
+            "align": {"docvqa": 71.43, "infovqa": 30.50, "chartqa": 69.72},
+            "hreducer": {"docvqa": 34.59, "infovqa": 17.57, "chartqa": 45.64},
+            "cabstractor": {"docvqa": 55.86, "infovqa": 19.36, "chartqa": 55.32}},  # HoneyBee
     "noise_drop": {"mlp": 25.54, "align": 1.67},  # average score drop at sigma = 3 (points)
     "drift": {"mlp": 0.3938, "align": 0.0036},  # cosine distance of outputs, clean vs noisy
 }

@@ -122,6 +122,11 @@ def versions() -> dict:
             "datasets": datasets.__version__, "python": platform.python_version()}
 
 
+def markdown_table(table, floatfmt: str | tuple[str, ...] = ".3g") -> str:
+    """A DataFrame as a GitHub Markdown table (pandas' `to_markdown`, through tabulate), without the index."""
+    return table.to_markdown(index=False, floatfmt=floatfmt)
+
+
 def machine() -> dict:
     """What produced a figure: processor (and its model name), core count, torch and its threads, accelerator."""
     import torch

@@ -376,7 +376,8 @@ def load_tiny(cfg: TinyConfig | None = None, progress=None, log=print) -> Backbo
     llm = LlamaForCausalLM.from_pretrained(path / "llm", local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     side = cfg.rows * cfg.cell
-    info = {"num_patches": cfg.rows * cfg.cols, "vision_dim": cfg.vision_hidden, "image_size": (side, side),
+    info = {"num_patches": cfg.rows * cfg.cols, "grid": (cfg.rows, cfg.cols), "vision_dim": cfg.vision_hidden,
+            "image_size": (side, side),
             "page": dataclasses.asdict(cfg.page), "path": str(path)}
     return Backbone(vision, llm, tokenizer, functools.partial(glyph_transform, size=(side, side)),
                     key=f"tiny-{cfg.key()}", info=info)

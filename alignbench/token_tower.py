@@ -160,7 +160,8 @@ def load_smollm2(cfg: TowerConfig | None = None, log=print) -> Backbone:
         path = prepare(cfg, pages, cache_root() / "backbones" / f"token-tower-{cfg.key(pages)}", log)
     vision = SiglipVisionModel.from_pretrained(path / "vision", local_files_only=True)
     side = cfg.rows * cfg.cell
-    info = {"num_patches": cfg.rows * cfg.cols, "vision_dim": cfg.hidden, "image_size": (side, side),
+    info = {"num_patches": cfg.rows * cfg.cols, "grid": (cfg.rows, cfg.cols), "vision_dim": cfg.hidden,
+            "image_size": (side, side),
             "renderer": pages, "path": str(path),
             "source": {"package": f"{smollm2.PACKAGE}=={smollm2.package_version()}", "file": smollm2.GGUF_NAME,
                        "sha256": llm_info["source_sha256"]}}

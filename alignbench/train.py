@@ -58,6 +58,7 @@ from .distributed import (
 from .errors import AlignBenchError
 from .model import VLM
 from .task import Task
+from .tracking import check_report_to, open_tracker
 
 STAGES = ("connector", "full", "lora")
 # A backbone's training budget where a run does not state one, the same for every connector (each value lands in
@@ -113,6 +114,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     init_seed: int = 1234  # connector initialisation; the data seed lives in DataConfig
+    # Where the curve streams live besides RUN_DIR/train_curve.csv: none, tensorboard or wandb (not part of the
+    # training key: it does not change the weights).
+    report_to: str = "none"
 
     def validate(self) -> None:
         if self.stage not in STAGES:
@@ -121,6 +125,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise AlignBenchError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)!r}")
         check_seed(self.init_seed, "--init-seed")
+        check_report_to(self.report_to)
         for flag, value in (("--lr", self.lr), ("--llm-lr", self.llm_lr)):
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise AlignBenchError(f"{flag} must be a positive number, got {value!r}")
@@ -150,6 +155,7 @@ class TrainConfig:
         """The fields that decide the trained weights, without the LoRA options of a run without LoRA and without
         `llm_steps` left at None (so the keys of runs that predate them stay the same)."""
         fields = asdict(self)
+        fields.pop("report_to")
         if self.stage != "lora":
             for name in ("lora_rank", "lora_alpha", "lora_targets"):
                 fields.pop(name)
@@ -258,20 +264,23 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
     modules = {"connector": model.connector} | ({"llm" if cfg.stage == "full" else "lora": trained_llm}
                                                  if trained_llm is not None else {})
     losses: list[float] = []
+    curve: list[dict] = []  # per step: step, task, loss, lr (connector), llm_lr, seconds since training began
     start, previous_seconds, ckpt_step = 0, 0.0, None
     cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
     # Training draws from its own RNG stream (seeded by the data seed), saved in every checkpoint.
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(data_seed)
         if checkpoint_dir is not None:
-            start, losses, previous_seconds = _resume(checkpoint_dir, modules, opt, orders, identity, device, cuda,
-                                                      dist)
+            start, losses, curve, previous_seconds = _resume(checkpoint_dir, modules, opt, orders, identity, device,
+                                                             cuda, dist)
             ckpt_step = start or None
             if start:
                 model.connector.on_llm_loaded(model.llm)
                 log(f"resuming from the checkpoint after step {start} of {cfg.steps}")
         model.connector.train()
         model.llm.train(cfg.stage != "connector")
+        tracker = open_tracker(cfg.report_to, checkpoint_dir, {"train": asdict(cfg), "data_seed": data_seed}) \
+            if dist.is_main and checkpoint_dir is not None else None
         t0 = time.time()
         task_id = progress.add_task("train", total=cfg.steps, completed=start, loss=float("nan")) if progress else None
         for step in range(start, cfg.steps):
@@ -311,10 +320,17 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
             opt.step()
             losses.append(loss)
             done = step + 1
+            lrs = [g["lr"] for g in opt.param_groups]
+            llm_lr = next((float(f"{g['lr']:.6g}") for g in opt.param_groups if g.get("llm")), None)
+            curve.append({"step": done, "task": src.task.name, "loss": round(loss, 6), "lr": float(f"{lrs[0]:.6g}"),
+                          "llm_lr": llm_lr, "seconds": round(previous_seconds + time.time() - t0, 3)})
+            if tracker is not None:
+                tracker.log({k: v for k, v in curve[-1].items() if isinstance(v, float) and k != "seconds"},
+                            step=done)
             due = done == cfg.steps or (checkpoint_every and done % checkpoint_every == 0)
             if checkpoint_dir is not None and due:
                 state = {"identity": identity, "data_order": [o.state_dict() for o in orders], "losses": losses,
-                         "train_seconds": previous_seconds + time.time() - t0}
+                         "curve": curve, "train_seconds": previous_seconds + time.time() - t0}
                 rng = {"rng.torch": torch.get_rng_state()} | (
                     {"rng.cuda": torch.cuda.get_rng_state(cuda[0])} if cuda else {})
                 module_states = {k: full_state(m, dist) for k, m in modules.items()}  # every rank: collectives
@@ -325,18 +341,20 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
             if progress:
                 progress.update(task_id, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
         seconds = previous_seconds + time.time() - t0
+        if tracker is not None:
+            tracker.finish()
     opt.zero_grad(set_to_none=True)
     model.eval()
     tail = losses[-20:]
     stats = {"train_seconds": round(seconds, 2), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
              "first_loss": round(losses[0], 4) if losses else None, "params": counts,
-             "distributed": placement(parallel, dist, micro, accum)}
+             "distributed": placement(parallel, dist, micro, accum), "curve": curve}
     return stats | ({"resumed_from_step": start} if start else {})
 
 
 def _resume(checkpoint_dir: Path, modules: dict, opt, orders: list[BatchOrder], identity: dict, device: str,
-            cuda: list[int], dist: Dist) -> tuple[int, list[float], float]:
-    """Restore the latest checkpoint of `checkpoint_dir`, if any: (completed steps, losses, seconds so far).
+            cuda: list[int], dist: Dist) -> tuple[int, list[float], list[dict], float]:
+    """Restore the latest checkpoint of `checkpoint_dir`, if any: (completed steps, losses, curve, seconds so far).
     Every process reads it (the run directory must be on a file system they all see)."""
     found = latest_checkpoint(checkpoint_dir)
     seen = dist.gather(found[0] if found else None)
@@ -344,7 +362,7 @@ def _resume(checkpoint_dir: Path, modules: dict, opt, orders: list[BatchOrder], 
         raise AlignBenchError(f"the processes see different checkpoints in {checkpoint_dir} (steps {seen} by rank); "
                               "the output directory must be on a file system every process sees")
     if found is None:
-        return 0, [], 0.0
+        return 0, [], [], 0.0
     state, module_states, moments, extra = load_checkpoint(checkpoint_dir, sorted(modules))
     if state.get("identity") != identity:
         raise AlignBenchError(f"the checkpoint in {found[1]} was written by another training configuration; "
@@ -361,7 +379,10 @@ def _resume(checkpoint_dir: Path, modules: dict, opt, orders: list[BatchOrder], 
     torch.set_rng_state(extra["rng.torch"])
     if cuda and "rng.cuda" in extra:
         torch.cuda.set_rng_state(extra["rng.cuda"], cuda[0])
-    return int(state["step"]), [float(x) for x in state["losses"]], float(state["train_seconds"])
+    losses = [float(x) for x in state["losses"]]
+    # A checkpoint written before curves were kept: its steps' losses, without learning rates or times.
+    curve = state.get("curve") or [{"step": k + 1, "loss": x} for k, x in enumerate(losses)]
+    return int(state["step"]), losses, curve, float(state["train_seconds"])
 
 
 def _diverged(what: str, step: int, steps: int, ckpt_step: int | None, checkpoint_dir: Path | None) -> None:

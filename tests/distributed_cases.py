@@ -33,6 +33,9 @@ TRAIN_CASES = {
     "fsdp-align-full": {"connector": "align", "stage": "full", "strategy": "fsdp", "micro": 2},
     "fsdp-align-full-accum": {"connector": "align", "stage": "full", "strategy": "fsdp", "micro": 1},
     "fsdp-perceiver-connector": {"connector": "perceiver", "stage": "connector", "strategy": "fsdp", "micro": 2},
+    "ddp-hreducer-connector": {"connector": "hreducer", "stage": "connector", "strategy": "ddp", "micro": 2},
+    "ddp-cabstractor-connector": {"connector": "cabstractor", "stage": "connector", "strategy": "ddp", "micro": 1},
+    "fsdp-pixelshuffle-full": {"connector": "pixelshuffle", "stage": "full", "strategy": "fsdp", "micro": 2},
 }
 RESUMED = ("ddp-align-connector", "fsdp-align-full")
 

@@ -19,6 +19,7 @@ import pytest
 from hf_fixtures import real_schema_rows
 from test_real_backbones import main_in_process, one_line
 
+from alignbench.connector import CONNECTORS
 from alignbench.metrics import anls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +147,32 @@ def test_without_the_extra_the_message_says_how_to_install_it(tmp_path, monkeypa
     code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", CHECKPOINTS["docvqa"], "--via",
                                    "lmms-eval", "--limit", 2, "--output", tmp_path)
     assert code == 2 and 'pip install -e ".[lmms-eval]"' in one_line(err)
+
+
+@pytest.fixture(scope="module")
+def every_connector(tmp_path_factory):
+    """Every registered connector trained briefly on the same pages (one sweep), each in its own run directory."""
+    out = tmp_path_factory.mktemp("zoo")
+    res = subprocess.run([sys.executable, "-m", "alignbench", "sweep", "--connectors", "all", "--tasks", "docvqa",
+                          "--steps", "2", "--batch-size", "4", "--train-docs", "8", "--eval-questions", "300",
+                          "--limit", "4", "--output", str(out)], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "COLUMNS": "250"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("connector", CONNECTORS.names())
+def test_every_connector_reads_the_same_through_lmms_eval(lmms, local_docvqa, every_connector, connector, tmp_path,
+                                                          monkeypatch, capsys):
+    """The same trained connector, the same 8 pages: lmms-eval's task and loop give AlignBench's predictions."""
+    run = next((every_connector / "runs").glob(f"docvqa-{connector}-*"))
+    out = tmp_path / "out"
+    for via in ("alignbench", "lmms-eval"):
+        code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", run, "--data",
+                                       local_docvqa / "data", "--limit", 8, "--output", out, "--no-blind", "--via", via)
+        assert code in (0, None), err
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board.evaluator) == ["alignbench", "lmms-eval"] and set(board.connector) == {connector}
+    a, b = ([json.loads(x) for x in (out / "runs" / r / "predictions.jsonl").open()] for r in board.run_id)
+    assert [x["uid"] for x in a] == [x["uid"] for x in b] and len(a) == 8
+    assert [x["prediction"] for x in a] == [x["prediction"] for x in b]

@@ -7,7 +7,14 @@ from alignbench.task import TASKS
 
 
 def test_builtins_registered_by_exact_name():
-    assert CONNECTORS.names() == ["align", "mlp", "ovis", "perceiver"]
+    import pkgutil
+
+    import alignbench.connectors as connectors
+
+    # every module of the built-in package registers its connector, under the module's own name
+    modules = [m.name for m in pkgutil.iter_modules(connectors.__path__) if not m.name.startswith("_")]
+    assert sorted(CONNECTORS.builtins()) == sorted(modules) == sorted(CONNECTORS.names())
+    assert CONNECTORS.builtins()[:4] == ["mlp", "perceiver", "ovis", "align"]  # the study's four lead the tables
     assert TASKS.names() == ["chartqa", "docvqa", "infovqa", "transcribe"]
     for name in CONNECTORS.names():
         assert issubclass(CONNECTORS.get(name), Connector)
