@@ -1016,10 +1016,21 @@ def report(
     out: Annotated[Path | None, Opt(help="Markdown file to write (default: RUNS/REPORT.md).")] = None,
     connectors: Annotated[str, Opt(help=CONNECTORS_HELP)] = "all",
     tasks: Annotated[str, Opt(help="Comma-separated tasks.")] = "docvqa,infovqa,chartqa",
+    plan: Annotated[float | None, Opt(help="Only print the power plan for a difference of PLAN points (e.g. 2): "
+                                           "variance components, the smallest detectable difference, the seeds "
+                                           "or questions needed; writes no report.")] = None,
 ):
-    """Write the comparison report: 95% CIs, paired bootstrap tests, noise and vocabulary probes, paper numbers."""
-    from .report import write_report
+    """Write the comparison report: 95% CIs, paired tests, variance components, probes, paper numbers."""
+    from .report import PLAN_COLUMNS, plan_table, write_report
 
+    if plan is not None:
+        rows, notes = plan_table(runs, _split_list(connectors, "connectors"), _split_list(tasks, "tasks"), plan)
+        table = Table(*[c.replace("Δ", f"{plan:g} points") for c in PLAN_COLUMNS],
+                      title=f"Power plan for a difference of {plan:g} points (from the runs under {runs})")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table, *(n.replace("Δ", f"{plan:g} points") for n in notes), sep="\n")
+        return
     path = write_report(runs, out or runs / "REPORT.md", _split_list(connectors, "connectors"),
                         _split_list(tasks, "tasks"), command="alignbench " + " ".join(sys.argv[1:]))
     console.print(f"report written: {path}")

@@ -180,15 +180,16 @@ def read_cost(runs: Path):
     return pd.read_csv(path), meta
 
 
-def cost_section(runs: Path, figures: Path, means: dict, tasks: list[str]) -> list[str]:
+def cost_section(runs: Path, figures: Path, means: dict, tasks: list[str], number: int = 9) -> list[str]:
     """The report's cost section: the table measured under RUNS and score against visual tokens and training
     time (one panel per task). `means` maps (connector, task) to the mean score (0..1). Nothing when RUNS has
     no cost table (`alignbench cost --output RUNS` makes one)."""
     found = read_cost(runs)
     if found is None:
-        return ["## Cost", "", f"No cost table under `{runs}`; `alignbench cost --output {runs}` measures one.", ""]
+        return [f"## {number}. Cost", "", f"No cost table under `{runs}`; `alignbench cost --output {runs}` measures "
+                "one.", ""]
     table, meta = found
-    lines = ["## Cost: what each connector spends, and what it buys", "",
+    lines = [f"## {number}. Cost: what each connector spends, and what it buys", "",
              cost_markdown(table, meta) if meta else markdown_table_of(table), "",
              "Produced by `alignbench cost` (see `cost.json` for its options and machine)."]
     shown = [t for t in tasks if any((c, t) in means for c in table.connector)]

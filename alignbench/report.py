@@ -1,23 +1,36 @@
 """`alignbench report`: the comparison a reader wants, from the runs and probes under one output directory.
 
 Every number is computed from per-sample scores on disk (each run's predictions.jsonl, each probe's
-probe.json): 95 % bootstrap confidence intervals per connector and task, a paired bootstrap test for every
-pair of connectors on the same questions, the blind baseline, the noise and image probes, ALIGN's
-vocabulary analysis, and the paper's numbers beside ours where the task matches.
+probe.json): 95 % confidence intervals per connector and task with seeds as a random factor and pages as clusters
+(`stats`), a paired test for every pair of connectors on the same questions (Holm-adjusted per task), the blind
+baseline, the variance components and the smallest difference the design detects, the noise and image probes,
+ALIGN's vocabulary analysis, and the paper's numbers beside ours where the task matches. The same runs give the
+same report, byte for byte: the date is the newest run's, and every resampling has a fixed seed.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import math
 from itertools import combinations
 from pathlib import Path
 
+from .cost import cost_section
 from .errors import AlignBenchError
 from .metrics import get_metric
 from .probe import latest_probes, probe_markdown, vocab_markdown
 from .results import atomic_write, read_leaderboard, training_runs
-from .stats import bootstrap, paired_difference
+from .stats import (
+    Interval,
+    bootstrap,
+    detectable_difference,
+    holm,
+    paired_difference,
+    questions_needed,
+    seeds_needed,
+    variance_components,
+)
+from .tracking import curves_section
 
 # AlignVLM (Llama-3.2-3B): Table 2 (high-resource) and Table 3 (low-resource), and the noise analysis.
 PAPER = {
@@ -37,13 +50,30 @@ PAPER = {
 PAPER_ORDER = ["align", "ovis", "mlp", "perceiver"]  # document tasks, best first
 
 
+ONE_SEED = ("† one seed: the interval covers the sampling of pages and questions only; training variance (between "
+            "seeds) is not measured.")
+SIGNIFICANT = 0.05  # level of the tests (after Holm's adjustment in section 4)
+
+
 def _fmt(iv, scale: float = 100.0) -> str:
     return f"{scale * iv.estimate:.1f} [{scale * iv.low:.1f}, {scale * iv.high:.1f}]"
 
 
+def _cell(iv: Interval) -> str:
+    """An interval in points, marked † when it rests on one seed."""
+    return _fmt(iv) + ("" if iv.measures_training else " †")
+
+
+def _qualified(word: str, ivs: list[Interval]) -> str:
+    """A verdict, qualified when a difference behind it rests on one seed."""
+    return word if all(iv.measures_training for iv in ivs) else f"{word} (1 seed: questions only)"
+
+
 def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
-    """{(connector, task): {"seeds": {seed: {"uids", "scores", "blind"}}, "metric", "runs"}} from the latest
-    run of each (connector, task, seed) in the leaderboard."""
+    """{(connector, task): {"seeds": {seed: {"uids", "scores", "blind", "pages"}}, "metric", "runs", "finished"}}
+    from the latest run of each (connector, task, seed) in the leaderboard. "pages": each question's page index
+    in its run's evaluation set, None for records written before pages were recorded; "finished": the runs'
+    finish times from the leaderboard."""
     board = training_runs(read_leaderboard(runs / "leaderboard.csv"))
     latest = board.drop_duplicates(["connector", "task", "seed"], keep="last")
     out: dict = {}
@@ -55,12 +85,17 @@ def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
             continue
         metric = get_metric(row.metric)
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        entry = out.setdefault((row.connector, row.task), {"seeds": {}, "metric": row.metric, "runs": []})
+        entry = out.setdefault((row.connector, row.task),
+                               {"seeds": {}, "metric": row.metric, "runs": [], "finished": []})
         entry["runs"].append(str(row.run_id))
+        if isinstance(getattr(row, "finished", None), str):
+            entry["finished"].append(row.finished)
         entry["seeds"][int(row.seed)] = {
             "uids": [r["uid"] for r in records], "scores": [r["score"] for r in records],
             "blind": [metric(r["blind_prediction"], r["answers"]) for r in records] if records and
             "blind_prediction" in records[0] else None,
+            "pages": [r["page"] for r in records] if all("page" in r for r in records) else None,
+            "run": str(row.run_id),
         }
     if not out:
         raise AlignBenchError(f"no runs of {connectors} on {tasks} with predictions under {runs}; run "
@@ -69,8 +104,9 @@ def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
 
 
 def _paired(a: dict, b: dict, key_a: str = "scores", key_b: str = "scores"):
-    """Per-seed aligned score lists of two entries (same questions), seeds both have."""
-    ga, gb = [], []
+    """Per-seed aligned score lists of two entries (same questions), seeds both have, and each question's page
+    (a's; None for a seed whose records carry no page)."""
+    ga, gb, pages = [], [], []
     for seed in sorted(set(a["seeds"]) & set(b["seeds"])):
         sa, sb = a["seeds"][seed], b["seeds"][seed]
         if sa[key_a] is None or sb[key_b] is None:
@@ -79,14 +115,26 @@ def _paired(a: dict, b: dict, key_a: str = "scores", key_b: str = "scores"):
         common = [(i, index[u]) for i, u in enumerate(sa["uids"]) if u in index]
         ga.append([sa[key_a][i] for i, _ in common])
         gb.append([sb[key_b][j] for _, j in common])
-    return ga, gb
+        pages.append(None if sa["pages"] is None else [sa["pages"][i] for i, _ in common])
+    return ga, gb, pages
+
+
+def _single(e: dict, key: str = "scores"):
+    """Per-seed score lists of one entry and their pages (seeds that have `key`)."""
+    seeds = [s for s in e["seeds"].values() if s[key] is not None]
+    return [s[key] for s in seeds], [s["pages"] for s in seeds]
+
+
+def _difference(a: dict, b: dict, key_a: str = "scores", key_b: str = "scores") -> Interval:
+    ga, gb, pages = _paired(a, b, key_a, key_b)
+    return paired_difference(ga, gb, pages=pages)
 
 
 def _verdict(ivs: list) -> str:
     if all(iv.low > 0 for iv in ivs):
-        return "reproduces"
+        return _qualified("reproduces", ivs)
     if any(iv.high < 0 for iv in ivs):
-        return "does not reproduce"
+        return _qualified("does not reproduce", ivs)
     return "inconclusive"
 
 
@@ -97,11 +145,7 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
     connectors = [c for c in connectors if any((c, t) in scores for t in tasks)]
     figures = out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    lines = ["# AlignBench report", "",
-             f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} from the runs and probes under "
-             f"`{runs}`. Scores are in points (ANLS or relaxed accuracy × 100); intervals are 95 % percentile "
-             "bootstrap intervals over the evaluation questions (resampled within each seed, then averaged over "
-             "seeds); differences are paired (the same questions), with a two-sided bootstrap p-value.", ""]
+    lines = ["# AlignBench report", "", *_header(command, runs, scores), ""]
 
     # 1. connectors x tasks with confidence intervals, blind baseline beside
     lines += ["## 1. Connectors × tasks", "", "| connector | " + " | ".join(tasks) + " | seeds |",
@@ -114,18 +158,21 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
             if e is None:
                 cells.append("–")
                 continue
-            iv = bootstrap([s["scores"] for s in e["seeds"].values()])
+            groups, pages = _single(e)
+            iv = bootstrap(groups, pages=pages)
             cis[(c, t)] = iv
             seeds |= set(e["seeds"])
-            cells.append(_fmt(iv))
+            cells.append(_cell(iv))
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {len(seeds)} |")
     for c in connectors:
         cells = []
         for t in tasks:
             e = scores.get((c, t))
-            blind = [s["blind"] for s in e["seeds"].values() if s["blind"] is not None] if e else []
-            cells.append(_fmt(bootstrap(blind)) if blind else "–")
+            blind, pages = _single(e, "blind") if e else ([], [])
+            cells.append(_cell(bootstrap(blind, pages=pages)) if blind else "–")
         lines.append(f"| blind ({c}, shuffled pages) | " + " | ".join(cells) + " | |")
+    one_seed = any(not iv.measures_training for iv in cis.values())
+    lines += ["", ONE_SEED] if one_seed else []
     lines += ["", "Above the blind baseline (paired difference, same questions, same trained model):", "",
               "| connector | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
     for c in connectors:
@@ -135,9 +182,10 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
             if e is None:
                 cells.append("–")
                 continue
-            ga, gb = _paired(e, e, "scores", "blind")
-            cells.append(_fmt(paired_difference(ga, gb)) if ga else "–")
+            ga, gb, pages = _paired(e, e, "scores", "blind")
+            cells.append(_cell(paired_difference(ga, gb, pages=pages)) if ga else "–")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += ["", ONE_SEED] if one_seed else []
     _bar_plot(cis, connectors, tasks, figures / "scores.png")
     lines += ["", "![scores](figures/scores.png)", ""]
 
@@ -171,33 +219,75 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
         ivs = []
         for a, b in zip(chain, chain[1:]):
             if (a, t) in scores and (b, t) in scores:
-                ivs.append(paired_difference(*_paired(scores[(a, t)], scores[(b, t)])))
+                ivs.append(_difference(scores[(a, t)], scores[(b, t)]))
         verdicts[t] = _verdict(ivs)
-        cells = [f"{_fmt(iv)} (p={iv.p_value:.3f})" for iv in ivs]
+        cells = [f"{_cell(iv)} (p={iv.p_value:.3f})" for iv in ivs]
         lines.append(f"| {t} | {' > '.join(order)} | " + " | ".join(cells) + f" | {verdicts[t]} |")
     lines += ["", "A verdict *reproduces* when every adjacent difference of the paper's order is positive with "
               "its 95 % interval above 0, *does not reproduce* when any is negative with its interval below 0, "
-              "and is *inconclusive* otherwise.", ""]
+              "and is *inconclusive* otherwise; a verdict that rests on one seed says so (training variance is "
+              "then not measured).", ""]
 
-    # 4. every pair
-    lines += ["## 4. Paired differences, every pair of connectors", "",
-              "| task | pair (a − b) | difference [95 % CI] | p | significant |", "|---|---|---|---|---|"]
-    for t in tasks:
-        for a, b in combinations(connectors, 2):
-            if (a, t) in scores and (b, t) in scores:
-                iv = paired_difference(*_paired(scores[(a, t)], scores[(b, t)]))
-                lines.append(f"| {t} | {a} − {b} | {_fmt(iv)} | {iv.p_value:.3f} | "
-                             f"{'yes' if iv.excludes_zero() else 'no'} |")
-    lines.append("")
+    lines += _pairs_section(scores, connectors, tasks)
 
     # 5. probes
     probes = latest_probes(runs)
     lines += _noise_section(probes, figures, probe_plot, scores)
     lines += _image_section(probes, figures, probe_plot)
     lines += _vocab_section(probes)
+    lines += _variance_section(scores, connectors, tasks)
+
+    # 9. what each connector costs, and what it buys; 10. how each trained
+    means = {key: iv.estimate for key, iv in cis.items()}
+    lines += cost_section(runs, figures, means, tasks, number=9)
+    trained = {c: {seed: s["run"] for seed, s in next(scores[(c, t)] for t in tasks if (c, t) in scores)[
+        "seeds"].items()} for c in connectors}
+    lines += curves_section(runs / "runs", trained, figures, number=10)
 
     atomic_write(out, "\n".join(lines) + "\n")
     return out
+
+
+def _header(command: str, runs: Path, scores: dict) -> list[str]:
+    """The paragraph that says where the numbers come from and how the intervals are made."""
+    finished = sorted(f for e in scores.values() for f in e["finished"])
+    when = f"on runs that finished by {finished[-1][:10]}" if finished else "on runs with no recorded finish time"
+    lines = [f"Produced by `{command}` {when}, from the runs and probes under `{runs}`. Scores are in points (ANLS "
+             "or relaxed accuracy × 100): the mean over training seeds of each seed's mean over its questions. "
+             "Intervals are 95 %. Seeds are a random factor, so an interval is about the training recipe, not one "
+             "trained model, and widens when seeds disagree: with two or more seeds it is a t interval over the "
+             "seed means (seeds − 1 degrees of freedom); with one seed (marked †) it is the percentile interval of "
+             "a bootstrap that resamples pages, the questions of a page together (they share an image), and "
+             "training variance is not measured. Differences are paired (per question a − b on the same "
+             "questions), with a two-sided p-value of the same method. Model, estimators and their check by "
+             "simulation: docs/statistics.md."]
+    runs_without = sum(s["pages"] is None for e in scores.values() for s in e["seeds"].values())
+    if runs_without:
+        lines += ["", f"{runs_without} of {sum(len(e['seeds']) for e in scores.values())} runs' prediction records "
+                  "carry no page index (written before pages were recorded): there every question counts as its "
+                  "own page."]
+    return lines
+
+
+def _pairs_section(scores: dict, connectors: list[str], tasks: list[str]) -> list[str]:
+    """Section 4: every pair of connectors per task, p-values Holm-adjusted over the pairs of the task."""
+    lines = ["## 4. Paired differences, every pair of connectors", "",
+             "| task | pair (a − b) | difference [95 % CI] | p | p (Holm) | significant |",
+             "|---|---|---|---|---|---|"]
+    one_seed = False
+    for t in tasks:
+        pairs = [(a, b) for a, b in combinations(connectors, 2) if (a, t) in scores and (b, t) in scores]
+        ivs = [_difference(scores[(a, t)], scores[(b, t)]) for a, b in pairs]
+        adjusted = holm([iv.p_value for iv in ivs]) if ivs else []
+        one_seed |= any(not iv.measures_training for iv in ivs)
+        for (a, b), iv, p in zip(pairs, ivs, adjusted):
+            significant = _qualified("yes", [iv]) if p <= SIGNIFICANT else "no"
+            lines.append(f"| {t} | {a} − {b} | {_cell(iv)} | {iv.p_value:.3f} | {p:.3f} | {significant} |")
+    lines += ["", ONE_SEED] if one_seed else []
+    lines += ["", "p (Holm): Holm's step-down adjustment over the pairs of one task (each task is one family of "
+              f"comparisons); *significant* means p (Holm) ≤ {SIGNIFICANT}. The intervals are not adjusted, so an "
+              "interval that excludes 0 may still not be significant here.", ""]
+    return lines
 
 
 def _bar_plot(cis: dict, connectors: list[str], tasks: list[str], path: Path) -> None:
@@ -272,7 +362,8 @@ def _noise_section(probes: dict, figures: Path, probe_plot, scores: dict) -> lis
             align_runs = [r for s in seeds for r in by["align"] if r["seed"] == s]
             iv = paired_difference(drops(mlp_runs), drops(align_runs))
             d_mlp, d_align = bootstrap(drops(mlp_runs)), bootstrap(drops(align_runs))
-            verdict = "reproduces" if iv.low > 0 else ("does not reproduce" if iv.high < 0 else "is inconclusive")
+            verdict = (_qualified("reproduces", [iv]) if iv.low > 0 else
+                       _qualified("does not reproduce", [iv]) if iv.high < 0 else "is inconclusive")
             align_blind = _blind_mean(scores, "align", p["task"])
             align_clean = sum(r["scores"][clean]["score"] for r in align_runs) / max(1, len(align_runs))
             if align_blind is not None and align_clean - align_blind < d_mlp.estimate:
@@ -317,3 +408,81 @@ def _vocab_section(probes: dict) -> list[str]:
               "token) and little loss when E_text is pruned to the most used tokens.", ""]
     return lines
 
+
+# ---------------------------------------------------------------- variance components and power
+
+PLAN_DELTA = 0.02  # the difference (score units) the report plans for: 2 points
+PLAN_COLUMNS = ["task", "scores", "seeds", "pages / seed", "questions / page", "σ seed", "σ page", "σ question",
+                "detectable (80 %)", "seeds for Δ", "questions / seed for Δ"]
+PLAN_NOTE = ("σ: standard deviations in points, method-of-moments estimates of a nested random-effects ANOVA "
+             "(between seeds, between pages within a seed, between questions within a page). Detectable: the smallest "
+             "true difference the present design (seeds, pages per seed, questions per page) detects with 80 % power "
+             "at two-sided α = 0.05 (t test over seed means, seeds − 1 degrees of freedom; one seed: the normal "
+             "test). Seeds for Δ: seeds needed at the present pages and questions; questions / seed for Δ: questions "
+             "per seed needed at the present seeds (none: the seed variance alone prevents it).")
+NO_SEED_NOTE = ("σ seed –: one seed, training variance is not measured and is taken as 0, so the figures marked ≥ are "
+                "lower bounds.")
+NO_PAGE_NOTE = ("σ page –: one question per page, page and question variance are not separable and σ question is "
+                "their sum.")
+
+
+def power_plan(scores: dict, connectors: list[str], tasks: list[str], delta: float) -> list[dict]:
+    """Per task, for each connector and each pair (a − b per question): the variance components, the smallest
+    difference the design detects, and the seeds or questions per seed that would detect `delta` (score units)."""
+    rows = []
+    for t in tasks:
+        present = [c for c in connectors if (c, t) in scores]
+        subjects = [(c, *_single(scores[(c, t)])) for c in present]
+        for a, b in combinations(present, 2):
+            ga, gb, pages = _paired(scores[(a, t)], scores[(b, t)])
+            diffs = [[x - y for x, y in zip(ra, rb)] for ra, rb in zip(ga, gb)]
+            subjects.append((f"{a} − {b}", diffs, pages))
+        for name, groups, pages in subjects:
+            if not any(len(g) for g in groups):
+                continue
+            c = variance_components(groups, pages)
+            rows.append({"task": t, "scores": name, "components": c,
+                         "detectable": detectable_difference(c, c.seeds, c.pages, c.questions),
+                         "seeds_needed": seeds_needed(c, delta),
+                         "questions_needed": questions_needed(c, delta, c.seeds)})
+    return rows
+
+
+def _sd(variance: float) -> str:
+    return "–" if math.isnan(variance) else f"{100 * math.sqrt(variance):.1f}"
+
+
+def plan_cells(row: dict) -> list[str]:
+    """One power_plan row as the strings of PLAN_COLUMNS."""
+    c = row["components"]
+    bound = "≥ " if math.isnan(c.seed) else ""  # unmeasured seed variance taken as 0: a lower bound
+    seeds = f"{bound}{row['seeds_needed']}" if row["seeds_needed"] is not None else "> 100000"
+    questions = f"{bound}{row['questions_needed']}" if row["questions_needed"] is not None else "none"
+    return [row["task"], row["scores"], str(c.seeds), f"{c.pages:.0f}", f"{c.questions:.2f}", _sd(c.seed),
+            _sd(c.page), _sd(c.question), f"{bound}{100 * row['detectable']:.1f}", seeds, questions]
+
+
+def plan_notes(rows: list[dict]) -> list[str]:
+    """The notes under a power plan: what the columns mean, and what could not be measured."""
+    return ([PLAN_NOTE] + [NO_SEED_NOTE] * any(math.isnan(r["components"].seed) for r in rows)
+            + [NO_PAGE_NOTE] * any(math.isnan(r["components"].page) for r in rows))
+
+
+def plan_table(runs: Path, connectors: list[str], tasks: list[str], delta_points: float
+               ) -> tuple[list[list[str]], list[str]]:
+    """`alignbench report --plan DELTA`: the power plan's rows (strings) for a difference of `delta_points`, and
+    its notes."""
+    if not math.isfinite(delta_points) or delta_points <= 0:
+        raise AlignBenchError(f"--plan {delta_points:g} must be a positive difference in points, e.g. --plan 2")
+    rows = power_plan(load_scores(runs, connectors, tasks), connectors, tasks, delta_points / 100)
+    return [plan_cells(r) for r in rows], plan_notes(rows)
+
+
+def _variance_section(scores: dict, connectors: list[str], tasks: list[str]) -> list[str]:
+    rows = power_plan(scores, connectors, tasks, PLAN_DELTA)
+    header = [col.replace("Δ", f"{100 * PLAN_DELTA:g} points") for col in PLAN_COLUMNS]
+    notes = [line for note in plan_notes(rows) for line in ("", note.replace("Δ", f"{100 * PLAN_DELTA:g} points"))]
+    return ["## 8. Variance components and the smallest detectable difference", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(plan_cells(r)) + " |" for r in rows), *notes,
+            "", "`alignbench report --plan DELTA` prints this table for a difference of DELTA points.", ""]

@@ -77,7 +77,7 @@ def read_curve(path: Path):
     return pd.read_csv(path)
 
 
-def curves_section(runs_dir: Path, run_ids: dict, figures: Path) -> list[str]:
+def curves_section(runs_dir: Path, run_ids: dict, figures: Path, number: int = 10) -> list[str]:
     """The report's training-curve section: loss against step, one panel per connector, one line per seed (the
     curve each evaluated run holds). `run_ids` maps connector -> {seed: run id}."""
     import matplotlib
@@ -89,7 +89,7 @@ def curves_section(runs_dir: Path, run_ids: dict, figures: Path) -> list[str]:
               for c, seeds in run_ids.items()}
     curves = {c: found for c, found in curves.items() if found}
     if not curves:
-        return ["## Training curves", "", "No run here kept its curve (`RUN_DIR/train_curve.csv`).", ""]
+        return [f"## {number}. Training curves", "", "No run here kept its curve (`RUN_DIR/train_curve.csv`).", ""]
     fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 2.8), sharey=True, squeeze=False)
     for ax, (connector, found) in zip(axes[0], curves.items()):
         for seed, path in sorted(found.items()):
@@ -104,6 +104,6 @@ def curves_section(runs_dir: Path, run_ids: dict, figures: Path) -> list[str]:
     figures.mkdir(parents=True, exist_ok=True)
     fig.savefig(figures / "training_curves.png", dpi=110, metadata={"Software": None})
     plt.close(fig)
-    return ["## Training curves", "", "Training loss per connector and seed, from each run's `train_curve.csv` "
-            "(learning rates are in the same file; `--report-to tensorboard` streams them live).", "",
+    return [f"## {number}. Training curves", "", "Training loss per connector and seed, from each run's "
+            "`train_curve.csv` (learning rates are in the same file; `--report-to tensorboard` streams them live).", "",
             "![training curves](figures/training_curves.png)", ""]
