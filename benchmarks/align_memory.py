@@ -4,6 +4,9 @@
                                       [--strategy auto|gram|stream|hybrid] [--configs VxTxD,...]
         -> results/bench/align_memory.{json,md}      (--quick: align_memory_quick.{json,md};
                                                       --configs: align_memory_custom.{json,md})
+    python benchmarks/align_memory.py --device cuda [--images 1,4,16] [--out DIR --stem align_memory_cuda]
+        only the paper-scale rows, on that device (--device cpu --paper 8192x64x64: a rehearsal at a small size;
+        --memory-cap-gb: a smaller memory, so that the out-of-memory rows are rehearsed too)
 
 What runs: out = softmax(LN2(h · W2ᵀ + b2)) · E_text and its backward pass, for h of T tokens. W1 and LN1
 come before h and are the same for both implementations, so they are left out. "naive" is the
@@ -11,7 +14,8 @@ connector's impl=naive code (it keeps the [T, V] probabilities); "chunked" is im
 (`alignbench.align_kernel.align_attention`). CPU grid: float32, V in {32000, 128256}, T in {729, 2916},
 D in {1024, 2048}. With CUDA: also bf16 at paper scale (V = 128256, D = 3072, T = 6561 per image: 9 tiles of
 729 patches) for 1, 4 and 16 images at once, where the naive form runs out of memory first (each row names
-the GPU); without CUDA these rows are skipped and the output says so.
+the GPU); without CUDA these rows are skipped and the output says so. A configuration that runs out of
+memory is recorded as "OOM" (torch.OutOfMemoryError, or the CPU allocator's refusal), not as a failure.
 
 Two measurements per configuration and implementation, each in a fresh subprocess:
 * "all": the gradients of all six inputs (h, W2, b2, LN2's gain and bias, E_text), as when the LLM trains
@@ -68,6 +72,26 @@ PAPER = (128256, 6561, 3072)  # Llama 3 vocabulary, 9 tiles x 729 patches, Llama
 GPU_IMAGES = (1, 4, 16)  # images per batch at paper scale on a GPU (T = images x 6561): naive runs out first
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Out of memory: CUDA's allocator (torch.OutOfMemoryError) or the CPU allocator's refusal."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+
+
+def _cap_memory(cap_bytes: int, device: str) -> None:
+    """Allow this process `cap_bytes` more memory than it holds now (CUDA: of the GPU's memory in all)."""
+    import torch
+
+    if device.startswith("cuda"):
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_bytes / total), device)
+        return
+    with open("/proc/self/status") as f:
+        vm_size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm_size + cap_bytes, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
 def _status_kb() -> dict[str, int]:
     out = {}
     with open("/proc/self/status") as f:
@@ -95,7 +119,7 @@ def worker(spec: dict) -> dict:
 
     from alignbench.align_kernel import align_attention
 
-    V, T, D, impl, device = spec["V"], spec["T"], spec["D"], spec["impl"], spec["device"]
+    D, impl, device = spec["D"], spec["impl"], spec["device"]
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     dtype = getattr(torch, spec["dtype"])
@@ -126,8 +150,22 @@ def worker(spec: dict) -> dict:
 
     # A small run first, so that one-time costs (library buffers, autograd threads) stay out of the figures.
     make_step(spec["chunk_size"] + 7, 16)()
-    step = make_step(V, T)
+    if spec.get("memory_cap_bytes"):
+        _cap_memory(spec["memory_cap_bytes"], device)
+    try:
+        return _measure(spec, make_step)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_oom(exc):
+            raise
+        return {"grads": spec["grads"], "error": "OOM", "oom": True, "detail": str(exc).strip().splitlines()[0][:300]}
 
+
+def _measure(spec: dict, make_step) -> dict:
+    import torch
+
+    V, T, D, impl, device = spec["V"], spec["T"], spec["D"], spec["impl"], spec["device"]
+    dtype = getattr(torch, spec["dtype"])
+    step = make_step(V, T)
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
@@ -158,25 +196,30 @@ def worker(spec: dict) -> dict:
         del grads
     peak = max(peaks)
     extra = {}
-    if impl == "chunked" and spec["grads"] == "all" and not cuda:
-        extra["pass_s"] = _pass_seconds(T, D, V, spec["chunk_size"], dtype, spec["repeats"])
+    if impl == "chunked" and spec["grads"] == "all":
+        del step
+        extra["pass_s"] = _pass_seconds(T, D, V, spec["chunk_size"], dtype, spec["repeats"], device)
     return {**extra, "grads": spec["grads"], "peak_extra_bytes": peak, "gradient_bytes": grad_bytes,
             "wall_s": statistics.median(walls), "wall_runs_s": [round(w, 3) for w in walls],
             "cpu_s": statistics.median(cpus), "cpu_runs_s": [round(c, 3) for c in cpus], "method": method,
             "loadavg_1min": os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
 
 
-def _pass_seconds(T: int, D: int, V: int, chunk: int, dtype, repeats: int) -> float:
+def _pass_seconds(T: int, D: int, V: int, chunk: int, dtype, repeats: int, device: str = "cpu") -> float:
     """Median seconds of one [T, D] x [D, V] product, made chunk by chunk into one [T, chunk] buffer."""
     import torch
 
-    x, w = torch.randn(T, D, dtype=dtype), torch.randn(V, D, dtype=dtype)
-    buf = torch.empty(T, min(chunk, V), dtype=dtype)
+    x, w = torch.randn(T, D, dtype=dtype, device=device), torch.randn(V, D, dtype=dtype, device=device)
+    buf = torch.empty(T, min(chunk, V), dtype=dtype, device=device)
     times = []
     for _ in range(repeats + 1):  # the first is a warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         for s in range(0, V, chunk):
             torch.mm(x, w[s : s + chunk].t(), out=buf[:, : min(chunk, V - s)])
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:])
 
@@ -207,11 +250,32 @@ def main() -> None:
                         help="the chunked kernel's strategy (default: the cheapest for each T and D)")
     parser.add_argument("--configs", help="VxTxD,... instead of the grid (e.g. 128256x2916x1024)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the paper-scale GPU rows")
+    parser.add_argument("--device", choices=("cuda", "cpu"),
+                        help="only the paper-scale rows (no CPU grid), on this device; cpu: a rehearsal, with --paper")
+    parser.add_argument("--paper", default="x".join(map(str, PAPER)),
+                        help="VxTxD of the paper-scale rows, T per image (default: %(default)s)")
+    parser.add_argument("--images", default=",".join(map(str, GPU_IMAGES)),
+                        help="images per batch of the paper-scale rows, comma-separated (default: %(default)s)")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                        help="dtype of the paper-scale rows")
+    parser.add_argument("--memory-cap-gb", type=float,
+                        help="each measurement may hold this many GB (2^30 bytes) more than after its warm-up "
+                             "(CUDA: of the whole GPU); rehearses the out-of-memory rows on a small machine")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for the JSON and Markdown files")
+    parser.add_argument("--stem", help="file name without extension (default: align_memory[_quick|_custom])")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    try:
+        paper = tuple(int(x) for x in args.paper.split("x"))
+        images = [int(x) for x in args.images.split(",")]
+    except ValueError:
+        parser.error(f"--paper {args.paper!r} / --images {args.images!r}: use VxTxD and a comma-separated list of "
+                     "integers, e.g. --paper 128256x6561x3072 --images 1,4,16")
+    if len(paper) != 3 or min(paper) < 1 or not images or min(images) < 1:
+        parser.error(f"--paper {args.paper!r} / --images {args.images!r}: three positive sizes and positive counts")
 
     import torch
     from rich.console import Console
@@ -223,30 +287,38 @@ def main() -> None:
     grid = QUICK_GRID if args.quick else FULL_GRID
     if args.configs:
         grid = [tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
-    jobs = [("cpu", "float32", *cfg) for cfg in grid]
-    gpu_note = None
-    if args.no_cuda:
-        gpu_note = "skipped: --no-cuda"
+    jobs = [] if args.device else [("cpu", "float32", *cfg, False) for cfg in grid]
+    V, T, D = paper
+    paper_device, paper_note = "cuda", None
+    if args.device:
+        paper_device = args.device
+        if args.device == "cuda" and not torch.cuda.is_available():
+            sys.exit("align_memory: --device cuda, but CUDA is not available on this machine; use --device cpu "
+                     "(a rehearsal) or run it on a GPU")
+    elif args.no_cuda:
+        paper_note = "skipped: --no-cuda"
     elif not torch.cuda.is_available():
-        gpu_note = "skipped: CUDA is not available on this machine"
+        paper_note = "skipped: CUDA is not available on this machine"
+    if paper_note:
+        print(f"GPU rows ({args.dtype}, paper scale V={V}, T = images x {T}, D={D}): {paper_note}", flush=True)
     else:
-        V, T, D = PAPER
-        jobs += [("cuda", "bfloat16", V, T * images, D) for images in GPU_IMAGES]
-    if gpu_note:
-        print(f"GPU rows (bf16, paper scale V={PAPER[0]}, T = images x {PAPER[1]}, D={PAPER[2]}): {gpu_note}",
-              flush=True)
+        jobs += [(paper_device, args.dtype, V, T * n, D, True) for n in images]
+    cap = int(args.memory_cap_gb * 2**30) if args.memory_cap_gb else None
     rows = []
-    for device, dtype, V, T, D in jobs:
+    for device, dtype, V, T, D, is_paper in jobs:
         strategy = resolve(args.strategy, D, T)
-        row = {"device": device, "dtype": dtype, "V": V, "T": T, "D": D, "chunk_size": args.chunk_size,
-               "strategy": strategy, "strategy_passes": round(passes(strategy, D, T), 3), "naive_passes": 6}
+        row = {"device": device, "dtype": dtype, "V": V, "T": T, "D": D, "paper": is_paper,
+               "chunk_size": args.chunk_size, "strategy": strategy, "strategy_passes": round(passes(strategy, D, T), 3),
+               "naive_passes": 6}
         for impl in ("naive", "chunked"):
             for grads, repeats in (("all", args.repeats), ("activations", 1)):
                 spec = {"impl": impl, "grads": grads, "device": device, "dtype": dtype, "V": V, "T": T, "D": D,
                         "chunk_size": args.chunk_size, "strategy": args.strategy, "repeats": repeats,
-                        "threads": args.threads}
+                        "threads": args.threads, "memory_cap_bytes": cap if is_paper else None}
                 row[f"{impl}_{grads}"] = result = run_one(spec)
                 print(f"{device} {dtype} V={V} T={T} D={D} {impl} {grads}: {result}", flush=True)
+        row["naive_oom"] = bool(row["naive_all"].get("oom") or row["naive_activations"].get("oom"))
+        row["chunked_oom"] = bool(row["chunked_all"].get("oom") or row["chunked_activations"].get("oom"))
         parts = [row[k] for k in ("naive_all", "chunked_all", "naive_activations", "chunked_activations")]
         if not any("error" in p for p in parts[:2]):
             row["memory_ratio"] = parts[1]["peak_extra_bytes"] / parts[0]["peak_extra_bytes"]
@@ -263,17 +335,17 @@ def main() -> None:
         row["machine"] = machine()
         rows.append(row)
 
-    big = [r for r in rows if r["V"] == 128256 and r["device"] == "cpu" and "time_ratio" in r]
+    big = [r for r in rows if r["V"] == 128256 and not r["paper"] and "time_ratio" in r]
 
     def bar(key: str, limit: float):
         return all(r[key] <= limit for r in big) if big else None
 
-    gpu = [r for r in rows if r["device"] == "cuda"]
+    gpu = [r for r in rows if r["paper"]]
 
     def gpu_bar():  # chunked runs where naive runs out of memory, or holds <= 1/10 of naive's memory
         if not gpu:
             return None
-        return all("error" not in r["chunked_all"] and ("error" in r["naive_all"] or r["memory_ratio"] <= 0.1)
+        return all("error" not in r["chunked_all"] and (r["naive_oom"] or r.get("memory_ratio", 1.0) <= 0.1)
                    for r in gpu)
 
     bars = {"activation memory: chunked <= 1/10 of naive (V = 128256, CPU)": bar("activation_ratio", 0.1),
@@ -282,19 +354,30 @@ def main() -> None:
             "time: chunked <= 1.2 x naive (V = 128256, CPU)": bar("time_ratio", 1.2),
             "CPU seconds (robust to a shared machine): chunked <= 1.2 x naive (V = 128256, CPU)":
                 bar("cpu_time_ratio", 1.2),
-            "GPU, bf16, paper scale: chunked runs where naive runs out of memory, or uses <= 1/10 of its memory":
-                gpu_bar()}
+            f"paper scale ({paper_device}, {args.dtype}): chunked runs where naive runs out of memory, or uses "
+            "<= 1/10 of its memory": gpu_bar()}
     command = "python benchmarks/align_memory.py" + (" --quick" if args.quick else "") + \
         (f" --configs {args.configs}" if args.configs else "") + f" --repeats {args.repeats}" + \
         (f" --threads {args.threads}" if args.threads else "") + \
         (f" --chunk-size {args.chunk_size}" if args.chunk_size != 4096 else "") + \
-        (f" --strategy {args.strategy}" if args.strategy != "auto" else "")
+        (f" --strategy {args.strategy}" if args.strategy != "auto" else "") + \
+        (f" --device {args.device}" if args.device else "") + \
+        (f" --paper {args.paper}" if paper != PAPER else "") + \
+        (f" --images {args.images}" if images != list(GPU_IMAGES) else "") + \
+        (f" --dtype {args.dtype}" if args.dtype != "bfloat16" else "") + \
+        (f" --memory-cap-gb {args.memory_cap_gb}" if args.memory_cap_gb else "")
+    ooms = [r["T"] // paper[1] for r in gpu if r["naive_oom"]]
+    naive_oom = (f"naive runs out of memory from {min(ooms)} image(s) per batch on (T = {min(ooms) * paper[1]})"
+                 if ooms else "naive ran at every size measured" if gpu else "not measured")
     method = __doc__.split("How memory is measured.")[1].split("Time:")[0].strip()
     report = {"command": command, "what": __doc__.split("What runs: ")[1].split("How memory")[0].strip(),
               "memory_method": method, "time_method": "median wall seconds of the 'all' run over --repeats "
               "(first run included); cpu_s = the process's CPU seconds", "repeats": args.repeats,
               "threads": args.threads, "bars": {k: v for k, v in bars.items()}, "rows": rows,
-              "gpu_rows": gpu_note or f"measured on {sorted({r['machine'].get('gpu') for r in gpu})}"}
+              "paper": {"V": paper[0], "T_per_image": paper[1], "D": paper[2], "images": images,
+                        "device": paper_device, "dtype": args.dtype, "memory_cap_gb": args.memory_cap_gb,
+                        "naive_oom": naive_oom},
+              "gpu_rows": paper_note or f"measured on {_where(gpu)}"}
 
     header = ["device", "dtype", "V", "T", "D", "naive act. GB", "chunked act. GB", "act. ratio",
               "naive total GB", "chunked total GB", "total ratio", "naive s", "chunked s", "time ratio",
@@ -302,7 +385,7 @@ def main() -> None:
               "chunked in passes", "strategy's passes", "floor ratio"]
     def cell(x: dict, key: str, fmt) -> str:
         if "error" in x:
-            return "out of memory" if "out of memory" in x["error"].lower() else "error"
+            return "OOM" if x.get("oom") or "out of memory" in x["error"].lower() else "error"
         return fmt(x[key])
 
     def ratio(r: dict, key: str, fmt: str) -> str:
@@ -310,7 +393,7 @@ def main() -> None:
 
     lines = []
     for r in rows:
-        device = r["device"] if r["device"] == "cpu" else f"{r['device']} ({r['machine'].get('gpu')})"
+        device = f"{r['device']} ({r['machine'].get('gpu')})" if r["device"].startswith("cuda") else r["device"]
         na, ca, nact, cact = (r[k] for k in ("naive_all", "chunked_all", "naive_activations", "chunked_activations"))
         secs = lambda x: f"{x:.2f}"  # noqa: E731
         lines.append([device, r["dtype"], str(r["V"]), str(r["T"]), str(r["D"]),
@@ -333,7 +416,7 @@ def main() -> None:
         print(f"bar {name}: {verdict}")
 
     m = rows[0]["machine"] if rows else {}
-    gpus = sorted({r["machine"]["gpu"] for r in rows if r["device"] == "cuda"})
+    gpus = sorted({r["machine"]["gpu"] for r in rows if r["device"].startswith("cuda")})
     threads = args.threads or m.get("torch_threads")
     md = ["# ALIGN memory and time: naive vs chunked\n", f"`{command}`\n",
           f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch {m.get('torch')}, {threads} torch thread(s) "
@@ -351,13 +434,19 @@ def main() -> None:
                "Rows whose floor is above 1.2 (the strategy's matrix products alone exceed the time bar): "
                + (", ".join(f"T = {r['T']}, D = {r['D']} ({r['strategy']}, floor {r['floor_ratio']:.2f})"
                             for r in floors if r["floor_ratio"] > 1.2) or "none") + "."]
-    md += ["", f"GPU rows (bf16, paper scale, T = images x {PAPER[1]} for images in {list(GPU_IMAGES)}): "
-           + report["gpu_rows"] + "."]
-    stem = "align_memory_custom" if args.configs else "align_memory_quick" if args.quick else "align_memory"
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (OUT_DIR / f"{stem}.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {OUT_DIR / stem}.json and .md")
+    md += ["", f"Paper-scale rows ({args.dtype}, V = {paper[0]}, D = {paper[2]}, T = images x {paper[1]} for images "
+           f"in {images}): " + report["gpu_rows"] + f"; {naive_oom}."]
+    stem = args.stem or ("align_memory_custom" if args.configs else "align_memory_quick" if args.quick
+                         else "align_memory")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {args.out / stem}.json and .md")
+
+
+def _where(rows: list[dict]) -> str:
+    names = sorted({r["machine"].get("gpu") or r["machine"].get("cpu") for r in rows if r["device"].startswith("cuda")})
+    return ", ".join(names) if names else "the CPU (" + ", ".join(sorted({r["machine"].get("cpu") for r in rows})) + ")"
 
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
 """Evaluation throughput on the embedded backbone: batched greedy generation vs one sample at a time.
 
-    python benchmarks/eval_throughput.py [--run RUN_DIR | --steps 250] [--threads 1] [--repeats 3] [--device cuda]
-        -> results/bench/eval_throughput.{json,md}      (on a GPU: eval_throughput_cuda.{json,md})
+    python benchmarks/eval_throughput.py [--run RUN_DIR | --steps 250 | --preset llama-1b] [--threads 1]
+                                         [--repeats 3] [--device cuda] [--limit N] [--workloads eval,4.6/page]
+                                         [--no-floor] [--out DIR] [--stem NAME]
+        -> results/bench/eval_throughput.{json,md}      (on a GPU: eval_throughput_cuda.{json,md};
+                                                         --preset P: eval_throughput_P[_cuda].{json,md})
 
 The model: an mlp connector trained as `alignbench run --connector mlp --task docvqa` trains it (same
 TrainConfig defaults, data seed and init seed), or, with --run, the trained run directory of that command
-(its backbone must be the embedded one; the run is named in the output). Three workloads, each predicted
-once per repeat in every mode, the modes alternating after an untimed warm-up:
+(its backbone must be the embedded one; the run is named in the output), or, with --preset, a preset of
+benchmarks/train_mfu.py (llama-1b: Llama 3.2 1B's shape, 729 visual tokens of width 1152 per page) with
+random weights in bfloat16 (as --dtype auto loads an LLM on CUDA), an untrained mlp connector and random page
+features: the speed of a ~1B LLM on the same
+questions (the embedded pages' questions and prompts; greedy answers of random weights, compared token by
+token, every id decoding to a text of its own). Three workloads (--workloads: a subset; --limit N: the first
+N questions of each), each predicted once per repeat in every mode, the modes alternating after an untimed
+warm-up:
 
   eval          the DocVQA-like evaluation split: 300 questions, one per page;
   eval+blind    what `alignbench run` evaluates: those 300 questions and their blind baseline (each question
@@ -34,7 +43,8 @@ of reach for any batched implementation on that machine. The best rate comes fro
 all run at, so a second floor is measured on the eval workload, where no page is shared: "prefill only", the
 connector and one LLM forward over each question's [visual tokens | prompt], without a cache and without
 generating anything (less work than any generation of those answers), at the batch size among 8 ... 256
-where it runs fastest.
+where it runs fastest. --no-floor skips the counting and the prefill-only sweep (on a GPU a small model's time
+is kernel launches, not arithmetic, and the counting runs every mode once more).
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ import torch
 from alignbench.backbone import BackboneConfig
 from alignbench.checkpoint import load_trained
 from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
-from alignbench.data import DataConfig, Split, encode_prompt
+from alignbench.data import DataConfig, Sample, Split, encode_prompt
 from alignbench.errors import AlignBenchError
 from alignbench.evaluate import EvalConfig, predict_passes
 from alignbench.model import VLM, left_pad
@@ -65,6 +75,7 @@ from alignbench.train import TrainConfig, TrainSource, train
 ROOT = Path(__file__).resolve().parents[1]
 BAR = 5.0  # batched samples/s over one-at-a-time samples/s
 PREFILL_BATCHES = (8, 16, 32, 64, 128, 256)
+WORKLOADS = ("eval", "eval+blind", "4.6/page")
 
 
 def cpu_seconds() -> float:
@@ -142,14 +153,37 @@ def make_modes(model: VLM, task, features: torch.Tensor, passes: dict, cfg: Eval
     return modes
 
 
-def workloads(ws: Workspace, task, n_per_page: int = 300) -> dict:
-    split, feats = ws.split(task, "eval")
-    n_img = len(split.images)
-    blind = {"eval": None, "blind": lambda i: (split.samples[i].image + 1) % n_img}
-    train_split, train_feats = ws.split(task, "train")
-    dense = dataclasses.replace(train_split, samples=train_split.samples[:n_per_page])  # pages in order
-    return {"eval": (split, feats, {"eval": None}), "eval+blind": (split, feats, blind),
-            "4.6/page": (dense, train_feats, {"eval": None})}
+def compact(split: Split, samples: list[Sample]) -> tuple[Split, list[int]]:
+    """`samples` alone, on their own pages renumbered in order (the identity when every page is used), and the
+    original index of each page kept."""
+    used = sorted({s.image for s in samples})
+    index = {page: k for k, page in enumerate(used)}
+    return dataclasses.replace(split, images=[split.images[p] for p in used],
+                               samples=[dataclasses.replace(s, image=index[s.image]) for s in samples]), used
+
+
+def workloads(ws: Workspace, task, names=WORKLOADS, limit: int | None = None, n_per_page: int = 300,
+              random_features=None) -> dict:
+    """(split, features, passes) of each workload named. `random_features(n_pages)`: features of that many pages
+    instead of the backbone's (a preset, which has no tower)."""
+
+    def load(name: str, n: int | None):
+        split, feats = (ws.data(task, name), None) if random_features else ws.split(task, name)
+        if n is not None and n < len(split.samples):
+            split, pages = compact(split, split.samples[:n])  # pages in order
+            feats = None if feats is None else feats[pages]
+        return split, random_features(len(split.images)) if random_features else feats
+
+    out = {}
+    if {"eval", "eval+blind"} & set(names):
+        split, feats = load("eval", limit)
+        n_img = len(split.images)
+        blind = {"eval": None, "blind": lambda i: (split.samples[i].image + 1) % n_img}
+        out |= {"eval": (split, feats, {"eval": None}), "eval+blind": (split, feats, blind)}
+    if "4.6/page" in names:
+        dense, dense_feats = load("train", min(n_per_page, limit or n_per_page))
+        out["4.6/page"] = (dense, dense_feats, {"eval": None})
+    return {name: out[name] for name in WORKLOADS if name in names}
 
 
 def main() -> None:
@@ -161,19 +195,53 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when there is one)")
+    parser.add_argument("--preset", choices=("llama-1b", "smoke"),
+                        help="a preset of benchmarks/train_mfu.py with random weights instead of the embedded backbone")
+    parser.add_argument("--limit", type=int, help="the first N questions of each workload")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the compute floor (FLOP counting, prefill only)")
+    parser.add_argument("--train-docs", type=int, default=DataConfig().train_docs,
+                        help="pages of the embedded train split (the 4.6/page workload's pages)")
+    parser.add_argument("--eval-questions", type=int, default=DataConfig().eval_questions,
+                        help="questions of the embedded evaluation split")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="folder for the JSON and Markdown")
+    parser.add_argument("--stem", help="file name without extension (default: eval_throughput[_PRESET][_cuda])")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    if args.preset and args.run:
+        parser.error("--preset and --run exclude each other: a preset has random weights, a run its trained ones")
+    names = [w for w in args.workloads.split(",") if w]
+    if not names or set(names) - set(WORKLOADS):
+        parser.error(f"--workloads {args.workloads!r}: use a comma-separated list of {', '.join(WORKLOADS)}")
+    if (args.limit is not None and args.limit < 1) or args.repeats < 1:
+        parser.error("--limit and --repeats must be at least 1")
     device = args.device
     quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    # 1. backbone, data, the trained mlp connector
+    # 1. backbone, data, the trained mlp connector (or a preset with random weights)
     task = TASKS.get(args.task)
-    ws = Workspace(BackboneConfig(), DataConfig(), device, log=print)
-    backbone = ws.backbone
-    if args.run:
+    data_cfg = DataConfig(train_docs=args.train_docs, eval_questions=args.eval_questions)
+    ws = Workspace(BackboneConfig(), data_cfg, "cpu" if args.preset else device, log=print)
+    random_features = None
+    if args.preset:
+        from train_mfu import preset_backbone  # benchmarks/ is this script's folder
+
+        # bfloat16, as --dtype auto loads an LLM on CUDA (on the CPU too: a rehearsal takes the same path)
+        backbone = preset_backbone(args.preset, device, torch.bfloat16, every_id_decodes=True)
+        backbone.llm.eval()
+        ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)
+        model = VLM(backbone, build_connector("mlp", ctx, {}, TrainConfig().init_seed).to(device))
+        gen = torch.Generator().manual_seed(0)
+
+        def random_features(n: int) -> torch.Tensor:  # [n, patches, width]
+            return torch.randn(n, backbone.num_patches, backbone.vision_dim, generator=gen)
+
+        provenance = {"run": None, "trained_steps": 0, "weights": f"random weights (the {args.preset} preset's config)"}
+    elif args.run:
+        backbone = ws.backbone
         try:
             model, config = load_trained(args.run, backbone, device)
         except (AlignBenchError, OSError, ValueError, KeyError) as exc:
@@ -182,6 +250,7 @@ def main() -> None:
             parser.error(f"--run {args.run} is a {config['connector']} run on {config['task']}, not mlp on {task.name}")
         provenance = {"run": args.run.name, "trained_steps": config["train"]["steps"]}
     else:
+        backbone = ws.backbone
         ctx = ConnectorContext(backbone.vision_dim, backbone.llm_dim, backbone.num_patches, backbone.llm)
         model = VLM(backbone, build_connector("mlp", ctx, {}, TrainConfig().init_seed).to(device))
         train_split, train_feats = ws.split(task, "train")
@@ -191,17 +260,22 @@ def main() -> None:
     model.eval()
     eval_cfg = EvalConfig(blind=False)
     llm_cfg = model.llm.config
-    rate = best_matmul_rate(llm_cfg.hidden_size, llm_cfg.intermediate_size, device, next(model.llm.parameters()).dtype)
-    print(f"best matrix-product rate: {rate['best'] / 1e9:.1f} GFLOP/s ({rate['by_shape']})", flush=True)
+    rate = None
+    if not args.no_floor:
+        rate = best_matmul_rate(llm_cfg.hidden_size, llm_cfg.intermediate_size, device,
+                                next(model.llm.parameters()).dtype)
+        print(f"best matrix-product rate: {rate['best'] / 1e9:.1f} GFLOP/s ({rate['by_shape']})", flush=True)
 
     # 2. each workload in each mode, alternating, after a warm-up
     report_rows, diffs_all = {}, {}
-    for name, (split, feats, passes) in workloads(ws, task).items():
+    work = workloads(ws, task, names, args.limit, random_features=random_features)
+    for name, (split, feats, passes) in work.items():
         feats = feats.to(device)
         modes = make_modes(model, task, feats, passes, eval_cfg, with_batch_1=name == "eval", device=device)
         for run in modes.values():  # warm-up
             run(dataclasses.replace(split, samples=split.samples[:8]))
-        flops = {mode: counted_flops(run, split) for mode, run in modes.items()}  # untimed
+        # untimed
+        flops = {mode: None if args.no_floor else counted_flops(run, split) for mode, run in modes.items()}
         walls = {m: [] for m in modes}
         cpus = {m: [] for m in modes}
         preds = {}
@@ -226,12 +300,14 @@ def main() -> None:
                           "samples_per_s": round(n / med, 2), "cpu_s_median": round(statistics.median(cpus[mode]), 3),
                           "wall_runs_s": [round(w, 3) for w in walls[mode]],
                           "cpu_runs_s": [round(c, 3) for c in cpus[mode]],
-                          "gflop": round(flops[mode] / 1e9, 2), "floor_s": round(flops[mode] / rate["best"], 3)}
+                          "gflop": None if rate is None else round(flops[mode] / 1e9, 2),
+                          "floor_s": None if rate is None else round(flops[mode] / rate["best"], 3)}
         ref = rows["one_at_a_time"]
         for row in rows.values():
             row["speedup"] = round(ref["wall_s_median"] / row["wall_s_median"], 2)
-            row["cpu_speedup"] = round(ref["cpu_s_median"] / row["cpu_s_median"], 2)
-            row["max_speedup"] = round(ref["wall_s_median"] / row["floor_s"], 2)  # were this mode at its floor
+            row["cpu_speedup"] = round(ref["cpu_s_median"] / max(row["cpu_s_median"], 1e-9), 2)
+            # were this mode at its floor
+            row["max_speedup"] = None if rate is None else round(ref["wall_s_median"] / max(row["floor_s"], 1e-9), 2)
         diffs = {mode: [{"pass": label, "index": i, "question": split.samples[i].question, mode: b,
                          "one_at_a_time": o}
                         for label in passes
@@ -241,7 +317,7 @@ def main() -> None:
             rows[mode]["identical_to_one_at_a_time"] = not d
         pages = len({(passes[label](i) if passes[label] else s.image)
                      for label in passes for i, s in enumerate(split.samples)})
-        if name == "eval":  # no page shared: every question needs its own prefill
+        if name == "eval" and rate is not None:  # no page shared: every question needs its own prefill
             prefill_only(model, task, split, feats, eval_cfg.batch_size)  # warm-up
             by_batch = {}
             for size in PREFILL_BATCHES:
@@ -265,56 +341,75 @@ def main() -> None:
               f"(CPU {rows['batched']['cpu_speedup']}x), identical: {same}", flush=True)
 
     # 3. write
-    command = "python benchmarks/eval_throughput.py" + (f" --run {args.run}" if args.run else f" --steps {args.steps}")
+    command = "python benchmarks/eval_throughput.py" + (f" --run {args.run}" if args.run else f" --preset {args.preset}"
+                                                        if args.preset else f" --steps {args.steps}")
     command += (f" --threads {args.threads}" if args.threads else "") + f" --repeats {args.repeats}"
     command += f" --device {device}" if device != "cpu" else ""
+    command += (f" --limit {args.limit}" if args.limit else "") + (" --no-floor" if args.no_floor else "")
+    command += f" --workloads {args.workloads}" if names != list(WORKLOADS) else ""
+    command += f" --train-docs {args.train_docs}" if args.train_docs != DataConfig().train_docs else ""
+    command += f" --eval-questions {args.eval_questions}" if args.eval_questions != DataConfig().eval_questions else ""
     tok = model.tokenizer
-    split = workloads(ws, task)["eval"][0]
+    split = next(iter(work.values()))[0]
     prompt_tokens = statistics.mean(len(encode_prompt(tok, task, s.question)) for s in split.samples)
+    matmul = None if rate is None else {"best": round(rate["best"] / 1e9, 1), "dtype": rate["dtype"],
+                                        **rate["by_shape"]}
     report = {"command": command, "backbone_key": backbone.key, "task": task.name, "connector": "mlp", **provenance,
               "batch_size": eval_cfg.batch_size, "max_new_tokens": task.max_new_tokens,
               "visual_tokens": backbone.num_patches, "prompt_tokens_mean": round(prompt_tokens, 1),
-              "matmul_rate_gflops": {"best": round(rate["best"] / 1e9, 1), "dtype": rate["dtype"], **rate["by_shape"]},
-              "workloads": report_rows, "bar": {"speedup_at_least": BAR, "met": {
+              "llm_params": sum(p.numel() for p in model.llm.parameters()),
+              "llm_dtype": str(next(model.llm.parameters()).dtype).removeprefix("torch."),
+              "matmul_rate_gflops": matmul, "workloads": report_rows, "bar": {"speedup_at_least": BAR, "met": {
                   k: v["modes"]["batched"]["speedup"] >= BAR and v["predictions_identical"]
                   for k, v in report_rows.items()}},
               "differences": diffs_all, "machine": {**machine(), "device": device},
               "timing": "wall seconds of a whole workload after an untimed warm-up; samples/s and speed-ups from the "
                         "median repeat; the modes alternate within each repeat"}
     m = report["machine"]
+    weights = (f"{report['llm_params'] / 1e9:.2f} B-parameter LLM ({report['llm_dtype']}) and mlp connector, "
+               f"{provenance['weights']}, random page features" if args.preset
+               else f"mlp connector trained {provenance['trained_steps']} steps"
+               + (f" (run {provenance['run']})" if provenance["run"] else ""))
     md = ["# Evaluation throughput: batched vs one sample at a time\n", f"`{command}`\n",
           f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} thread(s))"
           + (f", GPU {m['gpu']} (the models run there)" if device.startswith("cuda") else "") + ".\n",
-          f"Backbone {backbone.key}; mlp connector trained {provenance['trained_steps']} steps"
-          + (f" (run {provenance['run']})" if provenance["run"] else "") + f"; task {task.name} (embedded); greedy, up "
+          f"Backbone {backbone.key}; {weights}; task {task.name} (embedded questions); greedy, up "
           f"to {task.max_new_tokens} new tokens; each page is {backbone.num_patches} visual tokens, a prompt "
           f"{prompt_tokens:.0f} tokens on average; batch size {eval_cfg.batch_size}.\n",
           "| workload | generations | pages | mode | median wall s | best wall s | samples/s | CPU s | speed-up | "
           "CPU speed-up | identical to one-at-a-time | GFLOP | floor s | speed-up at floor |", "|" + "---|" * 14]
+    def num(x, fmt: str) -> str:
+        return "–" if x is None else format(x, fmt)
+
     for name, r in report_rows.items():
         for mode, row in r["modes"].items():
             same = str(row.get("identical_to_one_at_a_time", "–"))
             md.append(f"| {name} | {r['generations']} | {r['pages']} | {mode} | {row['wall_s_median']:.2f} | "
                       f"{row['wall_s_best']:.2f} | {row['samples_per_s']:.1f} | {row['cpu_s_median']:.2f} | "
-                      f"{row['speedup']:.2f} | {row['cpu_speedup']:.2f} | {same} | {row['gflop']:.1f} | "
-                      f"{row['floor_s']:.2f} | {row['max_speedup']:.2f} |")
-    md += ["", "Compute floor: " + __doc__.split("Compute floor. ")[1].strip().replace("\n", " "),
-           f"Best matrix-product rate measured ({rate['dtype']}): {rate['best'] / 1e9:.1f} GFLOP/s "
-           f"(by shape: {', '.join(f'{k} {v}' for k, v in rate['by_shape'].items())}). \"speed-up at floor\" = "
-           "one-at-a-time median wall / this mode's floor.", ""]
-    prefill = report_rows["eval"]["modes"]["batched"]
-    md += [f"Prefill only (eval workload, median of {args.repeats} at each batch size: "
-           + ", ".join(f"{k}: {v:.2f} s" for k, v in prefill["prefill_only_s_by_batch"].items())
-           + f"): at best {prefill['prefill_only_s']:.2f} s, so batching can make the eval workload at most "
-           f"{prefill['max_speedup_prefill']:.2f}x faster than one at a time on this machine "
-           f"(batched now: {prefill['speedup']:.2f}x).",
-           "", f"Bar (batched >= {BAR}x one-at-a-time, identical predictions): "
+                      f"{row['speedup']:.2f} | {row['cpu_speedup']:.2f} | {same} | {num(row['gflop'], '.1f')} | "
+                      f"{num(row['floor_s'], '.2f')} | {num(row['max_speedup'], '.2f')} |")
+    if rate is None:
+        md += ["", "Compute floor: not measured (--no-floor).", ""]
+    else:
+        md += ["", "Compute floor: " + __doc__.split("Compute floor. ")[1].strip().replace("\n", " "),
+               f"Best matrix-product rate measured ({rate['dtype']}): {rate['best'] / 1e9:.1f} GFLOP/s "
+               f"(by shape: {', '.join(f'{k} {v}' for k, v in rate['by_shape'].items())}). \"speed-up at floor\" = "
+               "one-at-a-time median wall / this mode's floor.", ""]
+    prefill = report_rows.get("eval", {}).get("modes", {}).get("batched", {})
+    if "prefill_only_s" in prefill:
+        md += [f"Prefill only (eval workload, median of {args.repeats} at each batch size: "
+               + ", ".join(f"{k}: {v:.2f} s" for k, v in prefill["prefill_only_s_by_batch"].items())
+               + f"): at best {prefill['prefill_only_s']:.2f} s, so batching can make the eval workload at most "
+               f"{prefill['max_speedup_prefill']:.2f}x faster than one at a time on this machine "
+               f"(batched now: {prefill['speedup']:.2f}x).", ""]
+    md += [f"Bar (batched >= {BAR}x one-at-a-time, identical predictions): "
            + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in report["bar"]["met"].items()) + ".",
            "1-minute load average during each workload: "
            + "; ".join(f"{k} {v['loadavg_1min']}" for k, v in report_rows.items()) + "."]
-    out = ROOT / "results" / "bench"
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    stem = "eval_throughput" if device == "cpu" else "eval_throughput_cuda"
+    stem = args.stem or "eval_throughput" + (f"_{args.preset}" if args.preset else "") + \
+        ("" if device == "cpu" else "_cuda")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -1,7 +1,12 @@
 """Wall time of the 4 x 3 embedded sweep with and without the shared vision-feature cache, and where it goes.
 
     python benchmarks/sweep_cache.py [--steps 250] [--jobs 2] [--conditions no-cache,cold,warm] [--train-tasks each]
+                                     [--device auto|cpu|cuda] [--backbone tiny|smollm2] [--profile-steps 5]
+                                     [--train-docs N --eval-questions N] [--out DIR] [--stem NAME]
         -> results/bench/sweep_cache.{json,md}     (other --steps: sweep_cache_steps{N}.{json,md})
+
+The GPU's sweep wall time (the README's sweep, each connector trained once on the mixture):
+    python benchmarks/sweep_cache.py --device cuda --steps 750 --conditions cold --train-tasks '' --profile-steps 0
 
 The sweep is the README's 4 connectors x 3 tasks: `alignbench sweep --connectors mlp,perceiver,ovis,align
 --tasks docvqa,infovqa,chartqa --jobs 2 --train-tasks each` (every default otherwise, --steps as given), i.e.
@@ -46,13 +51,21 @@ TASKS = "docvqa,infovqa,chartqa"
 BAR = 1.5  # no-cache wall / cached wall
 
 
+def sweep_options(args) -> list[tuple[str, object, object]]:
+    """(flag, value, default) of the options passed on to `alignbench sweep` when not at their default."""
+    return [("--device", args.device, "auto"), ("--backbone", args.backbone, "tiny"),
+            ("--train-docs", args.train_docs, None), ("--eval-questions", args.eval_questions, None)]
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def generate_data(cache: Path) -> float:
-    """The six embedded datasets, generated into `cache` before anything is timed."""
+def generate_data(cache: Path, backbone: str = "tiny", train_docs: int | None = None,
+                  eval_questions: int | None = None) -> float:
+    """The six embedded datasets, generated into `cache` before anything is timed (smollm2: its LLM converted
+    from the GGUF too)."""
     os.environ["ALIGNBENCH_CACHE"] = str(cache)
     from alignbench.backbone import BackboneConfig
     from alignbench.data import DataConfig
@@ -61,7 +74,8 @@ def generate_data(cache: Path) -> float:
 
     quiet_libraries()
     t0 = time.time()
-    ws = Workspace(BackboneConfig(), DataConfig(), "cpu", log=lambda *a: None, feature_cache=False)
+    sizes = {k: v for k, v in (("train_docs", train_docs), ("eval_questions", eval_questions)) if v is not None}
+    ws = Workspace(BackboneConfig(backbone), DataConfig(**sizes), "cpu", log=lambda *a: None, feature_cache=False)
     for task in TASKS.split(","):
         for split in ("train", "eval"):
             ws.data(REGISTRY.get(task), split)
@@ -73,6 +87,9 @@ def run_sweep(condition: str, args, cache: Path, out: Path) -> dict:
            "--jobs", str(args.jobs), "--steps", str(args.steps), "--output", str(out)]
     if args.train_tasks:
         cmd += ["--train-tasks", args.train_tasks]
+    for flag, value, default in sweep_options(args):
+        if value != default:
+            cmd += [flag, str(value)]
     if condition == "no-cache":
         cmd.append("--no-feature-cache")
     if condition == "cold":
@@ -92,7 +109,7 @@ def run_sweep(condition: str, args, cache: Path, out: Path) -> dict:
             "phases_summed_over_runs_s": phases,
             "runs_wall_summed_s": round(sum(r["wall_seconds"] for r in runs), 1),
             "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
-            "table": (out / "table.csv").read_text()}
+            "table": (out / "table.csv").read_text(), "table_md": (out / "table.md").read_text()}
 
 
 def profile_training(steps: int) -> dict:
@@ -152,8 +169,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--conditions", default="no-cache,cold,warm")
     parser.add_argument("--train-tasks", default="each", help="the sweep's --train-tasks ('': its default)")
-    parser.add_argument("--profile-steps", type=int, default=5, help="training steps profiled per connector")
+    parser.add_argument("--profile-steps", type=int, default=5,
+                        help="training steps profiled per connector (CPU, one thread; 0: no profile)")
     parser.add_argument("--keep", type=Path, help="keep the sweeps' outputs and cache here (default: a temp dir)")
+    parser.add_argument("--device", default="auto", help="the sweep's --device: auto, cpu or cuda")
+    parser.add_argument("--backbone", default="tiny", help="the sweep's --backbone: tiny or smollm2")
+    parser.add_argument("--train-docs", type=int, help="the sweep's --train-docs (default: its own)")
+    parser.add_argument("--eval-questions", type=int, help="the sweep's --eval-questions (default: its own)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="folder for the JSON and Markdown")
+    parser.add_argument("--stem", help="file name without extension (default: sweep_cache[_steps{N}])")
     args = parser.parse_args()
     conditions = [c for c in args.conditions.split(",") if c]
     unknown = set(conditions) - {"no-cache", "cold", "warm"}
@@ -161,6 +185,13 @@ def main() -> None:
         parser.error(f"--conditions {args.conditions!r}: use a comma-separated list of no-cache, cold, warm")
     if args.steps < 1 or args.jobs < 1:
         parser.error("--steps and --jobs must be at least 1")
+    if args.backbone not in ("tiny", "smollm2"):
+        parser.error(f"--backbone {args.backbone!r}: the sweep's embedded backbones are tiny and smollm2")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
 
     from alignbench.results import machine
 
@@ -168,7 +199,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "cache"
     print(f"working in {work}", flush=True)
-    data_s = generate_data(cache)
+    data_s = generate_data(cache, args.backbone, args.train_docs, args.eval_questions)
     print(f"datasets generated in {data_s:.0f} s (not timed below)", flush=True)
     rows = []
     for condition in conditions:
@@ -184,8 +215,10 @@ def main() -> None:
             r["speedup_wall"] = round(base["wall_s"] / r["wall_s"], 3)
             r["speedup_cpu"] = round(base["cpu_s"] / r["cpu_s"], 3)
         r["same_table_as_no_cache"] = base is not None and r["table"] == base["table"]
-    print("profiling training steps ...", flush=True)
-    profile = profile_training(args.profile_steps)
+    profile = {}
+    if args.profile_steps > 0:
+        print("profiling training steps ...", flush=True)
+        profile = profile_training(args.profile_steps)
 
     bound = None
     if base:  # were the tower free: the workers' feature seconds leave the sweep, spread over the jobs
@@ -196,7 +229,10 @@ def main() -> None:
     command = f"python benchmarks/sweep_cache.py --steps {args.steps} --jobs {args.jobs} --conditions {args.conditions}"
     if args.train_tasks != "each":
         command += " --train-tasks " + (args.train_tasks or "''")
+    for flag, value, default in [*sweep_options(args), ("--profile-steps", args.profile_steps, 5)]:
+        command += f" {flag} {value}" if value != default else ""
     report = {"command": command, "steps": args.steps, "jobs": args.jobs, "datasets_generation_s": round(data_s, 1),
+              "device": args.device, "backbone": args.backbone,
               "bar": {"speedup_at_least": BAR, "verdict": verdict, "bound_speedup_free_tower": bound}, "rows": rows,
               "training_step_profile_s": profile, "machine": machine(),
               "timing": "wall: the sweep command, start to exit; cpu: user + system seconds of the sweep process and "
@@ -213,26 +249,32 @@ def main() -> None:
                       f"{p['data']:.1f}", str(r["same_table_as_no_cache"])])
     m = report["machine"]
     md = ["# Sweep wall time with and without the shared vision-feature cache\n", f"`{command}`\n",
-          f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch threads {m.get('torch_threads')}; "
+          f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch threads {m.get('torch_threads')}"
+          + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; the sweep's device: {args.device}, backbone "
+          f"{args.backbone}; "
           f"1-minute load average before/after each sweep: "
           + "; ".join(f"{r['condition']} {r['loadavg_1min']}" for r in rows) + ".\n",
-          f"4 connectors x 3 tasks, {args.steps} training steps each, --jobs {args.jobs}. Datasets generated "
+          f"4 connectors x 3 tasks, {args.steps} training steps each, --jobs {args.jobs}"
+          + (", each connector trained once on the mixture of the three tasks" if not args.train_tasks else "")
+          + ". Datasets generated "
           f"beforehand ({data_s:.0f} s, untimed). Phases are summed over the 12 runs (seconds of each run's worker; "
           "a training re-used by several runs counted once).\n",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(line) + " |" for line in lines]
     md += ["", f"Bar: the cached sweep at least {BAR}x faster (wall): "
-           + ", ".join(f"{k} {v}" for k, v in verdict.items()) + "."
+           + (", ".join(f"{k} {v}" for k, v in verdict.items()) or "not measured (no no-cache sweep)") + "."
            + (f" Bound: were the vision tower free, the no-cache sweep would be at most {bound:.2f}x faster "
-              f"(wall / (wall - features s / jobs))." if bound else ""), "",
-           "Training step, median seconds (one thread, docvqa, 16 pages per step):", "",
-           "| connector | tokens per step | collate | connector forward | LLM forward + loss | backward | optimizer |",
-           "|---|---|---|---|---|---|---|"]
-    md += [f"| {name} | {p['tokens_per_step']} | {p['collate']:.3f} | {p['connector_forward']:.3f} | "
-           f"{p['llm_forward_and_loss']:.3f} | {p['backward']:.3f} | {p['optimizer']:.3f} |"
-           for name, p in profile.items()]
-    stem = "sweep_cache" if args.steps == 250 else f"sweep_cache_steps{args.steps}"
-    out_dir = ROOT / "results" / "bench"
+              f"(wall / (wall - features s / jobs))." if bound else "")]
+    if profile:
+        md += ["", "Training step, median seconds (one thread, docvqa, 16 pages per step):", "",
+               "| connector | tokens per step | collate | connector forward | LLM forward + loss | backward | "
+               "optimizer |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {name} | {p['tokens_per_step']} | {p['collate']:.3f} | {p['connector_forward']:.3f} | "
+               f"{p['llm_forward_and_loss']:.3f} | {p['backward']:.3f} | {p['optimizer']:.3f} |"
+               for name, p in profile.items()]
+    md += ["", f"The table of the {rows[0]['condition']} sweep:", "", rows[0]["table_md"].strip()]
+    stem = args.stem or ("sweep_cache" if args.steps == 250 else f"sweep_cache_steps{args.steps}")
+    out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / f"{stem}.md").write_text("\n".join(md) + "\n")
