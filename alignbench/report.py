@@ -243,6 +243,7 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
     trained = {c: {seed: s["run"] for seed, s in next(scores[(c, t)] for t in tasks if (c, t) in scores)[
         "seeds"].items()} for c in connectors}
     lines += curves_section(runs / "runs", trained, figures, number=10)
+    lines += _measured_notes(runs, number=11)
 
     atomic_write(out, "\n".join(lines) + "\n")
     return out
@@ -486,3 +487,17 @@ def _variance_section(scores: dict, connectors: list[str], tasks: list[str]) -> 
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(plan_cells(r)) + " |" for r in rows), *notes,
             "", "`alignbench report --plan DELTA` prints this table for a difference of DELTA points.", ""]
+
+
+def _measured_notes(runs: Path, number: int) -> list[str]:
+    """Tables a benchmark script wrote next to the runs to explain them (`page_information_TASK.md`: how many
+    characters each connector's visual tokens carry on the embedded pages)."""
+    found = sorted(runs.glob("page_information_*.md"))
+    if not found:
+        return []
+    lines = [f"## {number}. How much text a visual token carries", "",
+             "A connector that merges patches must hand the LLM several characters at one input position; the "
+             "embedded LLM reads one character per token. Measured from each connector's own receptive fields:", ""]
+    for path in found:
+        lines += [path.read_text().strip(), ""]
+    return lines

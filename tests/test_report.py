@@ -146,7 +146,10 @@ def test_report_includes_the_cost_table_and_the_training_curves(tmp_path):
                                                                   "train_steps": 4, "eval_samples": 32},
                                                "machine": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2,
                                                            "torch": "2.x", "gpu": None}, "measured": "2026-12-01"}))
+    (out / "page_information_docvqa.md").write_text("Characters per visual token: `cmd`\n\n| connector | x |\n"
+                                                    "|---|---|\n| ovis | 4.2 |\n")
     text = _report(out)
+    assert "## 11. How much text a visual token carries" in text and "| ovis | 4.2 |" in text
     rows = {r[0]: r for r in _rows(text, "| ") if len(r) == 10}
     assert rows["ovis"][2] == "36" and rows["align"][1] == "30" and "Test CPU" in text
     assert (out / "figures" / "cost_tradeoff.png").stat().st_size > 0
