@@ -80,7 +80,13 @@ def measure_costs(cfg: CostConfig, output: Path, log=print):
         log(f"measuring {name} on {cfg.backbone} ({cfg.task})")
         # A fresh process per connector: its peak memory is its own, and nothing one leaves behind slows the next.
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            rows.append(pool.submit(_measure_one, name, dataclasses.asdict(cfg)).result())
+            try:
+                rows.append(pool.submit(_measure_one, name, dataclasses.asdict(cfg)).result())
+            except AlignBenchError:
+                raise
+            except Exception as exc:  # the measuring process failed: one line naming the connector, nothing written
+                raise AlignBenchError(f"measuring the cost of {name!r} failed ({type(exc).__name__}: {exc}); "
+                                      "no cost table was written") from None
     devices = {row.pop("_device") for row in rows}
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     meta = {"command_config": dataclasses.asdict(cfg), "machine": machine(), "device": ", ".join(sorted(devices)),
@@ -138,7 +144,7 @@ def _measure_one(name: str, cfg_dict: dict) -> dict:
            "tokens_page": connector.num_tokens(n), "tokens_tiled": connector.num_tokens(tiled)}
     for key, patches in (("gflops_page", n), ("gflops_tiled", tiled)):
         feats = torch.randn(1, patches, backbone.vision_dim, device=device)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter:  # (its module tracker needs autograd on: no no_grad)
             connector(feats)
         row[key] = counter.get_total_flops() / 1e9
     split, feats = ws.split(task, "train", data)

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from alignbench.cli import app
+from alignbench.connector import CONNECTORS
 
 SMALL = ["--steps", "3", "--batch-size", "4", "--train-docs", "6", "--eval-questions", "6"]
 
@@ -29,7 +30,8 @@ def test_list_shows_connectors_and_tasks():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["run", "--connector", "alignn"], "unknown connector 'alignn'; known connectors: align, mlp, ovis, perceiver"),
+    (["run", "--connector", "alignn"],
+     "unknown connector 'alignn'; known connectors: " + ", ".join(CONNECTORS.names())),
     (["run", "--task", "docvqa_val"], "unknown task 'docvqa_val'; known tasks: chartqa, docvqa, infovqa"),
     (["run", "--stage", "half"], "unknown stage 'half'"),
     (["run", "--steps", "0"], "--steps must be at least 1"),
