@@ -18,17 +18,15 @@ from .errors import AlignBenchError
 REPORT_TO = ("none", "tensorboard", "wandb")
 CURVE = "train_curve.csv"  # RUN_DIR/train_curve.csv: one row per training step
 CURVE_FIELDS = ("step", "task", "loss", "lr", "llm_lr", "seconds")
-_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 def check_report_to(value: str) -> None:
     if value not in REPORT_TO:
         raise AlignBenchError(f"--report-to {value!r} is not one of {', '.join(REPORT_TO)}")
-    for package in (("accelerate", _PACKAGES[value]) if value in _PACKAGES else ()):
-        if importlib.util.find_spec(package) is not None:
-            continue
-        raise AlignBenchError(f"--report-to {value} needs the {package} package: pip install "
-                              f"'alignbench[track]' (or pip install {package}), or use --report-to none")
+    for package in ("accelerate", value) if value != "none" else ():  # a tracker's package has the tracker's name
+        if importlib.util.find_spec(package) is None:
+            raise AlignBenchError(f"--report-to {value} needs the {package} package: pip install "
+                                  f"'alignbench[track]' (or pip install {package}), or use --report-to none")
 
 
 def open_tracker(kind: str, run_dir: Path, hparams: dict):

@@ -4,9 +4,17 @@ Each tile is its own image, so a spatial operation never mixes two tiles."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from alignbench.connector import ConnectorContext
+
+
+def grid_context(ctx: ConnectorContext, name: str) -> ConnectorContext:
+    """What a grid connector keeps of its context: the dimensions and the checked grid, not the LLM (a connector
+    that held the LLM would copy it whenever the connector is copied)."""
+    return dataclasses.replace(ctx, llm=None, grid=ctx.patch_grid(name))
 
 
 def to_maps(features: torch.Tensor, ctx: ConnectorContext, name: str) -> tuple[torch.Tensor, int]:

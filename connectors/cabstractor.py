@@ -19,7 +19,7 @@ from torch import nn
 from alignbench.connector import CONNECTORS, Connector, ConnectorContext
 from alignbench.errors import AlignBenchError
 
-from ._grid import ceil_div, from_maps, to_maps
+from ._grid import ceil_div, from_maps, grid_context, to_maps
 
 
 class _ChannelNorm(nn.GroupNorm):
@@ -71,8 +71,8 @@ class CAbstractorConnector(Connector):
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
-        self.ctx = ctx
-        rows, cols = ctx.patch_grid(self.name or "cabstractor")
+        self.ctx = grid_context(ctx, self.name or "cabstractor")
+        rows, cols = self.ctx.grid
         if config.grid_out > max(rows, cols):
             raise AlignBenchError(f"connector option grid_out={config.grid_out} is larger than the patch grid "
                                   f"({rows} x {cols}); pooling cannot add tokens: give cabstractor.grid_out="

@@ -17,7 +17,7 @@ from torch import nn
 from alignbench.connector import CONNECTORS, Connector, ConnectorContext
 from alignbench.errors import AlignBenchError
 
-from ._grid import ceil_div, from_maps, to_maps
+from ._grid import ceil_div, from_maps, grid_context, to_maps
 
 
 @CONNECTORS.register("hreducer")
@@ -32,8 +32,8 @@ class HReducerConnector(Connector):
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
-        self.ctx = ctx
-        rows, cols = ctx.patch_grid(self.name or "hreducer")
+        self.ctx = grid_context(ctx, self.name or "hreducer")
+        rows, cols = self.ctx.grid
         self.grid_out = (rows, ceil_div(cols, config.kernel))
         self.conv = nn.Conv2d(ctx.vision_dim, ctx.vision_dim, kernel_size=(1, config.kernel),
                               stride=(1, config.kernel))

@@ -19,7 +19,7 @@ from torch import nn
 from alignbench.connector import CONNECTORS, Connector, ConnectorContext
 from alignbench.errors import AlignBenchError
 
-from ._grid import ceil_div, from_maps, to_maps
+from ._grid import ceil_div, from_maps, grid_context, to_maps
 
 
 @CONNECTORS.register("pixelshuffle")
@@ -40,8 +40,8 @@ class PixelShuffleConnector(Connector):
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
-        self.ctx = ctx
-        rows, cols = ctx.patch_grid(self.name or "pixelshuffle")
+        self.ctx = grid_context(ctx, self.name or "pixelshuffle")
+        rows, cols = self.ctx.grid
         r = config.ratio
         self.grid_out = (ceil_div(rows, r), ceil_div(cols, r))
         width = r * r * ctx.vision_dim
