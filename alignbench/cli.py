@@ -68,7 +68,7 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
             llm_lr, stage, seed, init_seed, eval_limit, device, blind, train_docs=1200, eval_questions=300,
             eval_batch_size=64, data="embedded", train_data=None, train_limit=None, max_tiles=1, dtype="auto",
             chat_template="auto", train_tasks=None, micro_batch_size=None, grad_accum=None, parallel="auto",
-            llm_steps=None, report_to="none"):
+            llm_steps=None, report_to="none", connector_tasks=None):
     from .backbone import BackboneConfig
     from .data import DataConfig
     from .distributed import ParallelConfig
@@ -91,10 +91,14 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
     stage = stage if stage is not None else recipe.get("stage", TrainConfig.stage)
     if llm_steps is None and stage != "connector" and "llm_share" in recipe:  # the recipe's LLM stage: its share of
         llm_steps = max(1, round(recipe["llm_share"] * steps))  # the steps, whatever --steps says
+    # The recipe's connector-stage tasks, when the run has a connector stage before its LLM stage and trains on them.
+    if (connector_tasks is None and recipe.get("connector_tasks") and stage != "connector" and llm_steps is not None
+            and llm_steps < steps and all(t in (train_tasks or [task]) for t in recipe["connector_tasks"])):
+        connector_tasks = list(recipe["connector_tasks"])
     train = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, init_seed=init_seed, llm_lr=llm_lr,
                         micro_batch_size=micro_batch_size, grad_accum=grad_accum, llm_steps=llm_steps,
                         questions_per_page=recipe.get("questions_per_page", TrainConfig.questions_per_page),
-                        report_to=report_to)
+                        report_to=report_to, connector_tasks=connector_tasks)
     cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
                     data=DataConfig(source=data, train_source=train_data, train_docs=train_docs,
@@ -209,6 +213,9 @@ STAGE_HELP = ("What trains besides the connector: 'connector' (nothing), 'lora' 
 LLM_STEPS_HELP = ("With --stage lora or full: the LLM trains in the last N steps only, after a connector stage "
                   "(default: every step; smollm2: its recipe's share of the steps).")
 LLM_LR_HELP = "LLM learning rate (stages lora and full)."
+CONNECTOR_TASKS_HELP = ("Comma-separated training tasks the connector stage (the steps before --llm-steps) draws "
+                        "from; the LLM stage draws from every training task (default: every task throughout; "
+                        "smollm2: its recipe's, transcription).")
 PARALLEL_HELP = ("Several processes (torchrun, accelerate launch): 'ddp', 'fsdp' (FSDP2: shards the connector, and "
                  "with --stage full the LLM), or 'auto' (fsdp when accelerate's config says FSDP, else ddp).")
 
@@ -239,6 +246,7 @@ def run(
     llm_lr: Annotated[float, Opt(help=LLM_LR_HELP)] = 1e-4,
     stage: Annotated[str | None, Opt(help=STAGE_HELP)] = None,
     llm_steps: Annotated[int | None, Opt(help=LLM_STEPS_HELP)] = None,
+    connector_tasks: Annotated[str | None, Opt(help=CONNECTOR_TASKS_HELP)] = None,
     seed: Annotated[int, Opt(help="Data seed: the pages generated and the order of batches.")] = 0,
     init_seed: Annotated[int, Opt(help="Connector initialisation seed.")] = 1234,
     connector_arg: Annotated[list[str] | None, Opt(help="Connector option KEY=VALUE (repeatable).")] = None,
@@ -267,7 +275,8 @@ def run(
         cfg = _config(connector, task, options, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
                       llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
                       eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template,
-                      _train_tasks(train_tasks, None), micro_batch_size, grad_accum, parallel, llm_steps, report_to)
+                      _train_tasks(train_tasks, None), micro_batch_size, grad_accum, parallel, llm_steps, report_to,
+                      _train_tasks(connector_tasks, None))
     cfg.validate()
     _start_processes([cfg], cfg.device)
     with _progress() as progress:
@@ -355,6 +364,7 @@ def sweep(
     llm_lr: Annotated[float, Opt(help=LLM_LR_HELP)] = 1e-4,
     stage: Annotated[str | None, Opt(help=STAGE_HELP)] = None,
     llm_steps: Annotated[int | None, Opt(help=LLM_STEPS_HELP)] = None,
+    connector_tasks: Annotated[str | None, Opt(help=CONNECTOR_TASKS_HELP)] = None,
     seed: Annotated[int, Opt(help="Data seed (shared by every run).")] = 0,
     seeds: Annotated[str | None, Opt(help="Comma-separated seeds, each a full sweep (data seed s, init seed "
                                           "init_seed + s); the table reports mean ± std over seeds.")] = None,
@@ -402,7 +412,7 @@ def sweep(
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lrs[c], llm_lr,
                        stage, seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
                        train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,
-                       parallel, llm_steps, report_to)
+                       parallel, llm_steps, report_to, _train_tasks(connector_tasks, None))
                for t in task_list for c in conn_list]
     if seeds is not None:
         configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
@@ -491,6 +501,7 @@ def tune(
     grid: Annotated[list[str] | None, Opt(help="CONNECTOR.OPTION=V1,V2,... (repeatable): values of a connector "
                                                "option to try, each with every learning rate.")] = None,
     train_tasks: Annotated[str | None, Opt(help=TRAIN_TASKS_HELP)] = None,
+    connector_tasks: Annotated[str | None, Opt(help=CONNECTOR_TASKS_HELP)] = None,
     backbone: Annotated[str, Opt(help="'tiny' or 'smollm2': the embedded backbone searched on (the validation "
                                       "split exists for the embedded sets).")] = "tiny",
     feature_cache: FeatureCacheOpt = True,
@@ -517,7 +528,8 @@ def tune(
             for lr in lr_list:
                 cfg = _config(c, task, args[c] | dict(zip(names, values)), backbone, None, None, False, steps,
                               batch_size, lr, 1e-4, stage, seed, init_seed, None, device, False, train_docs,
-                              eval_questions, train_tasks=_train_tasks(train_tasks, [task]), llm_steps=llm_steps)
+                              eval_questions, train_tasks=_train_tasks(train_tasks, [task]), llm_steps=llm_steps,
+                              connector_tasks=_train_tasks(connector_tasks, None))
                 cfg.data.eval_split = "val"
                 configs.append(cfg)
     rows = []

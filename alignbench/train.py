@@ -71,8 +71,9 @@ STAGES = ("connector", "full", "lora")
 # questions each, keep a default run within 15 minutes with a fresh cache (benchmarks/time_default_run.py
 # --backbone smollm2). Training mixes in `transcribe` (the page's text as the answer): a pretrained LLM behind a
 # fresh connector gets about 8 answer tokens per page from a question, about 40 from a transcription.
-RECIPES: dict[str, dict] = {"smollm2": {"steps": 200, "batch_size": 8, "questions_per_page": 2,
-                                        "extra_train_tasks": ["transcribe"], "stage": "lora", "llm_share": 0.4}}
+RECIPES: dict[str, dict] = {"smollm2": {"steps": 300, "batch_size": 8, "questions_per_page": 2,
+                                        "extra_train_tasks": ["transcribe"], "connector_tasks": ["transcribe"],
+                                        "stage": "lora", "llm_share": 1 / 3}}
 
 
 def recipe_train_tasks(backbone: str, tasks: list[str]) -> list[str]:
@@ -107,6 +108,9 @@ class TrainConfig:
     # Stages `full` and `lora`: the LLM trains in the last `llm_steps` steps only, with a warmup + cosine schedule
     # of its own (warmup: a tenth of them); the steps before are the connector stage. None: every step.
     llm_steps: int | None = None
+    # The training tasks the connector stage (the steps before `llm_steps`) draws its pages from, in turn; the LLM
+    # stage draws from every training task. None: every step from every task (step k from task k mod n).
+    connector_tasks: list[str] | None = None
     lora_rank: int = 16  # stage `lora`: rank of the LoRA update, its scale alpha / rank, and the layers it adapts
     lora_alpha: float = 32.0
     lora_targets: str = "all-linear"
@@ -141,6 +145,8 @@ class TrainConfig:
                 raise AlignBenchError("--llm-steps needs a stage in which the LLM trains: --stage full or lora")
             if not 1 <= self.llm_steps <= self.steps:
                 raise AlignBenchError(f"--llm-steps must be between 1 and --steps ({self.steps}), got {self.llm_steps}")
+        if self.connector_tasks is not None and (not isinstance(self.connector_tasks, list) or not self.connector_tasks):
+            raise AlignBenchError(f"--connector-tasks must name at least one training task, got {self.connector_tasks!r}")
         if self.stage == "lora" and not (self.lora_rank >= 1 and self.lora_alpha > 0):
             raise AlignBenchError(f"--lora-rank must be at least 1 and --lora-alpha positive, got {self.lora_rank} "
                                   f"and {self.lora_alpha}")
@@ -161,6 +167,8 @@ class TrainConfig:
                 fields.pop(name)
         if self.llm_steps is None:
             fields.pop("llm_steps")
+        if self.connector_tasks is None:
+            fields.pop("connector_tasks")
         return fields
 
     def layout(self, world_size: int) -> tuple[int, int]:
@@ -181,6 +189,17 @@ class TrainSource:
 def source_seed(data_seed: int, index: int) -> int:
     """The batch-order seed of the index-th training source (the first uses the data seed itself)."""
     return data_seed + 1_000_003 * index
+
+
+def source_of_step(step: int, llm_start: int, stage_sources: list[int] | None, n: int) -> int:
+    """Which training source step `step` draws from: in turn over every source (step k: source k mod n), or, with
+    sources of its own for the connector stage, in turn over those before `llm_start` and over every source from
+    it on."""
+    if stage_sources is None:
+        return step % n
+    if step < llm_start:
+        return stage_sources[step % len(stage_sources)]
+    return (step - llm_start) % n
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -245,6 +264,14 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
             raise AlignBenchError(f"the {src.task.name} training split has no page with a usable question; "
                                   "check the data")
     orders = [BatchOrder(len(g), cfg.batch_size, source_seed(data_seed, i)) for i, g in enumerate(page_groups)]
+    stage_sources = None  # the sources of the connector stage, when it has its own tasks
+    if cfg.connector_tasks is not None:
+        names = [src.task.name for src in sources]
+        missing = [t for t in cfg.connector_tasks if t not in names]
+        if missing:
+            raise AlignBenchError(f"--connector-tasks {','.join(missing)} is not a training task of this run "
+                                  f"({','.join(names)}); name training tasks only")
+        stage_sources = [names.index(t) for t in cfg.connector_tasks]
     # What a checkpoint must agree on to be continued (weights of another configuration are refused); the
     # number of processes is not part of it: a run resumes on any number.
     identity = {"train": cfg.key_fields(), "data_seed": data_seed, "connector": type(model.connector).__name__,
@@ -284,7 +311,13 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
         t0 = time.time()
         task_id = progress.add_task("train", total=cfg.steps, completed=start, loss=float("nan")) if progress else None
         for step in range(start, cfg.steps):
-            which = step % len(sources)
+            which = source_of_step(step, llm_start, stage_sources, len(sources))
+            # In the connector stage the LLM's gradients would be dropped (below): on one process they are not
+            # computed at all (the same numbers, a cheaper backward). DDP and FSDP keep the set of parameters that
+            # need gradients fixed, so there they are computed and dropped.
+            if llm_params and not dist.enabled and llm_params[0].requires_grad != (step >= llm_start):
+                for p in llm_params:
+                    p.requires_grad_(step >= llm_start)
             src, idx = sources[which], orders[which].next()  # the step's pages, the same for any number of processes
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * (

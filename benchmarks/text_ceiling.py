@@ -39,7 +39,7 @@ from alignbench.prompt import prompt_format, stop_ids
 from alignbench.results import machine
 from alignbench.task import TASKS
 from alignbench.tiny import page_ids
-from alignbench.train import RECIPES, TrainConfig, lr_factor, recipe_train_tasks, source_seed
+from alignbench.train import RECIPES, TrainConfig, lr_factor, recipe_train_tasks, source_of_step, source_seed
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--backbone", default="tiny", choices=["tiny", "smollm2"])
@@ -70,7 +70,8 @@ def train_lora() -> dict:
     recipe = RECIPES[args.backbone]
     cfg = TrainConfig(stage=recipe["stage"], steps=recipe["steps"], batch_size=recipe["batch_size"],
                       questions_per_page=recipe["questions_per_page"],
-                      llm_steps=max(1, round(recipe["llm_share"] * recipe["steps"])))
+                      llm_steps=max(1, round(recipe["llm_share"] * recipe["steps"])),
+                      connector_tasks=recipe.get("connector_tasks"))
     data = DataConfig()
     names = recipe_train_tasks(args.backbone, ["docvqa", "infovqa", "chartqa"])
     sources = []
@@ -85,10 +86,11 @@ def train_lora() -> dict:
     adapters.requires_grad_(True)
     opt = torch.optim.AdamW(adapters.parameters(), lr=cfg.llm_lr, weight_decay=cfg.weight_decay)
     start, losses = cfg.llm_start(), []
+    stage_sources = [names.index(t) for t in cfg.connector_tasks] if cfg.connector_tasks else None
     llm.train()
     t_train = time.time()
     for step in range(cfg.steps):
-        docs, groups, order = sources[step % len(sources)]
+        docs, groups, order = sources[source_of_step(step, start, stage_sources, len(sources))]
         idx = order.next()  # every step draws its batch, so the LLM stage sees the steps' own batches
         if step < start:
             continue

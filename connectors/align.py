@@ -10,7 +10,8 @@ trains exactly when the LLM trains. One token per patch.
 `impl` chooses how out is computed: "naive" materialises P [B, N, V] (and keeps it for the backward
 pass); "chunked" streams the vocabulary in chunks of `chunk_size` with an online softmax and recomputes
 chunks in the backward pass (`alignbench.align_kernel`, exact, extra memory O(N·D + N·chunk));
-"auto" uses chunked when the vocabulary is larger than one chunk.
+"auto" uses chunked when the vocabulary is larger than one chunk and P would hold more than
+`NAIVE_MAX_ENTRIES` entries; below that, P's few large matrix products are faster than streaming it.
 """
 
 import math
@@ -24,6 +25,11 @@ from alignbench.connector import CONNECTORS, Connector, ConnectorContext, distri
 from alignbench.errors import AlignBenchError
 
 IMPLS = ("auto", "naive", "chunked")
+# impl="auto": the naive form up to this many entries of P [B, N, V] (512 MiB per float32 copy). Where P fits, its
+# few large matrix products beat the chunked kernel's streaming: forward + backward at 8 x 100 x 49,152 (a smollm2
+# training step) took 1.7 s naive against 3.2 s chunked on the 2-core CPU (benchmarks/align_memory.py); at paper
+# scale (16 pages x 729 patches x 128,256 tokens, 1.5 G entries) the chunked kernel's memory is what fits.
+NAIVE_MAX_ENTRIES = 2**27
 
 
 @CONNECTORS.register("align")
@@ -40,7 +46,7 @@ class AlignConnector(Connector):
         # token near the mean text embedding) and the answer loss sharpens it (87.6). Chosen on the validation
         # split with the same budget for every trial: results/tune.
         ln2_gain_init: float = 0.03
-        impl: str = "auto"  # "naive", "chunked" or "auto" (chunked when the vocabulary exceeds chunk_size)
+        impl: str = "auto"  # "naive", "chunked" or "auto" (chunked for a vocabulary beyond chunk_size and a large P)
         chunk_size: int = 4096  # vocabulary rows per chunk of the chunked implementation
 
         def __post_init__(self):
@@ -77,11 +83,13 @@ class AlignConnector(Connector):
         # A plain attribute, not a submodule: E_text belongs to the LLM (saved and trained with it).
         self.__dict__["_text_embeddings"] = llm.get_input_embeddings()
 
-    @property
-    def chunked(self) -> bool:
-        """Whether forward runs the chunked kernel (resolves impl="auto")."""
+    def chunked_for(self, features: torch.Tensor) -> bool:
+        """Whether forward runs the chunked kernel on `features` [..., d] (resolves impl="auto")."""
         impl = self.config.impl
-        return impl == "chunked" or (impl == "auto" and self.w2.out_features > self.config.chunk_size)
+        if impl != "auto":
+            return impl == "chunked"
+        vocab = self.w2.out_features
+        return vocab > self.config.chunk_size and features.shape[:-1].numel() * vocab > NAIVE_MAX_ENTRIES
 
     def vocab_distribution(self, features: torch.Tensor) -> torch.Tensor:  # [B, N, d] -> [B, N, V]
         logits = self.ln2(self.w2(self.ln1(self.w1(features))))
@@ -89,7 +97,7 @@ class AlignConnector(Connector):
 
     @torch.no_grad()
     def diagnostics(self, features: torch.Tensor) -> dict:
-        if self.chunked:  # the same statistics without the [B, N, V] matrix
+        if self.chunked_for(features):  # the same statistics without the [B, N, V] matrix
             h = self.ln1(self.w1(features))  # [B, N, D]
             stats = vocab_stats(h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps,
                                 self.config.chunk_size)
@@ -103,7 +111,7 @@ class AlignConnector(Connector):
             raise AlignBenchError(f"ALIGN reads the LLM's input-embedding matrix, but it is sharded here "
                                   f"({type(e_text).__name__} of shape {tuple(e_text.shape)}); shard it in the same "
                                   "FSDP unit as the connector (AlignBench's --parallel fsdp does), or gather it first")
-        if self.chunked:
+        if self.chunked_for(features):
             h = self.ln1(self.w1(features))  # [B, N, D]
             return align_attention(h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps,
                                    e_text, self.config.chunk_size)  # [B, N, D]

@@ -1,6 +1,8 @@
 """The chunked ALIGN kernel against the naive formula: values and every gradient, in float64 on odd sizes;
 through the real connector (impl=naive vs impl=chunked); what it keeps for the backward pass."""
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -213,13 +215,13 @@ def ctx(tiny_backbone):
 def test_connector_impl_naive_and_chunked_agree(ctx):
     naive = build_connector("align", ctx, {"impl": "naive"}, init_seed=3)
     chunked = build_connector("align", ctx, {"impl": "chunked", "chunk_size": "16"}, init_seed=3)  # V = 102
-    assert not naive.chunked and chunked.chunked
+    feats = torch.randn(2, ctx.num_patches, ctx.vision_dim, generator=torch.Generator().manual_seed(0))
+    assert not naive.chunked_for(feats) and chunked.chunked_for(feats)
     with torch.no_grad():  # a trained-looking LN2 (the default gain 1, bias 0 hides mistakes)
         for conn in (naive, chunked):
             conn.ln2.weight.copy_(torch.linspace(-1, 4, ctx.vocab_size))
             conn.ln2.bias.copy_(torch.linspace(1, -1, ctx.vocab_size))
     e_text = ctx.llm.get_input_embeddings().weight
-    feats = torch.randn(2, ctx.num_patches, ctx.vision_dim, generator=torch.Generator().manual_seed(0))
     outs, grads = [], []
     for conn in (naive, chunked):
         out = conn(feats)
@@ -235,10 +237,22 @@ def test_connector_impl_naive_and_chunked_agree(ctx):
     assert stats_c["mean_entropy"] == pytest.approx(stats_n["mean_entropy"], rel=1e-5)
 
 
-def test_connector_auto_uses_chunked_only_beyond_one_chunk(ctx):
-    assert not build_connector("align", ctx).chunked  # V = 102 <= 4096: the naive path, as before
-    assert build_connector("align", ctx, {"chunk_size": "101"}).chunked
-    assert not build_connector("align", ctx, {"chunk_size": "102"}).chunked
+def test_connector_auto_uses_chunked_only_beyond_one_chunk_and_a_large_p(ctx, monkeypatch):
+    align_module = sys.modules[type(build_connector("align", ctx)).__module__]
+
+    feats = torch.randn(2, ctx.num_patches, ctx.vision_dim)  # P: 2 x N x 102 entries
+    assert not build_connector("align", ctx).chunked_for(feats)  # V = 102 <= 4096: the naive path
+    assert not build_connector("align", ctx, {"chunk_size": "101"}).chunked_for(feats)  # P is small
+    monkeypatch.setattr(align_module, "NAIVE_MAX_ENTRIES", 2 * ctx.num_patches * ctx.vocab_size - 1)
+    wide = build_connector("align", ctx, {"chunk_size": "101"})
+    assert wide.chunked_for(feats) and not wide.chunked_for(feats[:1])  # P one entry too large, then half of it
+    assert not build_connector("align", ctx, {"chunk_size": "102"}).chunked_for(feats)
+    calls = []
+    real = align_module.align_attention
+    monkeypatch.setattr(align_module, "align_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    wide(feats)
+    wide(feats[:1])
+    assert calls == [1]  # forward follows the choice: the kernel for the large batch only
 
 
 @pytest.mark.parametrize("args,match", [({"impl": "fast"}, "impl='fast' is not one of auto, naive, chunked"),

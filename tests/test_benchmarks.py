@@ -22,3 +22,30 @@ def test_train_mfu_without_cuda_says_so_and_writes_nothing(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_mfu.py")], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert res.returncode == 0 and "skipped, CUDA is not available" in res.stdout
+
+
+def test_cell_readout_reads_every_ink_cell_of_a_trained_run(tmp_path):
+    """benchmarks/cell_readout.py on a trained tiny run: one row per run, its shares counted over the ink cells of
+    the pages it read, and a connector with fewer tokens than cells listed without per-cell figures."""
+    import json
+
+    runs = []
+    for connector in ("mlp", "perceiver"):
+        res = subprocess.run([sys.executable, "-m", "alignbench", "run", "--connector", connector, "--steps", "2",
+                              "--batch-size", "2", "--train-docs", "4", "--eval-questions", "5", "--output",
+                              str(tmp_path), "--no-blind"], capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        runs.append(next(p for p in (tmp_path / "runs").iterdir() if p not in runs))
+    out = tmp_path / "readout"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cell_readout.py"), *map(str, runs), "--docs", "3",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    mlp, perceiver = rows
+    assert mlp["connector"] == "mlp" and mlp["tokens"] == mlp["patches"]
+    assert 0 < mlp["ink_cells"] < 3 * mlp["patches"]
+    for key in ("ink_nearest_is_cell_token", "blank_nearest_is_blank"):
+        assert 0.0 <= mlp[key] <= 1.0
+    assert perceiver["tokens"] < perceiver["patches"] and "ink_cells" not in perceiver
+    table = out.with_suffix(".md").read_text()
+    assert runs[0].name in table and "tokens for" in table

@@ -38,6 +38,8 @@ def test_list_shows_connectors_and_tasks():
     (["run", "--connector", "perceiver", "--connector-arg", "depth=deep"], "not a valid int"),
     (["run", "--device", "tpu"], "unknown device 'tpu'"),
     (["sweep", "--connectors", "mlp,nope"], "unknown connector 'nope'"),
+    (["run", "--stage", "lora", "--llm-steps", "2", "--connector-tasks", "chartqa"],
+     "--connector-tasks chartqa is not among the training tasks"),
     (["leaderboard", "--output", "does-not-exist"], "no leaderboard at"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):

@@ -1,5 +1,6 @@
 """Stage `lora` and the two-stage protocol (`llm_steps`): what trains when, what a run writes, and that the written
 run rebuilds the model that produced its predictions. Resume inside the LLM stage is in test_reliability.py."""
+import copy
 import dataclasses
 import json
 import os
@@ -66,6 +67,28 @@ def test_the_llm_stage_starts_after_the_connector_stage(ws, tmp_path, monkeypatc
     assert any(k.endswith("__B.weight") for k in changed) and any(k.endswith("__A.weight") for k in changed)
     assert any(not torch.equal(written[1]["connector"][k], v) for k, v in connector_before.items())
     assert all(not p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n)
+
+
+@pytest.mark.parametrize("stage", ["lora", "full"])
+def test_the_connector_stage_computes_no_llm_gradient(ws, stage):
+    """On one process the LLM's gradients, dropped in the connector stage anyway, are not computed there: a hook
+    on an LLM weight fires in the LLM stage's steps only, while the connector trains in every step."""
+    task = TASKS.get("docvqa")
+    split, feats = ws.split(task, "train")
+    cfg = TrainConfig(stage=stage, steps=5, llm_steps=2, batch_size=2, warmup_steps=1, lr=3e-3, llm_lr=1e-3)
+    backbone = training_backbone(ws.backbone, dataclasses.asdict(cfg)) if stage == "lora" else dataclasses.replace(
+        ws.backbone, llm=copy.deepcopy(ws.backbone.llm))
+    model = VLM(backbone, build_connector("mlp", backbone.connector_context(), {}, 1234))
+    trained = adapters(model.llm) if stage == "lora" else model.llm
+    weight = next(p for p in trained.parameters())
+    fired, connector_grads = [], []
+    weight.register_hook(lambda g: fired.append(len(connector_grads)))
+    first = next(model.connector.parameters())
+    first.register_hook(lambda g: connector_grads.append(1))
+    train(model, [TrainSource(task, split, feats)], cfg, 0, **QUIET)
+    # each value: the connector gradients computed before it, in earlier steps (the connector's gradient comes last in
+    # a backward pass): the LLM's gradient is computed in steps 4 and 5 only
+    assert len(connector_grads) == 5 and fired == [3, 4]
 
 
 def test_a_lora_run_writes_its_adapters_and_rebuilds_its_predictions(tmp_path):

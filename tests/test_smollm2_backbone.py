@@ -216,6 +216,7 @@ def test_a_smollm2_sweep_trains_on_transcriptions_but_scores_only_its_tasks(tmp_
     assert sorted((c.connector, c.task) for c in seen) == [("align", "chartqa"), ("align", "docvqa"),
                                                           ("mlp", "chartqa"), ("mlp", "docvqa")]
     assert {tuple(c.train_tasks) for c in seen} == {("docvqa", "chartqa", "transcribe")}
-    # the recipe: 200 steps of 8 pages, 2 questions each; the connector alone, then LoRA on the LLM for 40 %
-    assert {(c.train.steps, c.train.batch_size, c.train.questions_per_page, c.train.stage, c.train.llm_steps)
-            for c in seen} == {(200, 8, 2, "lora", 80)}
+    # the recipe: 300 steps of 8 pages, 2 questions each; the connector alone on transcription, then LoRA on the
+    # LLM for the last third, on the whole mixture
+    assert {(c.train.steps, c.train.batch_size, c.train.questions_per_page, c.train.stage, c.train.llm_steps,
+             tuple(c.train.connector_tasks)) for c in seen} == {(300, 8, 2, "lora", 100, ("transcribe",))}

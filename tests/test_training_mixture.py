@@ -50,6 +50,44 @@ def test_steps_alternate_between_the_training_tasks(ws, tmp_path, monkeypatch):
     assert saved["train_tasks"] == ["docvqa", "infovqa", "chartqa"] and saved["data"]["train_tasks"] == seen[:3]
 
 
+@pytest.mark.parametrize("stage", ["lora", "full"])
+def test_the_connector_stage_draws_from_its_own_tasks(ws, tmp_path, monkeypatch, stage):
+    import alignbench.train as train_module
+
+    seen = []
+    real = train_module.collate
+    monkeypatch.setattr(train_module, "collate", lambda tok, task, s: seen.append(task.name) or real(tok, task, s))
+    result = run(config(train_tasks=("docvqa", "infovqa", "chartqa"), steps=7, stage=stage, llm_steps=3,
+                        connector_tasks=["chartqa", "infovqa"]), tmp_path, ws, **QUIET)
+    # steps 1-4 (the connector stage) alternate over its tasks in the order given; steps 5-7 (the LLM stage) draw
+    # from every training task in turn
+    assert seen == ["chartqa", "infovqa", "chartqa", "infovqa", "docvqa", "infovqa", "chartqa"]
+    run_dir = Path(result["run_dir"])
+    curve = (run_dir / "train_curve.csv").read_text().splitlines()[1:]
+    assert [line.split(",")[1] for line in curve] == seen  # what the run recorded is what it trained on
+    assert json.loads((run_dir / "config.json").read_text())["train"]["connector_tasks"] == ["chartqa", "infovqa"]
+
+
+def test_connector_stage_tasks_are_part_of_the_training_key(ws, tmp_path):
+    mixed = config(train_tasks=("docvqa", "chartqa"), steps=4, stage="lora", llm_steps=2)
+    own = dataclasses.replace(mixed, train=dataclasses.replace(mixed.train, connector_tasks=["chartqa"]))
+    assert "connector_tasks" not in mixed.train.key_fields()  # runs without them keep the keys they had
+    assert own.train.key_fields()["connector_tasks"] == ["chartqa"]
+    first = run(mixed, tmp_path, ws, **QUIET)
+    second = run(own, tmp_path, ws, **QUIET)
+    assert "trained_in" not in second and weights(first) != weights(second)
+
+
+@pytest.mark.parametrize("connector_tasks,message", [
+    (["infovqa"], "--connector-tasks infovqa is not among the training tasks"),
+    ([], "--connector-tasks must name at least one training task"),
+])
+def test_bad_connector_stage_tasks_are_refused(connector_tasks, message):
+    with pytest.raises(AlignBenchError, match=message):
+        config(train_tasks=("docvqa", "chartqa"), stage="lora", llm_steps=2,
+               connector_tasks=connector_tasks).validate()
+
+
 def test_a_single_task_trains_on_its_own_split_as_before(ws, tmp_path, monkeypatch):
     import alignbench.train as train_module
 
