@@ -64,13 +64,13 @@ STAGES = ("connector", "full", "lora")
 # A backbone's training budget where a run does not state one, the same for every connector (each value lands in
 # the run's config.json). `tiny` takes TrainConfig's defaults: 750 steps of 16 pages, up to 8 questions each.
 #
-# `smollm2` follows the paper's two stages scaled down: the connector alone for the first 60 % of the steps, then
-# the connector with LoRA adapters on the LLM (stage `lora`; `llm_share` of the steps, `llm_steps` in the config).
-# A step through the pretrained 135M LLM (bfloat16) costs 1.8 s (mlp, connector stage) to 2.4 s (mlp, LoRA stage)
-# and about a second more with ALIGN, for 8 pages of 2 questions on 2 CPU cores; so 200 steps of 8 pages, 2
-# questions each, keep a default run within 15 minutes with a fresh cache (benchmarks/time_default_run.py
-# --backbone smollm2). Training mixes in `transcribe` (the page's text as the answer): a pretrained LLM behind a
-# fresh connector gets about 8 answer tokens per page from a question, about 40 from a transcription.
+# `smollm2` follows the paper's two stages scaled down: the connector alone for the first two thirds of the steps, on
+# `transcribe` only (the page's text as the answer, about 40 answer tokens per page against about 8 from questions:
+# the document counterpart of a VLM's captioning stage), then the connector with LoRA adapters on the LLM on every
+# training task (stage `lora`; `llm_share` of the steps, `llm_steps` in the config). On the mixture from the start,
+# 120 connector steps left every connector near blind; on transcription MLP learns to hand the LLM the page between
+# steps 75 and 175 (README, "A real LLM"). A step through the pretrained 135M LLM (bfloat16, 8 pages, 2 CPU cores)
+# costs about 1.8 s (mlp) to 3 s (align) in the connector stage and 2.7 s (mlp) in the LoRA stage.
 RECIPES: dict[str, dict] = {"smollm2": {"steps": 300, "batch_size": 8, "questions_per_page": 2,
                                         "extra_train_tasks": ["transcribe"], "connector_tasks": ["transcribe"],
                                         "stage": "lora", "llm_share": 1 / 3}}
