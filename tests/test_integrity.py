@@ -27,8 +27,11 @@ def cli(*args, env=None) -> subprocess.CompletedProcess:
 
 
 def cli_start(*args) -> subprocess.Popen:
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`pytest &`) inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler in the child, so the default disposition is restored first.
     return subprocess.Popen([sys.executable, "-m", "alignbench", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+                            stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def one_line_error(done, *needles: str) -> str:
