@@ -92,15 +92,14 @@ class RunConfig:
         if self.data.train_source is not None and len(self.train_tasks) > 1:
             raise AlignBenchError("--train-data names one training set, but --train-tasks names several tasks; "
                                   "leave --train-data out to train on each task's own training set")
+        parse_connector_args(CONNECTORS.get(self.connector), self.connector_args)
+        self.backbone.validate()
+        self.data.validate()
         self.train.validate()
         stray = [t for t in self.train.connector_tasks or [] if t not in self.train_tasks]
         if stray:
             raise AlignBenchError(f"--connector-tasks {','.join(stray)} is not among the training tasks "
                                   f"({','.join(self.train_tasks)}); add it to --train-tasks or leave it out")
-        parse_connector_args(CONNECTORS.get(self.connector), self.connector_args)
-        self.backbone.validate()
-        self.data.validate()
-        self.train.validate()
         self.parallel.validate()
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise AlignBenchError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]")

@@ -191,6 +191,17 @@ def source_seed(data_seed: int, index: int) -> int:
     return data_seed + 1_000_003 * index
 
 
+def connector_stage_sources(cfg: TrainConfig, names: list[str]) -> list[int] | None:
+    """The indices (into the training sources `names`) the connector stage draws from; None: every source."""
+    if cfg.connector_tasks is None:
+        return None
+    missing = [t for t in cfg.connector_tasks if t not in names]
+    if missing:
+        raise AlignBenchError(f"--connector-tasks {','.join(missing)} is not a training task of this run "
+                              f"({','.join(names)}); name training tasks only")
+    return [names.index(t) for t in cfg.connector_tasks]
+
+
 def source_of_step(step: int, llm_start: int, stage_sources: list[int] | None, n: int) -> int:
     """Which training source step `step` draws from: in turn over every source (step k: source k mod n), or, with
     sources of its own for the connector stage, in turn over those before `llm_start` and over every source from
@@ -264,14 +275,7 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
             raise AlignBenchError(f"the {src.task.name} training split has no page with a usable question; "
                                   "check the data")
     orders = [BatchOrder(len(g), cfg.batch_size, source_seed(data_seed, i)) for i, g in enumerate(page_groups)]
-    stage_sources = None  # the sources of the connector stage, when it has its own tasks
-    if cfg.connector_tasks is not None:
-        names = [src.task.name for src in sources]
-        missing = [t for t in cfg.connector_tasks if t not in names]
-        if missing:
-            raise AlignBenchError(f"--connector-tasks {','.join(missing)} is not a training task of this run "
-                                  f"({','.join(names)}); name training tasks only")
-        stage_sources = [names.index(t) for t in cfg.connector_tasks]
+    stage_sources = connector_stage_sources(cfg, [src.task.name for src in sources])
     # What a checkpoint must agree on to be continued (weights of another configuration are refused); the
     # number of processes is not part of it: a run resumes on any number.
     identity = {"train": cfg.key_fields(), "data_seed": data_seed, "connector": type(model.connector).__name__,

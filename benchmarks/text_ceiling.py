@@ -39,7 +39,15 @@ from alignbench.prompt import prompt_format, stop_ids
 from alignbench.results import machine
 from alignbench.task import TASKS
 from alignbench.tiny import page_ids
-from alignbench.train import RECIPES, TrainConfig, lr_factor, recipe_train_tasks, source_of_step, source_seed
+from alignbench.train import (
+    RECIPES,
+    TrainConfig,
+    connector_stage_sources,
+    lr_factor,
+    recipe_train_tasks,
+    source_of_step,
+    source_seed,
+)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--backbone", default="tiny", choices=["tiny", "smollm2"])
@@ -86,7 +94,7 @@ def train_lora() -> dict:
     adapters.requires_grad_(True)
     opt = torch.optim.AdamW(adapters.parameters(), lr=cfg.llm_lr, weight_decay=cfg.weight_decay)
     start, losses = cfg.llm_start(), []
-    stage_sources = [names.index(t) for t in cfg.connector_tasks] if cfg.connector_tasks else None
+    stage_sources = connector_stage_sources(cfg, names)
     llm.train()
     t_train = time.time()
     for step in range(cfg.steps):

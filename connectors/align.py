@@ -26,9 +26,9 @@ from alignbench.errors import AlignBenchError
 
 IMPLS = ("auto", "naive", "chunked")
 # impl="auto": the naive form up to this many entries of P [B, N, V] (512 MiB per float32 copy). Where P fits, its
-# few large matrix products beat the chunked kernel's streaming: forward + backward at 8 x 100 x 49,152 (a smollm2
-# training step) took 1.7 s naive against 3.2 s chunked on the 2-core CPU (benchmarks/align_memory.py); at paper
-# scale (16 pages x 729 patches x 128,256 tokens, 1.5 G entries) the chunked kernel's memory is what fits.
+# few large matrix products are faster than the chunked kernel's streaming and recomputation (at V = 32,000 and
+# 128,256 with T = 729 the naive pass was 1.4 times faster: results/bench/align_memory.md); at paper scale (16 pages
+# x 729 patches x 128,256 tokens, 1.5 G entries) the chunked kernel's memory is what fits.
 NAIVE_MAX_ENTRIES = 2**27
 
 
