@@ -9,8 +9,11 @@ out=results/smollm2
 mix=docvqa,infovqa,chartqa,transcribe  # the sweep trained every connector on this mixture: the probes read those runs
 seeds=${1:-0}
 search=$out/tune/lr_search.csv
-if [[ -f $search ]]; then settings=(--tuned "$search"); else settings=(--connector-arg align.ln2_gain_init=1); fi
-alignbench probe noise --backbone smollm2 --connectors "${2:-all}" --task docvqa --sigmas 0,0.5,1,3 \
+connectors=${2:-all}
+settings=()  # ALIGN's LN2 starting gain 1 is passed only where ALIGN is among the connectors
+if [[ -f $search ]]; then settings=(--tuned "$search")
+elif [[ ",$connectors," =~ ,(all|align), ]]; then settings=(--connector-arg align.ln2_gain_init=1); fi
+alignbench probe noise --backbone smollm2 --connectors "$connectors" --task docvqa --sigmas 0,0.5,1,3 \
   --seeds "$seeds" --train-tasks $mix "${settings[@]}" --output $out
 alignbench probe vocab --run "$(ls -d $out/runs/docvqa-align-* | tail -1)" --docs 100 --top-k 50
 alignbench report --runs $out --out $out/REPORT.md

@@ -12,6 +12,9 @@
 set -euo pipefail
 seed=${1:?give the seed: bash results/smollm2/study.sh SEED}
 search=results/smollm2/tune/lr_search.csv
-if [[ -f $search ]]; then settings=(--tuned "$search"); else settings=(--connector-arg align.ln2_gain_init=1); fi
-alignbench sweep --backbone smollm2 --connectors "${2:-all}" --tasks docvqa,infovqa,chartqa \
+connectors=${2:-all}
+settings=()  # ALIGN's LN2 starting gain 1 is passed only where ALIGN is among the connectors
+if [[ -f $search ]]; then settings=(--tuned "$search")
+elif [[ ",$connectors," =~ ,(all|align), ]]; then settings=(--connector-arg align.ln2_gain_init=1); fi
+alignbench sweep --backbone smollm2 --connectors "$connectors" --tasks docvqa,infovqa,chartqa \
   "${settings[@]}" --seeds "$seed" --output results/smollm2
