@@ -200,6 +200,9 @@ DTYPE_HELP = "Backbone precision: auto (bfloat16 on CUDA, float32 on the CPU), f
 CHAT_HELP = "'auto': a chat model's own chat template around the prompt; 'none': plain text."
 PluginOpt = Annotated[list[Path] | None, Opt("--plugin", help="Import connectors/tasks from this Python file or "
                                             "package directory (repeatable); nothing else is imported implicitly.")]
+ReuseOpt = Annotated[list[Path] | None, Opt("--reuse-from", help="Another output directory (of a run, sweep or search) "
+                                           "whose trained weights are re-used where the training configuration is "
+                                           "the same (training key); repeatable, searched after --output.")]
 FeatureCacheOpt = Annotated[bool, Opt("--feature-cache/--no-feature-cache",
                                       help="Keep the frozen vision tower's features on disk ($ALIGNBENCH_CACHE/"
                                            "features) and reuse them across runs, processes and sweeps.")]
@@ -287,9 +290,9 @@ def run(
 
 
 def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_every: int = 50,
-             feature_cache: bool = True) -> list[dict]:
+             feature_cache: bool = True, reuse_from: list[Path] | None = None) -> list[dict]:
     """Run configs in order, in this process (with progress bars) or in `jobs` worker processes."""
-    from .pipeline import Workspace, resolve_device
+    from .pipeline import Workspace, check_reuse_source, resolve_device
     from .pipeline import run as run_pipeline
     from .registry import loaded_plugins
     from .results import prepare_output
@@ -297,6 +300,7 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
 
     if jobs < 1:
         raise AlignBenchError(f"--jobs must be at least 1, got {jobs}")
+    reuse_from = [check_reuse_source(Path(r)) for r in reuse_from or []]
     _start_processes(configs, device)
     from .distributed import context
 
@@ -315,7 +319,7 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
             for cfg in configs:
                 console.print(f"[bold]{cfg.connector} on {cfg.task} (lr {cfg.train.lr or 'default'})[/bold]")
                 results.append(run_pipeline(cfg, output, ws, progress, console.print,
-                                            checkpoint_every=checkpoint_every))
+                                            checkpoint_every=checkpoint_every, reuse_from=reuse_from))
         return results
     from .pipeline import run_parallel
 
@@ -332,7 +336,7 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
         console.print(f"{r['connector']} on {r['task']}: {100 * r['score']:.1f} ± {100 * r['stderr']:.1f}{blind}, "
                       f"{r['wall_seconds']:.0f} s")
 
-    return run_parallel(configs, output, jobs, on_result=report, feature_cache=feature_cache)
+    return run_parallel(configs, output, jobs, on_result=report, feature_cache=feature_cache, reuse_from=reuse_from)
 
 
 @app.command()
@@ -391,6 +395,7 @@ def sweep(
     slurm_arg: Annotated[list[str] | None, Opt(help="More sbatch settings KEY=VALUE, e.g. account=lab, qos=high "
                                                     "(repeatable; submitit).")] = None,
     feature_cache: FeatureCacheOpt = True,
+    reuse_from: ReuseOpt = None,
 ):
     """Train and evaluate every connector x task pair on the same backbone, data and seed; write the table."""
     import dataclasses
@@ -423,7 +428,10 @@ def sweep(
     t0 = time.time()
     failed: list[str] = []
     if launcher == "inline":
-        results = _execute(configs, output, jobs, device, checkpoint_every, feature_cache)
+        results = _execute(configs, output, jobs, device, checkpoint_every, feature_cache, reuse_from)
+    elif reuse_from:
+        raise AlignBenchError("--reuse-from works with --launcher inline (this process or --jobs workers); "
+                              "drop one of them")
     else:
         results, failed = _launch_jobs(configs, output, launch_cfg, checkpoint_every, feature_cache)
     if not _is_main():
@@ -505,6 +513,7 @@ def tune(
     backbone: Annotated[str, Opt(help="'tiny' or 'smollm2': the embedded backbone searched on (the validation "
                                       "split exists for the embedded sets).")] = "tiny",
     feature_cache: FeatureCacheOpt = True,
+    reuse_from: ReuseOpt = None,
 ):
     """Learning-rate (and connector-option) search per connector, scored on a held-out validation split (never
     the test split), with the same steps, batches and seeds for every trial."""
@@ -533,7 +542,8 @@ def tune(
                 cfg.data.eval_split = "val"
                 configs.append(cfg)
     rows = []
-    for cfg, r in zip(configs, _execute(configs, output, jobs, device, feature_cache=feature_cache)):
+    for cfg, r in zip(configs, _execute(configs, output, jobs, device, feature_cache=feature_cache,
+                                        reuse_from=reuse_from)):
         rows.append({"connector": cfg.connector, "options": " ".join(f"{k}={v}" for k, v in cfg.connector_args.items()),
                      "lr": cfg.train.lr, "val_score": r["score"],
                      "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})

@@ -271,13 +271,13 @@ def _hold_run_dir(run_dir: Path) -> None:
 
 def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: Path | None = None,
-        plugins: Sequence[str | Path] = (), feature_cache: bool = True) -> dict:
+        plugins: Sequence[str | Path] = (), feature_cache: bool = True, reuse_from: Sequence[Path] = ()) -> dict:
     """Train one connector on one task, evaluate it, write its run directory and leaderboard row (holding the run
     directory's writer lock throughout: `_run`)."""
     global ACTIVE_RUN
     try:
         result = _run(cfg, output, workspace, progress, log, checkpoint_every=checkpoint_every, resume=resume,
-                      plugins=plugins, feature_cache=feature_cache)
+                      plugins=plugins, feature_cache=feature_cache, reuse_from=reuse_from)
     except ConnectorContractError as exc:  # a connector that broke its contract on a later patch count: the run
         if ACTIVE_RUN is not None and context().is_main:  # directory says so (resumable once the connector is fixed)
             atomic_write(ACTIVE_RUN / RUN_STATUS, json.dumps({"status": "failed", "message": str(exc)}, indent=2))
@@ -295,14 +295,15 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
 
 def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
          checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: Path | None = None,
-         plugins: Sequence[str | Path] = (), feature_cache: bool = True) -> dict:
+         plugins: Sequence[str | Path] = (), feature_cache: bool = True, reuse_from: Sequence[Path] = ()) -> dict:
     """Train one connector on one task, evaluate it, write its run directory and leaderboard row.
 
     The run directory is made before training: checkpoints (every `checkpoint_every` steps) and the
     predictions journal go there, so a killed run continues with `resume=RUN_DIR` (same configuration)
     and ends exactly as an uninterrupted run would. A diverged run writes `status.json`, never results or a
     leaderboard row. `plugins` are files or package directories imported first (`--plugin`); `feature_cache`
-    (when no workspace is given) reads and writes the vision features on disk.
+    (when no workspace is given) reads and writes the vision features on disk. Weights trained with the same
+    training key are re-used from `output`, else from the outputs in `reuse_from` (`--reuse-from`), in that order.
 
     Under torchrun or accelerate launch every process runs this function: each trains on its share of every
     step and evaluates its share of the batches; rank 0 alone writes (run directory, leaderboard) and
@@ -310,6 +311,7 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
     for path in plugins:
         load_plugin(path)
     cfg.validate()
+    reuse_from = [check_reuse_source(Path(r)) for r in reuse_from]
     if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise AlignBenchError(f"--checkpoint-every must be 0 (last step only) or more, got {checkpoint_every!r}")
     dist = context()
@@ -384,7 +386,7 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
     #    6. evaluate (journaled, resumable). Rank 0 holds the lock and decides; every process trains or loads.
     key = config["training_key"]
     with _training_lock(output, key) if dist.is_main else nullcontext():
-        trained_in = dist.on_main(_trained_source, output, key, run_dir, cfg.train.stage)
+        trained_in = dist.on_main(_trained_source, [output, *reuse_from], key, run_dir, cfg.train.stage)
         if trained_in is None:
             try:
                 stats = train(model, sources, cfg.train, cfg.data.seed, device, progress, log,
@@ -404,15 +406,19 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
                 atomic_write(run_dir / CURVE, curve_csv(curve))
                 _register_trained(output, key, run_dir, stats)
         else:
-            _load_reused(output / "runs" / str(trained_in["run_id"]), model, cfg.train.stage, device)
-            log(f"re-using the weights trained in {trained_in['run_id']} (same training configuration, key {key}); "
+            source = Path(trained_in["source"])
+            here = source.resolve().parent.parent == Path(output).resolve()  # this output's own training index
+            _load_reused(source, model, cfg.train.stage, device)
+            log(f"re-using the weights trained in {trained_in['run_id'] if here else source} "
+                f"(same training configuration, key {key}); "
                 "no training")
             if dist.is_main:
                 save_trained(run_dir, model, cfg.train.stage)
-                source_curve = output / "runs" / str(trained_in["run_id"]) / CURVE
+                source_curve = source / CURVE
                 if source_curve.is_file():  # every run directory holds the curve of the weights it evaluates
                     atomic_write(run_dir / CURVE, source_curve.read_text())
-            stats = trained_in["stats"] | {"trained_in": trained_in["run_id"]}
+            # the run id when the weights come from this output, the run directory when from another one
+            stats = trained_in["stats"] | {"trained_in": trained_in["run_id"] if here else str(source)}
     result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress,
                                journal=run_dir / PREDICTIONS_JOURNAL)
     diag = eval_feats[:64]
@@ -522,25 +528,34 @@ def _register_trained(output: Path, key: str, run_dir: Path, stats: dict) -> Non
     atomic_write(output / TRAINED / f"{key}.json", json.dumps({"run_id": run_dir.name, "stats": stats}, indent=2))
 
 
-def _trained_source(output: Path, key: str, run_dir: Path, stage: str) -> dict | None:
-    """The finished run that trained with `key` ({"run_id", "stats"}), or None when there is none (or its weights
-    are gone)."""
-    entry = output / TRAINED / f"{key}.json"
-    if not entry.is_file():
-        return None
-    try:
-        found = json.loads(entry.read_text())
-        run_id = found["run_id"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    try:  # a name read back from the output directory must stay inside it
-        source = run_path(output, run_id)
-    except AlignBenchError:
-        raise AlignBenchError(f"{entry} names run {run_id!r}, which is not a run directory under {output / 'runs'}; "
-                              "delete the file (the run then trains again)") from None
-    if source == run_dir or not has_weights(source, stage):
-        return None
-    return found
+def check_reuse_source(folder: Path) -> Path:
+    """An output directory whose trained weights a run may re-use (`--reuse-from`): one that has a training index."""
+    if not (folder / TRAINED).is_dir():
+        raise AlignBenchError(f"--reuse-from {str(folder)!r}: no {TRAINED}/ index of trained weights there; give the "
+                              "--output of an earlier run, sweep or search (it holds runs/ and trained/)")
+    return folder
+
+
+def _trained_source(outputs: Sequence[Path], key: str, run_dir: Path, stage: str) -> dict | None:
+    """The finished run that trained with `key` ({"run_id", "stats", "source": its run directory}), in the first of
+    `outputs` that has one (the run's own output first), or None when none has (or its weights are gone)."""
+    for output in outputs:
+        entry = output / TRAINED / f"{key}.json"
+        if not entry.is_file():
+            continue
+        try:
+            found = json.loads(entry.read_text())
+            run_id = found["run_id"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        try:  # a name read back from the output directory must stay inside it
+            source = run_path(output, run_id)
+        except AlignBenchError:
+            raise AlignBenchError(f"{entry} names run {run_id!r}, which is not a run directory under "
+                                  f"{output / 'runs'}; delete the file (the run then trains again)") from None
+        if source != run_dir and has_weights(source, stage):
+            return found | {"source": str(source)}
+    return None
 
 
 def _load_reused(source: Path, model: VLM, stage: str, device: str) -> None:
@@ -717,11 +732,14 @@ def quiet_libraries() -> None:
 _FEATURE_CACHE = True
 
 
-def _init_worker(threads: int, feature_cache: bool = True) -> None:
-    global _FEATURE_CACHE
+_REUSE_FROM: Sequence[Path] = ()
+
+
+def _init_worker(threads: int, feature_cache: bool = True, reuse_from: Sequence[Path] = ()) -> None:
+    global _FEATURE_CACHE, _REUSE_FROM
     torch.set_num_threads(threads)
     quiet_libraries()
-    _FEATURE_CACHE = feature_cache
+    _FEATURE_CACHE, _REUSE_FROM = feature_cache, reuse_from
 
 
 def _run_in_worker(cfg: RunConfig, output: Path) -> dict:
@@ -730,11 +748,11 @@ def _run_in_worker(cfg: RunConfig, output: Path) -> dict:
     if _WORKSPACE is None:
         _WORKSPACE = Workspace(cfg.backbone, cfg.data, resolve_device(cfg.device), log=lambda *a, **k: None,
                                feature_cache=_FEATURE_CACHE)
-    return run(cfg, output, _WORKSPACE, progress=None, log=lambda *a, **k: None)
+    return run(cfg, output, _WORKSPACE, progress=None, log=lambda *a, **k: None, reuse_from=_REUSE_FROM)
 
 
 def run_parallel(configs: list[RunConfig], output: Path, jobs: int, on_result=None,
-                 feature_cache: bool = True) -> list[dict]:
+                 feature_cache: bool = True, reuse_from: Sequence[Path] = ()) -> list[dict]:
     """Run sweep jobs in `jobs` processes of `cpu_count // jobs` threads each (CPU sweeps: small matrices
     use cores better as separate processes than as threads of one). Results come back in input order."""
     import multiprocessing as mp
@@ -744,7 +762,7 @@ def run_parallel(configs: list[RunConfig], output: Path, jobs: int, on_result=No
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, feature_cache)) as pool:
+                             initargs=(threads, feature_cache, tuple(reuse_from))) as pool:
         futures = [pool.submit(_run_in_worker, cfg, output) for cfg in configs]
         results = []
         for fut in futures:

@@ -162,6 +162,24 @@ def test_tune_scores_on_the_validation_split(tmp_path):
     assert bad.returncode == 2 and "CONNECTOR.OPTION=VALUE" in bad.stderr
 
 
+def test_tune_reuses_a_sweeps_training_of_the_same_setting(tmp_path):
+    study, search = tmp_path / "study", tmp_path / "search"
+    res = cli("sweep", "--connectors", "mlp", "--tasks", "chartqa", "--lr", "1e-3", *SMALL, "--output", str(study),
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = cli("tune", "--connectors", "mlp", "--lrs", "1e-3,1e-2", "--task", "chartqa", *SMALL, "--output",
+              str(search), "--reuse-from", str(study), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    trials = {json.loads((p / "config.json").read_text())["train"]["lr"]: p for p in (search / "runs").iterdir()}
+    result = {lr: json.loads((p / "results.json").read_text()) for lr, p in trials.items()}
+    (trained,) = (study / "runs").iterdir()
+    assert result[1e-3]["trained_in"] == str(trained) and result[1e-2].get("trained_in") is None
+    assert (trials[1e-3] / "connector.safetensors").read_bytes() == (trained / "connector.safetensors").read_bytes()
+    bad = cli("tune", "--connectors", "mlp", "--reuse-from", str(tmp_path / "nowhere"), "--output", str(search),
+              cwd=tmp_path)
+    assert bad.returncode == 2 and "--reuse-from" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.parametrize("train_tasks", [None, ["docvqa", "infovqa", "chartqa"]])
 def test_default_budget_is_the_same_whatever_the_training_tasks(train_tasks):
     from alignbench.cli import DEFAULT_STEPS, _config

@@ -116,6 +116,26 @@ def test_a_shared_training_configuration_trains_once_and_scores_as_retraining(ws
     assert first_id in board[-1] and "docvqa+chartqa" in board[-1]
 
 
+def test_weights_trained_in_another_output_are_reused_from_it(ws, tmp_path):
+    study = run(config("mlp", "docvqa"), tmp_path / "study", ws, **QUIET)
+    search = tmp_path / "search"  # e.g. a learning-rate search that re-uses the study's training of the same setting
+    trial = run(dataclasses.replace(config("mlp", "chartqa")), search, ws, **QUIET, reuse_from=[tmp_path / "study"])
+    other = run(config("mlp", "chartqa", steps=5), search, ws, **QUIET, reuse_from=[tmp_path / "study"])
+    assert trial["trained_in"] == str(tmp_path / "study" / "runs" / Path(study["run_dir"]).name)
+    assert weights(trial) == weights(study) and trial["train_seconds"] == study["train_seconds"]
+    curve = (Path(study["run_dir"]) / "train_curve.csv").read_text()
+    assert (Path(trial["run_dir"]) / "train_curve.csv").read_text() == curve  # the curve of the weights it scores
+    assert "trained_in" not in other  # another training setting trains, in its own output
+    assert [p.name for p in (search / "trained").glob("*.json")] and not list((tmp_path / "study" / "runs").glob("*chartqa*"))
+
+
+def test_reuse_from_a_folder_without_a_training_index_is_refused(ws, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AlignBenchError, match="--reuse-from .*empty.*no trained/ index"):
+        run(config("mlp", "docvqa"), tmp_path / "out", ws, **QUIET, reuse_from=[tmp_path / "empty"])
+    assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").iterdir())
+
+
 def weights(result) -> bytes:
     return (Path(result["run_dir"]) / "connector.safetensors").read_bytes()
 

@@ -9,8 +9,13 @@
 # of MLP scored 1.0 ± 1.0 on the validation split. ALIGN trains with LN2's starting gain 1 (LayerNorm's own, the
 # paper's form): on this vocabulary the gain 0.03 chosen on `tiny` trained more slowly (README, "Why ALIGN sat at 0").
 # The study (study.sh) trains each connector with its best trial once lr_search.csv exists.
-# Trials already trained under results/smollm2/tune (same training key) are re-used and only scored again.
+# Trials already trained under results/smollm2/tune, or by the study itself under results/smollm2 (the 3e-3 trial is
+# seed 0's training at the default rate: same data, seeds and mixture, hence the same training key), are re-used and
+# only scored on the validation split (--reuse-from).
 set -euo pipefail
-alignbench tune --backbone smollm2 --connectors "${1:-all}" --task docvqa --lrs 1e-3,3e-3 \
+connectors=${1:-all}
+settings=()  # ALIGN's option is passed only where ALIGN is among the connectors
+if [[ ",$connectors," =~ ,(all|align), ]]; then settings=(--connector-arg align.ln2_gain_init=1); fi
+alignbench tune --backbone smollm2 --connectors "$connectors" --task docvqa --lrs 1e-3,3e-3 \
   --eval-questions 100 --train-tasks docvqa,infovqa,chartqa,transcribe \
-  --connector-arg align.ln2_gain_init=1 --output results/smollm2/tune
+  "${settings[@]}" --output results/smollm2/tune --reuse-from results/smollm2
