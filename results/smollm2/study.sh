@@ -18,3 +18,7 @@ if [[ -f $search ]]; then settings=(--tuned "$search" --reuse-from results/smoll
 elif [[ ",$connectors," =~ ,(all|align), ]]; then settings=(--connector-arg align.ln2_gain_init=1); fi
 alignbench sweep --backbone smollm2 --connectors "$connectors" --tasks docvqa,infovqa,chartqa \
   "${settings[@]}" --seeds "$seed" --output results/smollm2
+# The sweep's table and record hold this call's runs; keep them per call (the report reads every run)
+name=results/smollm2/seeds/seed$seed-${connectors//,/-}
+mkdir -p results/smollm2/seeds
+cp results/smollm2/table.md "$name.md"; cp results/smollm2/table.csv "$name.csv"; cp results/smollm2/sweep.json "$name.json"
