@@ -63,7 +63,14 @@ from .results import (
 from .task import TASKS, Task
 from .tiny import cache_root
 from .tracking import CURVE, curve_csv
-from .train import DEFAULT_CHECKPOINT_EVERY, TrainConfig, TrainingDiverged, TrainSource, train
+from .train import (
+    DEFAULT_CHECKPOINT_EVERY,
+    TrainConfig,
+    TrainingDiverged,
+    TrainSource,
+    connector_stage_sources,
+    train,
+)
 
 
 @dataclass
@@ -96,10 +103,7 @@ class RunConfig:
         self.backbone.validate()
         self.data.validate()
         self.train.validate()
-        stray = [t for t in self.train.connector_tasks or [] if t not in self.train_tasks]
-        if stray:
-            raise AlignBenchError(f"--connector-tasks {','.join(stray)} is not among the training tasks "
-                                  f"({','.join(self.train_tasks)}); add it to --train-tasks or leave it out")
+        connector_stage_sources(self.train, self.train_tasks)  # its tasks are among the training tasks
         self.parallel.validate()
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise AlignBenchError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]")
@@ -407,18 +411,15 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
                 _register_trained(output, key, run_dir, stats)
         else:
             source = Path(trained_in["source"])
-            here = source.resolve().parent.parent == Path(output).resolve()  # this output's own training index
             _load_reused(source, model, cfg.train.stage, device)
-            log(f"re-using the weights trained in {trained_in['run_id'] if here else source} "
-                f"(same training configuration, key {key}); "
+            log(f"re-using the weights trained in {trained_in['trained_in']} (same training configuration, key {key}); "
                 "no training")
             if dist.is_main:
                 save_trained(run_dir, model, cfg.train.stage)
                 source_curve = source / CURVE
                 if source_curve.is_file():  # every run directory holds the curve of the weights it evaluates
                     atomic_write(run_dir / CURVE, source_curve.read_text())
-            # the run id when the weights come from this output, the run directory when from another one
-            stats = trained_in["stats"] | {"trained_in": trained_in["run_id"] if here else str(source)}
+            stats = trained_in["stats"] | {"trained_in": trained_in["trained_in"]}
     result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress,
                                journal=run_dir / PREDICTIONS_JOURNAL)
     diag = eval_feats[:64]
@@ -537,8 +538,9 @@ def check_reuse_source(folder: Path) -> Path:
 
 
 def _trained_source(outputs: Sequence[Path], key: str, run_dir: Path, stage: str) -> dict | None:
-    """The finished run that trained with `key` ({"run_id", "stats", "source": its run directory}), in the first of
-    `outputs` that has one (the run's own output first), or None when none has (or its weights are gone)."""
+    """The finished run that trained with `key` ({"run_id", "stats", "source": its run directory, "trained_in": its
+    run id in the run's own output, outputs[0], else its run directory}), in the first of `outputs` that has one, or
+    None when none has (or its weights are gone)."""
     for output in outputs:
         entry = output / TRAINED / f"{key}.json"
         if not entry.is_file():
@@ -554,7 +556,7 @@ def _trained_source(outputs: Sequence[Path], key: str, run_dir: Path, stage: str
             raise AlignBenchError(f"{entry} names run {run_id!r}, which is not a run directory under "
                                   f"{output / 'runs'}; delete the file (the run then trains again)") from None
         if source != run_dir and has_weights(source, stage):
-            return found | {"source": str(source)}
+            return found | {"source": str(source), "trained_in": run_id if output == outputs[0] else str(source)}
     return None
 
 

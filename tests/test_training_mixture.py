@@ -119,7 +119,7 @@ def test_a_shared_training_configuration_trains_once_and_scores_as_retraining(ws
 def test_weights_trained_in_another_output_are_reused_from_it(ws, tmp_path):
     study = run(config("mlp", "docvqa"), tmp_path / "study", ws, **QUIET)
     search = tmp_path / "search"  # e.g. a learning-rate search that re-uses the study's training of the same setting
-    trial = run(dataclasses.replace(config("mlp", "chartqa")), search, ws, **QUIET, reuse_from=[tmp_path / "study"])
+    trial = run(config("mlp", "chartqa"), search, ws, **QUIET, reuse_from=[tmp_path / "study"])
     other = run(config("mlp", "chartqa", steps=5), search, ws, **QUIET, reuse_from=[tmp_path / "study"])
     assert trial["trained_in"] == str(tmp_path / "study" / "runs" / Path(study["run_dir"]).name)
     assert weights(trial) == weights(study) and trial["train_seconds"] == study["train_seconds"]
