@@ -27,22 +27,22 @@ def page_ids(tokenizer, page_text: str) -> list[int]:
     return tokenizer.convert_tokens_to_ids(list(page_text))
 
 
-def pretrain_vision(vision, cfg: TinyConfig, log=print) -> float:
-    """Glyph recognition: classify each patch's cell (a glyph, blank, or a drawing)."""
-    torch.manual_seed(cfg.seed)
-    pages = [d.page for t in TASK_NAMES for d in sample_docs(t, cfg.vision_pool, cfg.seed + 101)]
-    pixels = glyph_transform([render(p) for p in pages])  # [P, 3, H, W]
-    labels = torch.tensor([cell_labels(p) for p in pages])  # [P, N]
-    head = nn.Linear(cfg.vision_hidden, len(CELL_CLASSES))
+def fit_cell_head(vision, pixels: torch.Tensor, labels: torch.Tensor, classes: int, width: int, steps: int,
+                  batch: int, lr: float, seed: int, log_every: int, line) -> tuple[nn.Module, float]:
+    """Pretrain a tower on per-cell classification: a linear head over every patch's features names what its cell
+    shows (`labels` [P, N] of `classes` classes, for the pages `pixels` [P, 3, H, W]); batches drawn from `seed`,
+    AdamW with the warmup + cosine schedule. Logs `line(step, loss, accuracy)` every `log_every` steps and after the
+    last; returns the head (thrown away by the callers) and the running per-cell accuracy."""
+    head = nn.Linear(width, classes)
     params = list(vision.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.01)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(seed)
     vision.train()
     acc = 0.0
-    for step in range(cfg.vision_steps):
+    for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = cfg.vision_lr * warmup_cosine(step, cfg.vision_steps, 20)
-        idx = torch.randint(len(pages), (cfg.vision_batch,), generator=gen)
+            g["lr"] = lr * warmup_cosine(step, steps, 20)
+        idx = torch.randint(len(labels), (batch,), generator=gen)
         logits = head(vision(pixel_values=pixels[idx]).last_hidden_state)  # [B, N, C]
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels[idx].flatten())
         opt.zero_grad()
@@ -50,9 +50,21 @@ def pretrain_vision(vision, cfg: TinyConfig, log=print) -> float:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         acc = 0.9 * acc + 0.1 * (logits.argmax(-1) == labels[idx]).float().mean().item()
-        if step % 50 == 0 or step == cfg.vision_steps - 1:
-            log(f"vision step {step:4d}  loss {loss.item():.4f}  cell accuracy {acc:.3f}")
+        if step % log_every == 0 or step == steps - 1:
+            line(step, loss.item(), acc)
     vision.eval()
+    return head, acc
+
+
+def pretrain_vision(vision, cfg: TinyConfig, log=print) -> float:
+    """Glyph recognition: classify each patch's cell (a glyph, blank, or a drawing)."""
+    torch.manual_seed(cfg.seed)
+    pages = [d.page for t in TASK_NAMES for d in sample_docs(t, cfg.vision_pool, cfg.seed + 101)]
+    pixels = glyph_transform([render(p) for p in pages])  # [P, 3, H, W]
+    labels = torch.tensor([cell_labels(p) for p in pages])  # [P, N]
+    _, acc = fit_cell_head(vision, pixels, labels, len(CELL_CLASSES), cfg.vision_hidden, cfg.vision_steps,
+                           cfg.vision_batch, cfg.vision_lr, cfg.seed, 50, lambda step, loss, acc: log(
+                               f"vision step {step:4d}  loss {loss:.4f}  cell accuracy {acc:.3f}"))
     return acc
 
 

@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from ..data.embedded.generators import sample_docs
 from ..data.embedded.tokens import BLANK, TokenGrid, TokenPages
-from ..train.schedule import warmup_cosine
 from . import smollm2
 from .base import Backbone, glyph_transform, torch_dtype
 from .prepared import cache_root, publish_prepared, staging, verified
-from .tiny_pretrain import TASK_NAMES
+from .tiny_pretrain import TASK_NAMES, fit_cell_head
 
 if TYPE_CHECKING:
     from ..config.backbone import BackboneConfig
@@ -88,24 +86,8 @@ def pretrain(vision, pages: TokenPages, cfg: TowerConfig, log=print) -> dict:
     classes = sorted({c for page in cells for c in page})
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([[index[c] for c in page] for page in cells])  # [P, N]
-    head = nn.Linear(cfg.hidden, len(classes))
-    params = list(vision.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    vision.train()
-    for step in range(cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, 20)
-        idx = torch.randint(len(labels), (cfg.batch,), generator=gen)
-        logits = head(vision(pixel_values=pixels[idx]).last_hidden_state)  # [B, N, C]
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels[idx].flatten())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            log(f"tower step {step:4d}  loss {loss.item():.4f}")
-    vision.eval()
+    head, _ = fit_cell_head(vision, pixels, labels, len(classes), cfg.hidden, cfg.steps, cfg.batch, cfg.lr, cfg.seed,
+                            100, lambda step, loss, acc: log(f"tower step {step:4d}  loss {loss:.4f}"))
     # Held-out pages (another seed): a cell is right when the head names its token string.
     test_pixels, test_cells = _pages(pages, cfg.held_out, cfg.seed + 7919)
     with torch.no_grad():
