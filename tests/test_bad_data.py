@@ -140,7 +140,7 @@ def test_every_faulty_row_is_normalised_or_skipped_and_counted(task, faults, tmp
     assert len(split.samples) + len(split.skipped) == len(rows)
     assert {s["uid"]: s["reason"] for s in split.skipped} == {u: r for u, r in expected.items() if r}
     assert sum(split.skip_counts().values()) == len(split.skipped)
-    metric = METRICS[TASKS.get(task).metric]
+    metric = METRICS.get(TASKS.get(task).metric)
     for s in split.samples:
         assert expected[s.uid] is None
         assert isinstance(s.question, str) and s.question.strip()
