@@ -128,7 +128,7 @@ def _best_relaxed_accuracy(prediction: str, answers: Sequence[str] | str) -> flo
 
 # ---------------------------------------------------------------- lmms-eval's definitions
 # Published DocVQA / InfoVQA / ChartQA numbers come from lmms-eval, whose definitions differ from the ones above
-# on borderline cases (README, "Metrics"). They are restated here, line for line, so that every run reports a
+# on borderline cases (docs/lmms-eval.md). They are restated here, line for line, so that every run reports a
 # score comparable with a published figure without lmms-eval installed (a large tree); tests check them against
 # lmms-eval's own functions on generated pairs.
 

@@ -1,4 +1,4 @@
-"""Fault injection for runs. Every guarantee of README "Reliability" is checked by causing the fault:
+"""Fault injection for runs. Every guarantee of docs/reliability.md is checked by causing the fault:
 
 1. training killed with SIGKILL at a random step, resumed with --resume: same weights and scores;
 2. evaluation killed (and crashed) mid-way: resumes generating only the missing batches, same results;

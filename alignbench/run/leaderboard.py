@@ -34,7 +34,7 @@ def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
         "stage": config["train"]["stage"], "steps": config["train"]["steps"], "lr": config["train"]["lr"],
         "seed": config["data"]["seed"], "init_seed": config["train"]["init_seed"], "metric": result["metric"],
         "score": result["score"], "stderr": result["stderr"], "n": result["n"],
-        # the same predictions scored by lmms-eval's definition of the metric (README, "Metrics")
+        # the same predictions scored by lmms-eval's definition of the metric (docs/lmms-eval.md)
         "score_lmms_eval": result.get("lmms_eval_metric", {}).get("score"),
         "n_skipped": result.get("n_skipped", 0),
         "blind_score": blind.get("score"), "blind_stderr": blind.get("stderr"),

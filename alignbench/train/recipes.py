@@ -8,7 +8,7 @@ lands in the run's config.json).
 the document counterpart of a VLM's captioning stage), then the connector with LoRA adapters on the LLM on every
 training task (stage `lora`; `llm_share` of the steps, `llm_steps` in the config). On the mixture from the start,
 120 connector steps left every connector near blind; on transcription MLP learns to hand the LLM the page between
-steps 75 and 175 (README, "A real LLM"). A step through the pretrained 135M LLM (bfloat16, 8 pages, 2 CPU cores)
+steps 75 and 175 (docs/results.md, "How the smollm2 study was run"). A step through the pretrained 135M LLM (bfloat16, 8 pages, 2 CPU cores)
 costs about 2.3 s (mlp) to 4.2 s (align) in the connector stage and 2.6 s (mlp) to 4.2 s (align) in the LoRA stage
 (the smollm2 study's seed 0 at lr 1e-2, results/smollm2/tune/runs/*/train_curve.csv).
 """
