@@ -45,17 +45,6 @@ REPORT_TO_HELP = ("Also stream each run's training curve (loss, learning rates) 
 CONNECTORS_HELP = "Comma-separated connectors; 'all': every built-in connector, in table order."
 
 
-def _per_connector(pairs: list[str] | None, connectors: list[str], flag: str = "--connector-arg"
-                   ) -> dict[str, dict[str, str]]:
-    """`--connector-arg align.ln2_lr_mult=10` -> {"align": {"ln2_lr_mult": "10"}} (multi-connector commands)."""
-    out: dict[str, dict[str, str]] = {c: {} for c in connectors}
-    for key, value in _pairs(pairs, "connector-arg", "num_latents=32").items():
-        name, _, option = key.partition(".")
-        if not option or name not in out:
-            raise AlignBenchError(f"{flag} {key}={value}: use CONNECTOR.OPTION=VALUE with a connector of "
-                                  f"this command ({', '.join(connectors)})")
-        out[name][option] = value
-    return out
 
 
 def _progress() -> Progress:
@@ -69,12 +58,14 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
             eval_batch_size=64, data="embedded", train_data=None, train_limit=None, max_tiles=1, dtype="auto",
             chat_template="auto", train_tasks=None, micro_batch_size=None, grad_accum=None, parallel="auto",
             llm_steps=None, report_to="none", connector_tasks=None):
-    from .backbone import BackboneConfig
-    from .data import DataConfig
-    from .distributed import ParallelConfig
-    from .evaluate import EvalConfig
-    from .pipeline import RunConfig
-    from .train import RECIPES, TrainConfig, recipe_train_tasks
+    from .config.backbone import BackboneConfig
+    from .config.data import DataConfig
+    from .config.eval import EvalConfig
+    from .config.parallel import ParallelConfig
+    from .config.run import RunConfig
+    from .config.train import TrainConfig
+    from .connector import CONNECTORS, connector_options
+    from .train.recipes import RECIPES, recipe_train_tasks
 
     for name, value in (("limit", eval_limit), ("train-docs", train_docs), ("eval-questions", eval_questions),
                         ("eval-batch-size", eval_batch_size), ("train-limit", train_limit)):
@@ -99,7 +90,8 @@ def _config(connector, task, connector_args, backbone, vision, llm, trust_remote
                         micro_batch_size=micro_batch_size, grad_accum=grad_accum, llm_steps=llm_steps,
                         questions_per_page=recipe.get("questions_per_page", TrainConfig.questions_per_page),
                         report_to=report_to, connector_tasks=connector_tasks)
-    cfg = RunConfig(connector=connector, task=task, connector_args=connector_args,
+    cfg = RunConfig(connector=connector, task=task,
+                    connector_args=connector_options(CONNECTORS.get(connector), connector_args),
                     backbone=BackboneConfig(backbone, vision, llm, trust_remote_code, dtype, max_tiles, chat_template),
                     data=DataConfig(source=data, train_source=train_data, train_docs=train_docs,
                                     eval_questions=eval_questions, seed=seed, eval_limit=eval_limit,
@@ -115,7 +107,7 @@ DISTRIBUTED_COMMANDS = ("run", "eval", "sweep", "tune")
 
 
 def _is_main() -> bool:
-    from .distributed import context
+    from .dist.context import context
 
     return context().is_main
 
@@ -123,7 +115,7 @@ def _is_main() -> bool:
 def _start_processes(configs: list, device: str):
     """Check what every process would refuse alike (the batch layout, the strategy) before the processes meet,
     then join the process group the launcher described; processes other than rank 0 print nothing."""
-    from .distributed import env_layout, init_from_env, resolve_parallel
+    from .dist.context import env_layout, init_from_env, resolve_parallel
 
     world = env_layout()[1]
     for cfg in configs:
@@ -143,7 +135,7 @@ def _train_tasks(value: str | None, default: list[str] | None) -> list[str] | No
 def _load_plugins(paths: list[Path] | None) -> None:
     """`--plugin PATH` (repeatable): import each file or package directory, which registers its connectors
     and tasks. The only way, besides installed entry points, that code is loaded."""
-    from .registry import load_plugin
+    from .plugins import load_plugin
 
     for path in paths or []:
         load_plugin(path)
@@ -151,7 +143,7 @@ def _load_plugins(paths: list[Path] | None) -> None:
 
 def _resume_config(ctx: typer.Context, run_dir: Path):
     """(configuration, output directory) of the run to continue, from its own config.json."""
-    from .pipeline import read_run_config
+    from .run.checkpoint_eval import read_run_config
 
     # Sources are compared by name: typer may bring its own copy of click's ParameterSource.
     given = [name for name in ctx.params
@@ -161,9 +153,6 @@ def _resume_config(ctx: typer.Context, run_dir: Path):
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise AlignBenchError(f"--resume continues a run with the configuration in its config.json; drop {flags} "
                               "(or start a new run without --resume)")
-    if not (run_dir / "config.json").is_file():
-        raise AlignBenchError(f"--resume {str(run_dir)!r} is not a run directory (no config.json); give "
-                              "OUTPUT/runs/RUN_ID as printed when the run started")
     cfg, _ = read_run_config(run_dir)
     return cfg, run_dir.parent.parent
 
@@ -267,14 +256,15 @@ def run(
     feature_cache: FeatureCacheOpt = True,
 ):
     """Train one connector briefly and evaluate it on one task; append a leaderboard row."""
-    from .pipeline import run as run_pipeline
+    from .run.pipeline import run as run_pipeline
+    from .run.sweep import key_values
 
     _load_plugins(plugin)
     if resume is not None:
         cfg, output = _resume_config(ctx, resume)
         cfg.train.report_to = report_to  # where the curve streams may change; the weights do not depend on it
     else:
-        options = _pairs(connector_arg, "connector-arg", "num_latents=32")
+        options = key_values(connector_arg, "connector-arg", "num_latents=32")
         cfg = _config(connector, task, options, backbone, vision, llm, trust_remote_code, steps, batch_size, lr,
                       llm_lr, stage, seed, init_seed, limit, device, blind, train_docs, eval_questions,
                       eval_batch_size, data, train_data, train_limit, max_tiles, dtype, chat_template,
@@ -292,17 +282,18 @@ def run(
 def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_every: int = 50,
              feature_cache: bool = True, reuse_from: list[Path] | None = None) -> list[dict]:
     """Run configs in order, in this process (with progress bars) or in `jobs` worker processes."""
-    from .pipeline import Workspace, check_reuse_source, resolve_device
-    from .pipeline import run as run_pipeline
-    from .registry import loaded_plugins
-    from .results import prepare_output
+    from .plugins import loaded_plugins
+    from .run.outputs import prepare_output
+    from .run.pipeline import run as run_pipeline
+    from .run.reuse import check_reuse_source
+    from .run.workspace import Workspace, resolve_device
     from .task import TASKS
 
     if jobs < 1:
         raise AlignBenchError(f"--jobs must be at least 1, got {jobs}")
     reuse_from = [check_reuse_source(Path(r)) for r in reuse_from or []]
     _start_processes(configs, device)
-    from .distributed import context
+    from .dist.context import context
 
     if jobs > 1 and context().enabled:
         raise AlignBenchError("--jobs above 1 starts worker processes, which cannot join torchrun's; under torchrun or "
@@ -321,7 +312,7 @@ def _execute(configs: list, output: Path, jobs: int, device: str, checkpoint_eve
                 results.append(run_pipeline(cfg, output, ws, progress, console.print,
                                             checkpoint_every=checkpoint_every, reuse_from=reuse_from))
         return results
-    from .pipeline import run_parallel
+    from .run.parallel import run_parallel
 
     prepare_output(output)
     # Generate each dataset once, before the workers start. They compute the vision features; with the
@@ -400,20 +391,24 @@ def sweep(
     """Train and evaluate every connector x task pair on the same backbone, data and seed; write the table."""
     import dataclasses
 
-    from .launch import LaunchConfig
-    from .results import atomic_write, comparison_table, machine, read_leaderboard, write_table
+    from .config.launch import LaunchConfig
+    from .io import atomic_write
+    from .reporting.leaderboard import comparison_table, write_table
+    from .run.leaderboard import read_leaderboard
+    from .run.outputs import machine
+    from .run.sweep import key_values, per_connector, seeded, tuned_settings
     from .task import TASKS
 
     _load_plugins(plugin)
     conn_list, task_list = _split_list(connectors, "connectors"), _split_list(tasks, "tasks")
-    args = _per_connector(connector_arg, conn_list)
+    args = per_connector(connector_arg, conn_list)
     mixture = None if train_tasks == "each" else _train_tasks(train_tasks, task_list)
     if train_tasks is None and data == "embedded" and train_data is None:  # the default mixture: the sweep's tasks
         # and what the backbone's recipe adds
-        from .train import recipe_train_tasks
+        from .train.recipes import recipe_train_tasks
 
         mixture = recipe_train_tasks(backbone, mixture)
-    lrs, args = _tuned_settings(tuned, conn_list, lr, args)
+    lrs, args = tuned_settings(tuned, conn_list, lr, args)
     configs = [_config(c, t, args[c], backbone, vision, llm, trust_remote_code, steps, batch_size, lrs[c], llm_lr,
                        stage, seed, init_seed, limit, device, True, train_docs, eval_questions, 64, data, train_data,
                        train_limit, max_tiles, dtype, chat_template, mixture, micro_batch_size, grad_accum,
@@ -423,7 +418,7 @@ def sweep(
         configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
                    for s in _seeds(seeds) for cfg in configs]
     launch_cfg = LaunchConfig(launcher, jobs, nproc_per_job, nodes_per_job, cluster, partition, time_min,
-                              _pairs(slurm_arg, "slurm-arg", "account=my_lab"))
+                              key_values(slurm_arg, "slurm-arg", "account=my_lab"))
     launch_cfg.validate()
     t0 = time.time()
     failed: list[str] = []
@@ -455,23 +450,15 @@ def sweep(
                               "leaderboard hold the runs that finished")
 
 
-def _pairs(pairs: list[str] | None, option: str, example: str) -> dict[str, str]:
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise AlignBenchError(f"--{option} {p!r} is not KEY=VALUE (e.g. --{option} {example})")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def _launch_jobs(configs: list, output: Path, launch_cfg, checkpoint_every: int,
                  feature_cache: bool = True) -> tuple[list[dict], list[str]]:
     """Hand each run to the local or submitit launcher: (results of the runs that finished, failures)."""
-    from .distributed import env_layout
-    from .launch import launch
-    from .registry import loaded_plugins
-    from .results import prepare_output
+    from .dist.context import env_layout
+    from .plugins import loaded_plugins
+    from .run.jobs import launch
+    from .run.outputs import prepare_output
 
     if env_layout()[1] > 1:
         raise AlignBenchError(f"--launcher {launch_cfg.launcher} starts its own processes; run the sweep itself as one "
@@ -517,25 +504,25 @@ def tune(
 ):
     """Learning-rate (and connector-option) search per connector, scored on a held-out validation split (never
     the test split), with the same steps, batches and seeds for every trial."""
-    import itertools
-
     import pandas as pd
 
-    from .results import atomic_write, best_trials
+    from .config.run import option_text
+    from .io import atomic_write
+    from .reporting.tables import markdown_rows
+    from .run.sweep import best_trials, grid_options, per_connector
 
     conn_list = _split_list(connectors, "connectors")
     try:
         lr_list = [float(x) for x in _split_list(lrs, "lrs")]
     except ValueError:
         raise AlignBenchError(f"--lrs {lrs!r} must be comma-separated numbers, e.g. 1e-3,3e-3") from None
-    args = _per_connector(connector_arg, conn_list)
-    grids = _per_connector(grid, conn_list, "--grid")  # {connector: {option: "v1,v2"}}
+    args = per_connector(connector_arg, conn_list)
+    grids = per_connector(grid, conn_list, "--grid")  # {connector: {option: "v1,v2"}}
     configs = []
     for c in conn_list:
-        names = list(grids[c])
-        for values in itertools.product(*(_split_list(grids[c][n], f"grid {c}.{n}") for n in names)):
+        for options in grid_options({n: _split_list(v, f"grid {c}.{n}") for n, v in grids[c].items()}):
             for lr in lr_list:
-                cfg = _config(c, task, args[c] | dict(zip(names, values)), backbone, None, None, False, steps,
+                cfg = _config(c, task, args[c] | options, backbone, None, None, False, steps,
                               batch_size, lr, 1e-4, stage, seed, init_seed, None, device, False, train_docs,
                               eval_questions, train_tasks=_train_tasks(train_tasks, [task]), llm_steps=llm_steps,
                               connector_tasks=_train_tasks(connector_tasks, None))
@@ -544,7 +531,8 @@ def tune(
     rows = []
     for cfg, r in zip(configs, _execute(configs, output, jobs, device, feature_cache=feature_cache,
                                         reuse_from=reuse_from)):
-        rows.append({"connector": cfg.connector, "options": " ".join(f"{k}={v}" for k, v in cfg.connector_args.items()),
+        rows.append({"connector": cfg.connector,
+                     "options": " ".join(f"{k}={option_text(v)}" for k, v in cfg.connector_args.items()),
                      "lr": cfg.train.lr, "val_score": r["score"],
                      "val_stderr": r["stderr"], "n": r["n"], "final_loss": r["final_loss"]})
     if not _is_main():
@@ -558,14 +546,15 @@ def tune(
     table = Table(title=title)
     for col in ("connector", "options", "lr", "val score", "± stderr", "final loss", "best"):
         table.add_column(col)
-    md = [f"# {title[0].upper()}{title[1:]}", "", f"`alignbench {' '.join(sys.argv[1:])}`", "",
-          "| connector | options | lr | val score | ± stderr | final loss | best |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for i, r in df.iterrows():
         mark = "yes" if i in best.index else ""
         cells = [r.connector, r.options or "–", f"{r.lr:g}", f"{100 * r.val_score:.1f}", f"{100 * r.val_stderr:.1f}",
                  f"{r.final_loss:.3f}", mark]
         table.add_row(*cells)
-        md.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    md = [f"# {title[0].upper()}{title[1:]}", "", f"`alignbench {' '.join(sys.argv[1:])}`", "",
+          markdown_rows(["connector", "options", "lr", "val score", "± stderr", "final loss", "best"], rows)]
     console.print(table)
     atomic_write(output / "lr_search.csv", df.to_csv(index=False))
     atomic_write(output / "lr_search.md", "\n".join(md) + "\n")
@@ -595,8 +584,9 @@ def eval_cmd(
     """Re-evaluate a trained run (a checkpoint) on a task and append a leaderboard row marked with the evaluator."""
     import dataclasses
 
-    from .evaluate import EvalConfig
-    from .pipeline import EVALUATORS, CheckpointEvalConfig, evaluate_checkpoint, read_run_config
+    from .config.eval import EvalConfig
+    from .config.run import EVALUATORS, CheckpointEvalConfig
+    from .run.checkpoint_eval import evaluate_checkpoint, read_run_config
 
     _load_plugins(plugin)
     if via not in EVALUATORS:
@@ -612,7 +602,7 @@ def eval_cmd(
     cfg = CheckpointEvalConfig(checkpoint=str(checkpoint), task=task or run_cfg.task, evaluator=via, data=data_cfg,
                                eval=EvalConfig(batch_size=eval_batch_size, blind=blind and via == "alignbench"),
                                device=device, lmms_task=lmms_task, include_path=include_path)
-    from .distributed import env_layout
+    from .dist.context import env_layout
     from .task import TASKS
 
     TASKS.get(cfg.task)
@@ -621,7 +611,10 @@ def eval_cmd(
                               "-m lmms_eval --model alignbench ...); start alignbench eval without torchrun")
     _start_processes([], device)
     with _progress() as progress:
-        result = evaluate_checkpoint(cfg, output, progress=progress, log=console.print)
+        score = None
+        if via == "lmms-eval":
+            from .lmms.bridge import evaluate_with_lmms_eval as score
+        result = evaluate_checkpoint(cfg, output, progress=progress, log=console.print, score=score)
     table = Table(title=f"{checkpoint.name} on {result['task']}, scored by {via}")
     for col in ("metric", "score", "± stderr", "n", "blind", "run"):
         table.add_column(col)
@@ -670,8 +663,8 @@ def list_cmd(plugin: PluginOpt = None):
     for name, why in TASKS.broken().items():
         table.add_row(name, "[red]broken[/red]", escape(why), "", "", "", "", "")
     console.print(table)
-    from .backbone import PRESETS
-    from .smollm2 import describe
+    from .backbones.hf import PRESETS
+    from .backbones.smollm2 import describe
 
     smol = describe()
     table = Table(title="backbones (--backbone)")
@@ -697,7 +690,10 @@ def leaderboard(
                                      "results.json), keeping the old file as a backup.")] = False,
 ):
     """Print the leaderboard (one row per run, best first within each task), and mean ± std across seeds."""
-    from .results import aggregate_seeds, atomic_write, read_leaderboard, repair_leaderboard, training_runs
+    from .io import atomic_write
+    from .reporting.leaderboard import aggregate_seeds
+    from .reporting.tables import markdown_rows
+    from .run.leaderboard import read_leaderboard, repair_leaderboard, training_runs
 
     if repair:
         if not output.is_dir():
@@ -738,9 +734,7 @@ def leaderboard(
         table.add_row(*row)
     console.print(table)
     if markdown is not None:
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        atomic_write(markdown, "\n".join(lines) + "\n")
+        atomic_write(markdown, markdown_rows(columns, rows) + "\n")
         console.print(f"written: {markdown}")
     agg = aggregate_seeds(training_runs(df))
     if (agg.seeds > 1).any():
@@ -768,14 +762,15 @@ def prepare(
     """Build and pretrain an embedded backbone (tiny: SigLIP + Llama; smollm2: its token-page tower) and cache it."""
     import dataclasses
 
-    from .tiny import TinyConfig, cache_root
-    from .tiny import prepare as prepare_tiny
+    from .backbones.prepared import cache_root
+    from .backbones.tiny import TinyConfig
+    from .backbones.tiny import prepare as prepare_tiny
 
     if backbone == "smollm2":
-        from . import smollm2
-        from .embedded.tokens import TokenPages
-        from .token_tower import TowerConfig
-        from .token_tower import prepare as prepare_tower
+        from .backbones import smollm2
+        from .backbones.token_tower import TowerConfig
+        from .backbones.token_tower import prepare as prepare_tower
+        from .data.embedded.tokens import TokenPages
 
         if llm_steps is not None or soft_input_steps is not None:
             raise AlignBenchError("--llm-steps and --soft-input-steps are for --backbone tiny; smollm2's LLM is "
@@ -827,27 +822,8 @@ def _seeds(value: str) -> list[int]:
         raise AlignBenchError(f"--seeds {value!r} must be comma-separated integers, e.g. 0,1,2") from None
 
 
-def seeded(cfg, seed: int):
-    """Seed s: data seed s (pages and batch order) and connector init seed `init_seed + s`."""
-    import dataclasses
-
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=seed),
-                               train=dataclasses.replace(cfg.train, init_seed=cfg.train.init_seed + seed))
 
 
-def _tuned_settings(tuned: Path | None, conn_list: list[str], lr: float | None,
-                    args: dict[str, dict]) -> tuple[dict, dict]:
-    """Per connector: the learning rate and options of its best trial in the search `tuned` (lr_search.csv), where
-    --lr and --connector-arg do not say otherwise; without `tuned`, `lr` and `args` as they are."""
-    from .results import read_search
-
-    best = read_search(tuned) if tuned is not None else {}
-    missing = [c for c in conn_list if tuned is not None and c not in best]
-    if missing:
-        raise AlignBenchError(f"--tuned {tuned} has no trial of {', '.join(missing)}; search them with "
-                              "`alignbench tune` or leave --tuned out")
-    lrs = {c: lr if lr is not None or c not in best else best[c][0] for c in conn_list}
-    return lrs, {c: (best[c][1] if c in best else {}) | args[c] for c in conn_list}
 
 
 TUNED_HELP = ("An `alignbench tune` search table (lr_search.csv): each connector trains with its best trial's "
@@ -857,12 +833,13 @@ TUNED_HELP = ("An `alignbench tune` search table (lr_search.csv): each connector
 def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage, init_seed, train_docs,
                   eval_questions, device, connector_arg, train_tasks=None, backbone="tiny", llm_steps=None,
                   tuned=None):
-    from .pipeline import Workspace, resolve_device
-    from .probe import trained_models
-    from .results import prepare_output
+    from .probes.common import trained_models
+    from .run.outputs import prepare_output
+    from .run.sweep import per_connector, seeded, tuned_settings
+    from .run.workspace import Workspace, resolve_device
 
     conn_list = _split_list(connectors, "connectors")
-    lrs, args = _tuned_settings(tuned, conn_list, lr, _per_connector(connector_arg, conn_list))
+    lrs, args = tuned_settings(tuned, conn_list, lr, per_connector(connector_arg, conn_list))
     seed_list = _seeds(seeds)
     configs = [seeded(_config(c, task, args[c], backbone, None, None, False, steps, batch_size, lrs[c], 1e-4, stage, 0,
                               init_seed, None, device, True, train_docs, eval_questions,
@@ -881,7 +858,7 @@ def _probe_models(connectors, task, seeds, output, steps, batch_size, lr, stage,
 
 
 def _finish_probe(output: Path, probe: dict, t0: float) -> None:
-    from .probe import write_probe
+    from .probes.write import write_probe
 
     d = write_probe(output, probe, "alignbench " + " ".join(sys.argv[1:]), time.time() - t0)
     console.print((d / "table.md").read_text())
@@ -916,7 +893,7 @@ def probe_noise(
     tuned: Annotated[Path | None, Opt(help=TUNED_HELP)] = None,
 ):
     """Gaussian noise on the vision features at evaluation time: score vs σ and output drift per connector."""
-    from .probe import noise_probe
+    from .probes.noise import noise_probe
 
     try:
         sigma_list = [float(x) for x in _split_list(sigmas, "sigmas")]
@@ -959,7 +936,7 @@ def probe_image(
     tuned: Annotated[Path | None, Opt(help=TUNED_HELP)] = None,
 ):
     """Image corruptions a scanner makes, applied before the vision tower: score per corruption and connector."""
-    from .probe import image_probe, parse_corruptions
+    from .probes.image import image_probe, parse_corruptions
 
     corruption_list = parse_corruptions(corruptions)
     t0 = time.time()
@@ -979,14 +956,13 @@ def probe_vocab(
     device: Annotated[str, Opt(help="auto, cpu or cuda[:N].")] = "auto",
 ):
     """ALIGN's vocabulary distribution over the patches of N pages, and E_text pruned to the top-k tokens."""
-    from .backbone import BackboneConfig
-    from .data import DataConfig
-    from .pipeline import Workspace, resolve_device
-    from .probe import vocab_probe
+    from .config.backbone import BackboneConfig
+    from .config.data import DataConfig
+    from .config.run import read_saved_config
+    from .probes.vocab import vocab_probe
+    from .run.workspace import Workspace, resolve_device
 
-    if not (run / "config.json").is_file():
-        raise AlignBenchError(f"{str(run)!r} is not a run directory (no config.json); give --run "
-                              "OUTPUT/runs/<run id>")
+    config = read_saved_config(run)
     try:
         ks = [int(x) for x in _split_list(top_k, "top-k")]
     except ValueError:
@@ -996,7 +972,6 @@ def probe_vocab(
     if docs < 1:
         raise AlignBenchError(f"--docs must be at least 1, got {docs}")
     try:
-        config = json.loads((run / "config.json").read_text())
         backbone_cfg, data_cfg = BackboneConfig(**config["backbone"]), DataConfig(**config["data"])
     except (ValueError, KeyError, TypeError) as exc:
         raise AlignBenchError(f"{run / 'config.json'} is not an AlignBench run config ({exc})") from None
@@ -1020,13 +995,15 @@ def cost(
     plugin: PluginOpt = None,
 ):
     """Measure what each connector costs on one backbone: parameters, tokens, FLOPs, time, memory."""
-    from .cost import CostConfig, measure_costs
-    from .results import markdown_table
+    from .config.cost import CostConfig
+    from .reporting.cost import measure_costs
+    from .reporting.tables import markdown_table
+    from .run.sweep import per_connector
 
     _load_plugins(plugin)
     conn_list = _split_list(connectors, "connectors")
     cfg = CostConfig(conn_list, backbone, task, tiles, train_steps, eval_samples, device,
-                     _per_connector(connector_arg, conn_list))
+                     per_connector(connector_arg, conn_list))
     table = measure_costs(cfg, output, log=console.print)
     console.print(markdown_table(table))
     console.print(f"cost table: {output / 'cost.md'}")
@@ -1043,7 +1020,8 @@ def report(
                                            "or questions needed; writes no report.")] = None,
 ):
     """Write the comparison report: 95% CIs, paired tests, variance components, probes, paper numbers."""
-    from .report import PLAN_COLUMNS, plan_table, write_report
+    from .reporting.report import write_report
+    from .reporting.sections import PLAN_COLUMNS, plan_table
 
     if plan is not None:
         rows, notes = plan_table(runs, _split_list(connectors, "connectors"), _split_list(tasks, "tasks"), plan)
@@ -1063,8 +1041,8 @@ def _echoed(exc: AlignBenchError) -> bool:
     or an outcome decided together (broadcast by rank 0, or computed from all-reduced numbers)."""
     if os.environ.get("RANK", "0") in ("", "0"):
         return False
-    from .distributed import SharedError
-    from .train import TrainingDiverged
+    from .dist.context import SharedError
+    from .train.loop import TrainingDiverged
 
     td = sys.modules.get("torch.distributed")
     grouped = td is not None and td.is_available() and td.is_initialized()
@@ -1072,7 +1050,7 @@ def _echoed(exc: AlignBenchError) -> bool:
 
 
 def _refuse_unsupported_command() -> None:
-    from .distributed import env_layout
+    from .dist.context import env_layout
 
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     if env_layout()[1] > 1 and command not in DISTRIBUTED_COMMANDS:
@@ -1088,7 +1066,7 @@ def _error(message: str) -> None:
 
 def _interrupted() -> None:
     """One line: what is intact, and the exact command that continues the interrupted run (if one had begun)."""
-    active = sys.modules.get("alignbench.pipeline")
+    active = sys.modules.get("alignbench.run.resume")
     run_dir = getattr(active, "ACTIVE_RUN", None) if active else None
     hint = f"; continue it with: {active.resume_command(run_dir)}" if run_dir is not None else ""
     err_console.print(f"[red]interrupted[/red]; results, checkpoints and the leaderboard already written are "
@@ -1102,7 +1080,7 @@ _CLI_ERRORS = tuple({getattr(typer, "TyperException", None), getattr(sys.modules
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from .pipeline import quiet_libraries
+    from .run.workspace import quiet_libraries
 
     quiet_libraries()
     try:
@@ -1134,6 +1112,6 @@ def main() -> None:
         sys.exit(2)
     finally:
         if "torch.distributed" in sys.modules:
-            from .distributed import shutdown
+            from .dist.context import shutdown
 
             shutdown()

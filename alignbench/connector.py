@@ -112,8 +112,10 @@ CONNECTORS: Registry[type[Connector]] = Registry("connector", "alignbench.connec
                                                  check=_not_a_connector)
 
 
-def parse_connector_args(cls: type[Connector], args: dict[str, str] | None) -> Any:
-    """Build `cls.Config` from string overrides (`--connector-arg num_latents=32`), type-checked by field."""
+def connector_options(cls: type[Connector], args: dict[str, Any] | None) -> dict[str, Any]:
+    """The typed values of a connector's options: text where they enter (`--connector-arg num_latents=32`, an old
+    config.json) is parsed by field type, values already typed are checked. The one parser of connector options:
+    configurations hold its result."""
     fields = {f.name: f for f in dataclasses.fields(cls.Config)}
     values: dict[str, Any] = {}
     for key, raw in (args or {}).items():
@@ -122,19 +124,37 @@ def parse_connector_args(cls: type[Connector], args: dict[str, str] | None) -> A
             raise AlignBenchError(f"connector {cls.name!r} has no option {key!r}; its options: {known}")
         default = getattr(cls.Config(), key)
         try:
-            if isinstance(default, bool):
-                if str(raw).lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(raw)
-                values[key] = str(raw).lower() in ("true", "1")
-            else:
-                values[key] = type(default)(raw) if default is not None else raw
+            values[key] = _typed(raw, default)
         except (TypeError, ValueError):
             raise AlignBenchError(
                 f"connector option {key}={raw!r} is not a valid {type(default).__name__}") from None
-    return cls.Config(**values)
+    return values
 
 
-def build_connector(name: str, ctx: ConnectorContext, args: dict[str, str] | None = None,
+def _typed(raw: Any, default: Any) -> Any:
+    """`raw` as a value of `default`'s type: parsed from text, or checked (an int stands for a float)."""
+    if default is None:
+        return raw
+    kind = type(default)
+    if isinstance(raw, str) and kind is not str:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        return kind(raw)
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if type(raw) is not kind:
+        raise TypeError(raw)
+    return raw
+
+
+def parse_connector_args(cls: type[Connector], args: dict[str, Any] | None) -> Any:
+    """`cls.Config` with the given options (`connector_options`), type-checked by field."""
+    return cls.Config(**connector_options(cls, args))
+
+
+def build_connector(name: str, ctx: ConnectorContext, args: dict[str, Any] | None = None,
                     init_seed: int = 1234) -> Connector:
     cls = CONNECTORS.get(name)
     config = parse_connector_args(cls, args)

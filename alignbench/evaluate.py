@@ -18,24 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .data import Split, encode_prompt
-from .distributed import context
+from .config.eval import EvalConfig
+from .data.batches import encode_prompt
+from .data.splits import Split
+from .dist.context import context
+from .io import append_synced, atomic_write
 from .metrics import LMMS_EVAL_VARIANT, get_metric, mean_stderr
-from .model import VLM
+from .model.vlm import VLM
 from .task import Task
-
-
-@dataclass
-class EvalConfig:
-    batch_size: int = 64
-    blind: bool = True  # also score the shuffled-image baseline
 
 
 def summarise(scores: list[float], splits: list[str | None]) -> dict:
@@ -61,9 +56,7 @@ class PredictionJournal:
         self.done: dict[str, dict[int, str]] = {}
         self.reused = 0  # predictions taken from the journal instead of generated
         lines = self._read(fingerprint)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(json.dumps(x) + "\n" for x in [{"fingerprint": fingerprint}, *lines]))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(json.dumps(x) + "\n" for x in [{"fingerprint": fingerprint}, *lines]))
         self._file = open(self.path, "a")
 
     def _read(self, fingerprint: dict) -> list[dict]:
@@ -84,10 +77,8 @@ class PredictionJournal:
         return lines
 
     def append(self, label: str, indices: list[int], uids: list[str], texts: list[str]) -> None:
-        self._file.write("".join(json.dumps({"pass": label, "i": i, "uid": u, "prediction": t}) + "\n"
-                                 for i, u, t in zip(indices, uids, texts)))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        append_synced(self._file, "".join(json.dumps({"pass": label, "i": i, "uid": u, "prediction": t}) + "\n"
+                                          for i, u, t in zip(indices, uids, texts)))
         self.done.setdefault(label, {}).update(zip(indices, texts))
 
     def close(self) -> None:

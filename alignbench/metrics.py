@@ -1,7 +1,8 @@
 """Per-sample answer metrics and their aggregation.
 
 Every task scores one prediction against its gold answers with a metric named
-in ``METRICS``; the runner then aggregates per-sample scores with
+in ``METRICS`` (a registry: an unknown name is one message listing the known ones); the runner then
+aggregates per-sample scores with
 ``mean_stderr`` so that every reported number carries its standard error.
 
 ANLS (DocVQA, InfographicVQA, ...) is delegated to the ``anls`` package rather
@@ -23,6 +24,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from anls import anls_score
+
+from .registry import Registry
 
 __all__ = ["LMMS_EVAL_VARIANT", "METRICS", "anls", "anls_lmms_eval", "get_metric", "mean_stderr", "relaxed_accuracy",
            "relaxed_accuracy_lmms_eval"]
@@ -125,7 +128,7 @@ def _best_relaxed_accuracy(prediction: str, answers: Sequence[str] | str) -> flo
 
 # ---------------------------------------------------------------- lmms-eval's definitions
 # Published DocVQA / InfoVQA / ChartQA numbers come from lmms-eval, whose definitions differ from the ones above
-# on borderline cases (README, "Metrics"). They are restated here, line for line, so that every run reports a
+# on borderline cases (docs/lmms-eval.md). They are restated here, line for line, so that every run reports a
 # score comparable with a published figure without lmms-eval installed (a large tree); tests check them against
 # lmms-eval's own functions on generated pairs.
 
@@ -186,22 +189,18 @@ def relaxed_accuracy_lmms_eval(prediction: str, answers: Sequence[str] | str, to
     return best
 
 
-METRICS: dict[str, Callable[[str, list[str]], float]] = {
-    "anls": lambda pred, answers: anls(pred, answers),
-    "relaxed_accuracy": _best_relaxed_accuracy,
-    "anls_lmms_eval": lambda pred, answers: anls_lmms_eval(pred, answers),
-    "relaxed_accuracy_lmms_eval": lambda pred, answers: relaxed_accuracy_lmms_eval(pred, answers),
-}
-"""Metrics by the name tasks use for them: ``f(prediction, gold_answers) -> score``."""
+# Metrics by the name tasks use for them: ``f(prediction, gold_answers) -> score``.
+METRICS: Registry[Callable[[str, list[str]], float]] = Registry(
+    "metric", None, __name__, check=lambda obj: None if callable(obj) else f"is {type(obj).__name__}, not a function")
+METRICS.add("anls", lambda pred, answers: anls(pred, answers))
+METRICS.add("relaxed_accuracy", _best_relaxed_accuracy)
+METRICS.add("anls_lmms_eval", lambda pred, answers: anls_lmms_eval(pred, answers))
+METRICS.add("relaxed_accuracy_lmms_eval", lambda pred, answers: relaxed_accuracy_lmms_eval(pred, answers))
 
 # Each task metric's lmms-eval counterpart, reported beside it in results.json and the leaderboard.
 LMMS_EVAL_VARIANT = {"anls": "anls_lmms_eval", "relaxed_accuracy": "relaxed_accuracy_lmms_eval"}
 
 
 def get_metric(name: str) -> Callable[[str, list[str]], float]:
-    """Look up a metric by name, failing with the list of known names for typos."""
-    try:
-        return METRICS[name]
-    except KeyError:
-        known = ", ".join(sorted(METRICS))
-        raise KeyError(f"unknown metric {name!r}; known metrics: {known}") from None
+    """Look up a metric by name; an unknown name is one message listing the known ones."""
+    return METRICS.get(name)

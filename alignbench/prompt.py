@@ -1,7 +1,7 @@
 """The one prompt encoder: how a page and its questions become the token sequence the LLM reads.
 
-Training (`data.collate`), evaluation and generation (`data.encode_prompt`), `--via lmms-eval` and the lmms-eval
-model all build their sequences here, so what a model is trained on is what it is asked at test time:
+Training (`data.batches.collate`), evaluation and generation (`data.batches.encode_prompt`), `--via lmms-eval` and
+the lmms-eval model all build their sequences here, so what a model is trained on is what it is asked at test time:
 
     [prefix] [visual tokens] before + prompt_1 + after   answer_1 + answer_end
                              next_turn + prompt_2 + after  answer_2 + answer_end   ...

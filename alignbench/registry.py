@@ -1,5 +1,5 @@
-"""One registry type, used for connectors and tasks: exact names, a decorator for built-ins and an
-entry-point group for installed packages.
+"""One registry type, used for connectors, tasks, backbones and metrics: exact names, a decorator for built-ins
+and, for connectors and tasks, an entry-point group for installed packages.
 
 Third-party packages declare, in their own pyproject.toml::
 
@@ -8,19 +8,15 @@ Third-party packages declare, in their own pyproject.toml::
 
 Entry points are loaded lazily (on the first lookup or listing), never at import time.
 
-The only other way code enters is explicit: `load_plugin(PATH)` (the CLI's `--plugin PATH`) imports one
-Python file or package directory, which registers its connectors and tasks with the same decorators.
+The only other way code enters is explicit: `alignbench.plugins.load_plugin(PATH)` (the CLI's `--plugin PATH`)
+imports one Python file or package directory, which registers its connectors and tasks with the same decorators.
 Nothing is imported from the working directory or from an environment variable.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from collections.abc import Callable, Iterator
 from importlib import metadata
-from pathlib import Path
-from types import ModuleType
 from typing import Generic, TypeVar
 
 from .errors import AlignBenchError
@@ -48,9 +44,11 @@ class Registry(Generic[T]):
     one message naming its provider and the fix: asking for that name raises the message, every other name
     works, and `broken()` lists them (so `alignbench list` can show them)."""
 
-    def __init__(self, kind: str, group: str, builtin_module: str, check: Callable[[object], str | None] | None = None):
-        self.kind = kind  # "connector" / "task", used in messages
-        self.group = group  # entry-point group
+    def __init__(self, kind: str, group: str | None, builtin_module: str,
+                 check: Callable[[object], str | None] | None = None, punctuation: str = "-_"):
+        self.kind = kind  # "connector" / "task" / ..., used in messages
+        self._punctuation = punctuation  # allowed in names besides letters and digits
+        self.group = group  # entry-point group (None: built-ins only)
         self._builtin_module = builtin_module  # imported on first use; registers the built-ins
         self._check = check
         self._items: dict[str, T] = {}
@@ -68,8 +66,11 @@ class Registry(Generic[T]):
         return wrap
 
     def add(self, name: str, obj: T, provider: str | None = None) -> None:
-        if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-            raise AlignBenchError(f"invalid {self.kind} name {name!r}: use letters, digits, '-' and '_'")
+        plain = "".join(c for c in name if c not in self._punctuation) if isinstance(name, str) else ""
+        if not isinstance(name, str) or not name or not plain.isalnum() or ".." in name:
+            chars = [f"'{c}'" for c in self._punctuation]
+            allowed = ", ".join(["letters", "digits", *chars[:-1]]) + f" and {chars[-1]}"
+            raise AlignBenchError(f"invalid {self.kind} name {name!r}: use {allowed}")
         provider = provider or _module_of(obj)
         if name in self._items and self._items[name] is not obj:
             raise AlignBenchError(f"{self.kind} {name!r} is registered twice: by {self._providers[name]} and by "
@@ -92,7 +93,7 @@ class Registry(Generic[T]):
         import importlib
 
         importlib.import_module(self._builtin_module)
-        for ep in metadata.entry_points(group=self.group):
+        for ep in metadata.entry_points(group=self.group) if self.group else ():
             provider = _provider(ep)
             if ep.name in self._broken:
                 continue
@@ -150,6 +151,11 @@ class Registry(Generic[T]):
 _PLUGIN_FILES: dict[str, str] = {}  # module name given to a --plugin file -> the path the user gave
 
 
+def note_plugin_module(module: str, path: str) -> None:
+    """Name the --plugin file behind a module, so that messages about what it registers name the file."""
+    _PLUGIN_FILES[module] = path
+
+
 def _module_of(obj) -> str:
     module = getattr(obj, "__module__", None) or type(obj).__module__
     if module in _PLUGIN_FILES or module.split(".")[0] in _PLUGIN_FILES:
@@ -157,56 +163,3 @@ def _module_of(obj) -> str:
     if module.startswith("alignbench."):
         return f"the built-in module {module}"
     return f"module {module}"
-
-
-_PLUGINS: dict[str, ModuleType] = {}  # resolved path -> module, so a plug-in is imported once per process
-
-
-def load_plugin(path: str | Path) -> ModuleType:
-    """Import a plug-in given explicitly: a `.py` file or a package directory (with `__init__.py`).
-
-    Its connectors and tasks register themselves on import (`@CONNECTORS.register(...)`, `TASKS.add(...)`).
-    The built-ins are registered first, so a plug-in that reuses a built-in name fails with a clear message."""
-    import importlib.util
-
-    from .connector import CONNECTORS
-    from .task import TASKS
-
-    given = Path(path).expanduser()
-    if given.is_dir():
-        init, package = given / "__init__.py", True
-        if not init.is_file():
-            raise AlignBenchError(f"plug-in {str(path)!r} is a directory without __init__.py; give a Python file "
-                                  "or a package directory")
-    elif given.is_file() and given.suffix == ".py":
-        init, package = given, False
-    else:
-        raise AlignBenchError(f"plug-in {str(path)!r} not found; give a Python file (.py) or a package directory")
-    key = str(given.resolve())
-    if key in _PLUGINS:
-        return _PLUGINS[key]
-    CONNECTORS.names(), TASKS.names()  # built-ins and installed entry points first
-    stem = "".join(c if c.isalnum() else "_" for c in (given.name if package else given.stem))
-    name = f"alignbench_plugin_{stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"  # never shadows a real module
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[key] if package else None)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    _PLUGIN_FILES[name] = str(path)
-    try:
-        spec.loader.exec_module(module)
-    except AlignBenchError as exc:
-        del sys.modules[name]
-        raise AlignBenchError(f"plug-in {str(path)!r}: {exc}") from None
-    except BaseException as exc:  # any failure of foreign code on import becomes one clear message
-        del sys.modules[name]
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise AlignBenchError(f"plug-in {str(path)!r} failed to import: {type(exc).__name__}: {exc}. "
-                              "Fix the file or drop --plugin.") from None
-    _PLUGINS[key] = module
-    return module
-
-
-def loaded_plugins() -> list[str]:
-    """Resolved paths of the plug-ins imported with `load_plugin`, in order."""
-    return list(_PLUGINS)

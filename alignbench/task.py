@@ -1,14 +1,28 @@
 """A task is data: where its samples come from, how a prompt is built, which metric scores it.
 
 The same definition serves the embedded sets and the real Hugging Face datasets, because the
-embedded sets use the real column schemas.
+embedded sets use the real column schemas: a task carries its embedded set (`EmbeddedSet`: the document
+generator and the real dataset's columns), or None when it has none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .errors import AlignBenchError
 from .registry import Registry
+
+
+@dataclass(frozen=True)
+class EmbeddedSet:
+    """A task's embedded set, made offline from a seed (`alignbench.data.embedded`): `generate(rng, spec)` draws a
+    document (a page and its questions), `row(split, doc_id, q_index, doc, qa, image)` makes one dataset row of it
+    in the real dataset's `columns`."""
+
+    generate: Callable
+    columns: tuple[str, ...]
+    row: Callable
 
 
 @dataclass
@@ -34,7 +48,7 @@ class Task:
     question_field: str
     answers_field: str  # a list column (DocVQA) or a single string (ChartQA)
     prompt_suffix: str  # lmms-eval's post-prompt
-    metric: str  # a key of alignbench.metrics.METRICS
+    metric: str  # a name in alignbench.metrics.METRICS
     max_new_tokens: int
     split_field: str | None = None  # scores are also reported per value of this column
     description: str = ""
@@ -43,10 +57,18 @@ class Task:
     # that lacks the task's column (ChartQA's train split: query -> question, label -> answer).
     column_aliases: dict[str, str] = field(default_factory=dict)
     lmms_eval_task: str | None = None  # the same benchmark in lmms-eval (`alignbench eval --via lmms-eval`)
+    embedded: EmbeddedSet | None = None  # what `--data embedded` generates (None: no embedded set)
 
     @property
     def eval_source(self) -> Source:
         return Source(self.hf_path, self.hf_config, self.eval_split)
+
+    def embedded_set(self) -> EmbeddedSet:
+        """The task's embedded set; a task without one (a plug-in that defines none) is one message."""
+        if self.embedded is None:
+            raise AlignBenchError(f"task {self.name!r} has no embedded set (its Task gives no `embedded` generator); "
+                                  "use --data hf or --data with a dataset in its schema (a hub id or a local copy)")
+        return self.embedded
 
     def prompt(self, question: str) -> str:
         return f"{question}{self.prompt_suffix}"

@@ -282,7 +282,7 @@ def main() -> None:
     from rich.table import Table
 
     from alignbench.align_kernel import passes, resolve
-    from alignbench.results import machine
+    from alignbench.run.outputs import machine
 
     grid = QUICK_GRID if args.quick else FULL_GRID
     if args.configs:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from alignbench.backbone import BackboneConfig
-from alignbench.checkpoint import load_trained
-from alignbench.data import DataConfig
-from alignbench.pipeline import Workspace, quiet_libraries
-from alignbench.probe import _page_cell_ids
-from alignbench.results import machine
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.model.checkpoint import load_trained
+from alignbench.probes.vocab import _page_cell_ids
+from alignbench.run.outputs import machine
+from alignbench.run.workspace import Workspace, quiet_libraries
 from alignbench.task import TASKS
 
 parser = argparse.ArgumentParser()

@@ -23,15 +23,18 @@ from pathlib import Path
 
 import torch
 
+from alignbench.backbones.tiny_pretrain import page_ids
+from alignbench.config.eval import EvalConfig
+from alignbench.config.run import RunConfig
 from alignbench.connector import ConnectorContext, build_connector
-from alignbench.data import Split
-from alignbench.embedded import render, sample_docs
-from alignbench.evaluate import EvalConfig, evaluate
-from alignbench.model import VLM
-from alignbench.pipeline import RunConfig, Workspace, quiet_libraries
-from alignbench.results import machine
+from alignbench.data.embedded.generators import sample_docs
+from alignbench.data.embedded.page import render
+from alignbench.data.splits import Split
+from alignbench.evaluate import evaluate
+from alignbench.model.vlm import VLM
+from alignbench.run.outputs import machine
+from alignbench.run.workspace import Workspace, quiet_libraries
 from alignbench.task import TASKS
-from alignbench.tiny import page_ids
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--connectors", default="mlp,perceiver,ovis,align")

@@ -60,17 +60,21 @@ from pathlib import Path
 
 import torch
 
-from alignbench.backbone import BackboneConfig
-from alignbench.checkpoint import load_trained
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.config.eval import EvalConfig
+from alignbench.config.train import TrainConfig
 from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
-from alignbench.data import DataConfig, Sample, Split, encode_prompt
+from alignbench.data.batches import encode_prompt
+from alignbench.data.splits import Sample, Split
 from alignbench.errors import AlignBenchError
-from alignbench.evaluate import EvalConfig, predict_passes
-from alignbench.model import VLM, left_pad
-from alignbench.pipeline import Workspace, quiet_libraries
-from alignbench.results import machine
+from alignbench.evaluate import predict_passes
+from alignbench.model.checkpoint import load_trained
+from alignbench.model.vlm import VLM, left_pad
+from alignbench.run.outputs import machine
+from alignbench.run.workspace import Workspace, quiet_libraries
 from alignbench.task import TASKS
-from alignbench.train import TrainConfig, TrainSource, train
+from alignbench.train.loop import TrainSource, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = 5.0  # batched samples/s over one-at-a-time samples/s

@@ -128,9 +128,9 @@ def smollm2_missing() -> str | None:
     import importlib.util
 
     try:
-        from alignbench.smollm2 import find_gguf
+        from alignbench.backbones.smollm2 import find_gguf
     except Exception as exc:  # any failure to import is a reason to skip
-        return f"alignbench.smollm2 cannot be imported ({type(exc).__name__}: {exc})"
+        return f"alignbench.backbones.smollm2 cannot be imported ({type(exc).__name__}: {exc})"
     try:
         find_gguf()
     except Exception as exc:
@@ -160,7 +160,7 @@ def _imports() -> dict[str, str]:
     import importlib
 
     out = {}
-    for module in ("alignbench", "alignbench.pipeline", "alignbench.connectors", "datasets", "anls", "torch.cuda"):
+    for module in ("alignbench", "alignbench.run.pipeline", "alignbench.connectors", "datasets", "anls", "torch.cuda"):
         try:
             importlib.import_module(module)
             out[module] = "ok"
@@ -181,8 +181,8 @@ def machine(rehearsal: bool) -> dict:
     """What the figures were measured on: the GPU and its driver, torch and CUDA, the packages, the setup."""
     import torch
 
-    from alignbench.results import git_commit
-    from alignbench.results import machine as host
+    from alignbench.run.outputs import git_commit
+    from alignbench.run.outputs import machine as host
 
     info: dict = {"rehearsal": rehearsal, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "python": platform.python_version(), "executable": sys.executable, **host(),

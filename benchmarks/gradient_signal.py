@@ -1,7 +1,8 @@
 """Does the frozen LLM's gradient tell a connector which token each cell shows? Measured at initialisation.
 
 On the smollm2 backbone's transcription pages (the connector stage's data), one batch goes through the VLM exactly as
-training builds it (`alignbench.data.collate`), and the loss's gradient g_i at every visual token i is read back.
+training builds it (`alignbench.data.batches.collate`), and the loss's gradient g_i at every visual token i is read
+back.
 ALIGN's logit for token v at cell i moves, to first order, by p_v * (e_v - out_i) . (-g_i) (Eq. 1-2: the gradient
 through the softmax and P . E): with a nearly flat p, the order in which the vocabulary's logits rise is the order
 of (e_v - out_i) . (-g_i). This script ranks the cell's own token t_i in that order, among all V tokens, and reports
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from alignbench.backbone import BackboneConfig
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
 from alignbench.connector import build_connector
-from alignbench.data import DataConfig, collate, pages
-from alignbench.model import VLM
-from alignbench.pipeline import Workspace, quiet_libraries
-from alignbench.probe import _page_cell_ids
-from alignbench.results import machine
+from alignbench.data.batches import collate, pages
+from alignbench.model.vlm import VLM
+from alignbench.probes.vocab import _page_cell_ids
+from alignbench.run.outputs import machine
+from alignbench.run.workspace import Workspace, quiet_libraries
 from alignbench.task import TASKS
 
 parser = argparse.ArgumentParser()

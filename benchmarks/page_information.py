@@ -20,12 +20,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alignbench.backbone import BackboneConfig, load_backbone
+from alignbench.backbones import load_backbone
+from alignbench.config.backbone import BackboneConfig
 from alignbench.connector import CONNECTORS, build_connector
-from alignbench.data import embedded_seed
-from alignbench.embedded import sample_docs
-from alignbench.embedded.page import PageSpec
-from alignbench.results import atomic_write, machine, markdown_table
+from alignbench.data.embedded.dataset import embedded_seed
+from alignbench.data.embedded.generators import sample_docs
+from alignbench.data.embedded.page import PageSpec
+from alignbench.io import atomic_write
+from alignbench.reporting.tables import markdown_table
+from alignbench.run.outputs import machine
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--task", default="docvqa", choices=["docvqa", "infovqa", "chartqa"])
@@ -38,7 +41,7 @@ if args.n < 1:
 
 backbone = load_backbone(BackboneConfig("tiny"))
 ctx = backbone.connector_context()
-spec = PageSpec(**backbone.info["page"])
+spec = backbone.page
 docs = sample_docs(args.task, args.n, embedded_seed(args.task, "eval", 0), spec)
 names = CONNECTORS.builtins() if args.connectors == "all" else args.connectors.split(",")
 

@@ -113,7 +113,7 @@ def main() -> None:
 
     import torch
 
-    from alignbench.results import machine
+    from alignbench.run.outputs import machine
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")

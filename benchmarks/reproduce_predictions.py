@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from alignbench.backbone import BackboneConfig
-from alignbench.checkpoint import load_trained
-from alignbench.data import DataConfig
-from alignbench.evaluate import EvalConfig, evaluate
-from alignbench.pipeline import Workspace, quiet_libraries
-from alignbench.results import machine
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.config.eval import EvalConfig
+from alignbench.evaluate import evaluate
+from alignbench.model.checkpoint import load_trained
+from alignbench.run.outputs import machine
+from alignbench.run.workspace import Workspace, quiet_libraries
 from alignbench.task import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignbench.data import DataConfig, embedded_seed
-from alignbench.embedded import sample_docs
+from alignbench.backbones.tiny import TinyConfig, load_tiny
+from alignbench.backbones.tiny_pretrain import page_ids
+from alignbench.config.data import DataConfig
+from alignbench.data.embedded.dataset import embedded_seed
+from alignbench.data.embedded.generators import sample_docs
 from alignbench.metrics import get_metric, mean_stderr
-from alignbench.results import machine
+from alignbench.run.outputs import machine
 from alignbench.task import TASKS
-from alignbench.tiny import TinyConfig, load_tiny, page_ids
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--task", default="docvqa")

@@ -4,11 +4,11 @@
                                           [--resamples 1000] [--compare-resamples 500]
         -> results/bench/stats_simulation.{json,md}   (and the tables, printed)
 
-Studies are drawn by `alignbench.stats.Scenario`: right-or-wrong scores, y ~ Bernoulli(Phi(eta)) with, on the probit
-scale, a training effect per connector and seed (sd_seed), a page difficulty shared by the connectors (0.5), a
-connector x page term (0.3) and a question difficulty shared by the connectors (0.5); 4 connectors whose true mean
-score is 0.5. Designs: 3 seeds x 300 pages x 1 question (the committed studies), 3 x 60 x 5 (clustered), 5 x 60 x 5,
-and one seed (1 x 300 x 1, 1 x 60 x 5); sd_seed 0, 0.1 and 0.3 (one seed: 0 and 0.1), shown as the standard
+Studies are drawn by `alignbench.reporting.simulation.Scenario`: right-or-wrong scores, y ~ Bernoulli(Phi(eta)) with,
+on the probit scale, a training effect per connector and seed (sd_seed), a page difficulty shared by the connectors
+(0.5), a connector x page term (0.3) and a question difficulty shared by the connectors (0.5); 4 connectors whose true
+mean score is 0.5. Designs: 3 seeds x 300 pages x 1 question (the committed studies), 3 x 60 x 5 (clustered), 5 x 60 x
+5, and one seed (1 x 300 x 1, 1 x 60 x 5); sd_seed 0, 0.1 and 0.3 (one seed: 0 and 0.1), shown as the standard
 deviation of a connector's expected score across seeds, in points.
 Per scenario:
   1. the report's method (`stats.bootstrap`, `stats.paired_difference`), --replications studies (--one-seed with
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alignbench.stats import Scenario, detectable_difference, simulate, variance_components
+from alignbench.reporting.simulation import Scenario, simulate
+from alignbench.reporting.stats import detectable_difference, variance_components
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGNS = [("committed", 3, 300, 1), ("clustered", 3, 60, 5), ("5 seeds", 5, 60, 5), ("one seed", 1, 300, 1),
@@ -99,7 +100,8 @@ def markdown(rows: list[dict], args, seconds: float) -> str:
     command = "python benchmarks/stats_simulation.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
     out = ["# The report's statistics on simulated studies", "", f"`{command}` ({seconds / 60:.0f} min)", "",
-           "Bernoulli scores (probit model, `alignbench.stats.Scenario`), 4 connectors of true mean 0.5. Seed sd: "
+           "Bernoulli scores (probit model, `alignbench.reporting.simulation.Scenario`), 4 connectors of true mean "
+           "0.5. Seed sd: "
            "standard deviation of a connector's expected score across seeds, in points. Percentages of studies.", "",
            "## The report's method", "",
            "| design | seeds × pages × questions | seed sd | studies | covers mean | covers difference | one pair "

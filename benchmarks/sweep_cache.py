@@ -67,9 +67,9 @@ def generate_data(cache: Path, backbone: str = "tiny", train_docs: int | None = 
     """The six embedded datasets, generated into `cache` before anything is timed (smollm2: its LLM converted
     from the GGUF too)."""
     os.environ["ALIGNBENCH_CACHE"] = str(cache)
-    from alignbench.backbone import BackboneConfig
-    from alignbench.data import DataConfig
-    from alignbench.pipeline import Workspace, quiet_libraries
+    from alignbench.config.backbone import BackboneConfig
+    from alignbench.config.data import DataConfig
+    from alignbench.run.workspace import Workspace, quiet_libraries
     from alignbench.task import TASKS as REGISTRY
 
     quiet_libraries()
@@ -116,14 +116,15 @@ def profile_training(steps: int) -> dict:
     """Seconds per training step of each connector on docvqa, split into its parts (one thread)."""
     import torch
 
-    from alignbench.backbone import BackboneConfig
+    from alignbench.config.backbone import BackboneConfig
+    from alignbench.config.data import DataConfig
+    from alignbench.config.train import TrainConfig
     from alignbench.connector import CONNECTORS as REGISTRY
     from alignbench.connector import ConnectorContext, build_connector
-    from alignbench.data import BatchOrder, DataConfig, collate, pages
-    from alignbench.model import VLM
-    from alignbench.pipeline import Workspace
+    from alignbench.data.batches import BatchOrder, collate, pages
+    from alignbench.model.vlm import VLM
+    from alignbench.run.workspace import Workspace
     from alignbench.task import TASKS as TASK_REGISTRY
-    from alignbench.train import TrainConfig
 
     torch.set_num_threads(1)
     ws = Workspace(BackboneConfig(), DataConfig(), "cpu", log=lambda *a: None)
@@ -193,7 +194,7 @@ def main() -> None:
         if not torch.cuda.is_available():
             parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
 
-    from alignbench.results import machine
+    from alignbench.run.outputs import machine
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="sweep-cache-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -29,25 +29,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignbench import lora
-from alignbench.backbone import BackboneConfig, load_backbone
-from alignbench.data import BatchOrder, DataConfig, embedded_seed
-from alignbench.embedded import PageSpec, sample_docs
+from alignbench.backbones import load_backbone
+from alignbench.backbones.tiny_pretrain import page_ids
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.config.train import TrainConfig, connector_stage_sources
+from alignbench.data.batches import BatchOrder
+from alignbench.data.embedded.dataset import embedded_seed
+from alignbench.data.embedded.generators import sample_docs
+from alignbench.data.embedded.page import PageSpec
 from alignbench.metrics import get_metric, mean_stderr
-from alignbench.model import left_pad
+from alignbench.model import lora as lora
+from alignbench.model.vlm import left_pad
 from alignbench.prompt import prompt_format, stop_ids
-from alignbench.results import machine
+from alignbench.run.outputs import machine
 from alignbench.task import TASKS
-from alignbench.tiny import page_ids
-from alignbench.train import (
-    RECIPES,
-    TrainConfig,
-    connector_stage_sources,
-    lr_factor,
-    recipe_train_tasks,
-    source_of_step,
-    source_seed,
-)
+from alignbench.train.loop import source_of_step, source_seed
+from alignbench.train.recipes import RECIPES, recipe_train_tasks
+from alignbench.train.schedule import warmup_cosine as lr_factor
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--backbone", default="tiny", choices=["tiny", "smollm2"])
@@ -64,11 +63,11 @@ backbone = load_backbone(BackboneConfig(args.backbone))
 tok, llm = backbone.tokenizer, backbone.llm.eval()
 fmt = prompt_format(tok)
 stop = sorted(stop_ids(tok, llm))
-renderer = backbone.info.get("renderer")
+renderer = backbone.renderer
 
 
 def text_form(doc) -> list[int]:
-    from alignbench.embedded.tokens import cell_ids
+    from alignbench.data.embedded.tokens import cell_ids
 
     return cell_ids(renderer.cells(doc), tok)
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from alignbench.results import machine
+from alignbench.run.outputs import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 

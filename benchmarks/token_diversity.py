@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alignbench.checkpoint import load_trained
+from alignbench.config.run import RunConfig
 from alignbench.connector import ConnectorContext, build_connector
-from alignbench.model import VLM
-from alignbench.pipeline import RunConfig, Workspace
-from alignbench.results import machine
+from alignbench.model.checkpoint import load_trained
+from alignbench.model.vlm import VLM
+from alignbench.run.outputs import machine
+from alignbench.run.workspace import Workspace
 from alignbench.task import TASKS
 
 parser = argparse.ArgumentParser()

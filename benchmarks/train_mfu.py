@@ -16,7 +16,7 @@ come from the feature cache), one image (one tile) per sequence.
 
 A step is the project's own: `VLM.loss` (visual tokens prepended to the text, LM-head logits at answer tokens
 only), AdamW over the connector's parameter groups (and the LLM's at 1e-5 in stage full), gradient clipping,
-bf16 autocast, as `alignbench.train` runs it. The LLM's weights are what a run holds in each stage: bfloat16
+bf16 autocast, as `alignbench.train.loop` runs it. The LLM's weights are what a run holds in each stage: bfloat16
 and frozen in stage `connector` (`--dtype auto` on CUDA), a float32 copy that trains in stage `full`.
 Each (stage, connector) pair gets a fresh connector and optimizer; the LLM is built once per stage.
 A sequence is 729 visual tokens + --text-tokens (default 256) text tokens, the last --answer-tokens (64) of
@@ -67,8 +67,8 @@ def preset_backbone(preset: str, device: str, dtype: torch.dtype = torch.float32
     size, so that any generated id decodes to a text of its own (greedy answers of random weights compare)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from alignbench.backbone import Backbone
-    from alignbench.tiny import make_tokenizer
+    from alignbench.backbones.base import Backbone
+    from alignbench.backbones.tiny import make_tokenizer
 
     config = LlamaConfig(**PRESETS[preset], pad_token_id=0, eos_token_id=1, bos_token_id=None)
     torch.manual_seed(0)
@@ -79,8 +79,9 @@ def preset_backbone(preset: str, device: str, dtype: torch.dtype = torch.float32
     if every_id_decodes:
         tokenizer.add_tokens([f"<t{i}>" for i in range(len(tokenizer), config.vocab_size)])
     patches, width = VISION[preset]
+    # No tower: the connector is fed features of the tower's shape directly, so N and d are the preset's.
     return Backbone(vision=torch.nn.Identity(), llm=llm, tokenizer=tokenizer, image_transform=None,
-                    key=f"preset-{preset}", info={"vision_dim": width, "num_patches": patches})
+                    key=f"preset-{preset}", image_size=(0, 0), num_patches=patches, vision_dim=width)
 
 
 def model_flops(config, tokens: int, seq_len: int, answer_tokens: int, visual_tokens: int,
@@ -103,10 +104,10 @@ def model_flops(config, tokens: int, seq_len: int, answer_tokens: int, visual_to
 def measure(backbone, name: str, stage: str, args, device: str, warmup: int, steps: int) -> dict:
     """Tokens/s and model FLOPs of one (stage, connector) on the preset."""
     from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
-    from alignbench.model import VLM
+    from alignbench.model.vlm import VLM
 
     llm, config = backbone.llm, backbone.llm.config
-    patches, width = backbone.info["num_patches"], backbone.info["vision_dim"]
+    patches, width = backbone.num_patches, backbone.vision_dim
     ctx = ConnectorContext(width, config.hidden_size, patches, llm)
     connector = build_connector(name, ctx, {}, 1234).to(device)
     model = VLM(backbone, connector)

@@ -1,6 +1,7 @@
 """ChartQA (lmms-eval `chartqa`): questions on charts, relaxed accuracy (5 %), overall and per split
 (`type`: human_test / augmented_test)."""
 
+from alignbench.data.embedded.generators import CHARTQA
 from alignbench.task import TASKS, Source, Task
 
 TASKS.add("chartqa", Task(
@@ -14,4 +15,5 @@ TASKS.add("chartqa", Task(
     train_source=Source("HuggingFaceM4/ChartQA", split="train"),
     column_aliases={"query": "question", "label": "answer", "human_or_machine": "type"},
     lmms_eval_task="chartqa",
+    embedded=CHARTQA,
 ))

@@ -1,5 +1,6 @@
 """DocVQA (lmms-eval `docvqa_val`): extractive questions on scanned documents, ANLS (tau = 0.5)."""
 
+from alignbench.data.embedded.generators import DOCVQA
 from alignbench.task import TASKS, Source, Task
 
 TASKS.add("docvqa", Task(
@@ -12,4 +13,5 @@ TASKS.add("docvqa", Task(
     # The same columns as lmms-lab/DocVQA, with the train split its card declares (39,463 questions).
     train_source=Source("HuggingFaceM4/DocumentVQA", split="train"),
     lmms_eval_task="docvqa_val",
+    embedded=DOCVQA,
 ))

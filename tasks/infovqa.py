@@ -1,5 +1,6 @@
 """InfographicVQA (lmms-eval `infovqa_val`): questions on infographics, ANLS (tau = 0.5)."""
 
+from alignbench.data.embedded.generators import INFOVQA
 from alignbench.task import TASKS, Source, Task
 
 TASKS.add("infovqa", Task(
@@ -12,4 +13,5 @@ TASKS.add("infovqa", Task(
     # The repository holds the train files (23,946 questions) though its card declares only validation/test.
     train_source=Source("lmms-lab/DocVQA", split="train", data_files="InfographicVQA/train-*.parquet"),
     lmms_eval_task="infovqa_val",
+    embedded=INFOVQA,
 ))

@@ -20,7 +20,7 @@ def _hermetic_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_backbone():
-    from alignbench.tiny import load_tiny
+    from alignbench.backbones.tiny import load_tiny
 
     return load_tiny(log=lambda *a: None)
 

@@ -8,14 +8,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from alignbench.checkpoint import load_trained
+from alignbench.config.data import DataConfig
+from alignbench.config.eval import EvalConfig
+from alignbench.config.parallel import ParallelConfig
+from alignbench.config.train import TrainConfig
 from alignbench.connector import build_connector
-from alignbench.data import DataConfig
-from alignbench.distributed import ParallelConfig
-from alignbench.evaluate import EvalConfig
-from alignbench.model import VLM
+from alignbench.model.checkpoint import load_trained
+from alignbench.model.vlm import VLM
 from alignbench.task import TASKS
-from alignbench.train import TrainConfig, TrainSource, train
+from alignbench.train.loop import TrainSource, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = DataConfig(train_docs=6, eval_questions=7)  # 7 questions: no batch size used here divides them evenly

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 
-from alignbench import distributed
-from alignbench.backbone import BackboneConfig
+from alignbench.config.backbone import BackboneConfig
+from alignbench.dist import context as distributed
+from alignbench.dist.engine import full_state
 from alignbench.errors import AlignBenchError
 from alignbench.evaluate import evaluate
-from alignbench.model import VLM
-from alignbench.pipeline import Workspace
+from alignbench.model.vlm import VLM
+from alignbench.run.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_cases as cases  # noqa: E402  (the settings both sides share)
@@ -57,7 +58,7 @@ def main(out: Path, journal: Path) -> None:
     for name, case in cases.TRAIN_CASES.items():
         model = cases.train_case(ws, case, dist)
         state = {f"{k}.{n}": t for k, m in cases.trained_modules(model, case).items()
-                 for n, t in distributed.full_state(m, dist).items()}
+                 for n, t in full_state(m, dist).items()}
         if dist.is_main:
             cases.save(state, out / f"{name}.safetensors")
 
@@ -72,7 +73,7 @@ def main(out: Path, journal: Path) -> None:
             assert "injected crash" in str(exc)
         model = cases.train_case(ws, case, dist, checkpoint_dir=ckpt)
         state = {f"{k}.{n}": t for k, m in cases.trained_modules(model, case).items()
-                 for n, t in distributed.full_state(m, dist).items()}
+                 for n, t in full_state(m, dist).items()}
         if dist.is_main:
             cases.save(state, out / f"{name}-resumed.safetensors")
 

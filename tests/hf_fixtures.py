@@ -29,7 +29,7 @@ def make_tokenizer(chat: bool = False, bos: bool = False):
     no pad token, so the loader must pick one); `bos` makes it put a BOS token first, as Llama's tokenizer does."""
     from tokenizers import processors
 
-    from alignbench.tiny import make_tokenizer as character_tokenizer
+    from alignbench.backbones.tiny import make_tokenizer as character_tokenizer
 
     tok = character_tokenizer()
     if chat:
@@ -85,9 +85,10 @@ def real_schema_rows(task: str, split: str, n: int, seed: int = 0, size: tuple[i
 
     import datasets
 
-    from alignbench.data import DataConfig, embedded_dataset
-    from alignbench.embedded import PageSpec
-    from alignbench.tiny import cache_root
+    from alignbench.backbones.prepared import cache_root
+    from alignbench.config.data import DataConfig
+    from alignbench.data.embedded.dataset import embedded_dataset
+    from alignbench.data.embedded.page import PageSpec
 
     cfg = DataConfig(train_docs=n, eval_questions=n, seed=seed)
     ds = embedded_dataset(task, split, cfg, PageSpec(), cache_root())

@@ -1,11 +1,12 @@
 """Process bodies for the concurrency tests in test_reliability.py. Kept apart so that each spawned process
-imports only this module and alignbench.results, not torch and the test module."""
+imports only this module and alignbench.run.outputs, not torch and the test module."""
 
 import json
 import time
 from pathlib import Path
 
-from alignbench.results import append_leaderboard, new_run_dir
+from alignbench.run.leaderboard import append_leaderboard
+from alignbench.run.outputs import new_run_dir
 
 
 def append_rows(output: str, writer: int, rows: int, gate) -> None:
@@ -39,7 +40,7 @@ def append_forever(output: str, writer: int, done) -> None:
 
 def frozen_run_dir(output: str, gate, result) -> None:
     """new_run_dir with the clock and the random suffix frozen: every process asks for the very same name."""
-    import alignbench.results as results
+    import alignbench.run.outputs as results
 
     results.time.strftime = lambda *a: "20260101-000000"
     results.secrets.token_hex = lambda n: "beef"
@@ -60,8 +61,8 @@ def features_from_cache(cache: str, gate, result) -> None:
     """Ask the shared feature cache for the same features as the other processes, at the same moment."""
     import os
 
-    from alignbench.feature_cache import FeatureCache
-    from alignbench.tiny import load_tiny
+    from alignbench.backbones.tiny import load_tiny
+    from alignbench.data.feature_cache import FeatureCache
 
     os.environ["ALIGNBENCH_CACHE"] = cache
     backbone = load_tiny(log=lambda *a: None)

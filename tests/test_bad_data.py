@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from alignbench.data import _answer_texts, _feature, to_split
-from alignbench.embedded import SCHEMAS
+from alignbench.data.decode import answer_texts as _answer_texts
+from alignbench.data.embedded.dataset import _feature
+from alignbench.data.splits import to_split
 from alignbench.errors import AlignBenchError
 from alignbench.metrics import METRICS, anls, relaxed_accuracy
 from alignbench.task import TASKS
@@ -110,7 +111,8 @@ def _row(task: str, i: int, fault: str, tmp_path) -> dict:
 
 
 def _dataset(task: str, rows: list[dict], overrides: dict | None = None) -> datasets.Dataset:
-    features = datasets.Features({c: (overrides or {}).get(c) or _feature(task, c) for c in SCHEMAS[task]})
+    columns = TASKS.get(task).embedded.columns
+    features = datasets.Features({c: (overrides or {}).get(c) or _feature(c) for c in columns})
     return datasets.Dataset.from_list(rows, features=features)
 
 
@@ -138,7 +140,7 @@ def test_every_faulty_row_is_normalised_or_skipped_and_counted(task, faults, tmp
     assert len(split.samples) + len(split.skipped) == len(rows)
     assert {s["uid"]: s["reason"] for s in split.skipped} == {u: r for u, r in expected.items() if r}
     assert sum(split.skip_counts().values()) == len(split.skipped)
-    metric = METRICS[TASKS.get(task).metric]
+    metric = METRICS.get(TASKS.get(task).metric)
     for s in split.samples:
         assert expected[s.uid] is None
         assert isinstance(s.question, str) and s.question.strip()

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alignbench.model import ConnectorContractError, check_output
+from alignbench.model.vlm import ConnectorContractError, check_output
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hf_fixtures import save_pair  # noqa: E402

@@ -10,13 +10,15 @@ import sys
 import pandas as pd
 import pytest
 
-from alignbench.backbone import BackboneConfig
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.config.train import TrainConfig
 from alignbench.connector import build_connector
-from alignbench.data import DataConfig
-from alignbench.model import VLM
-from alignbench.pipeline import Workspace
+from alignbench.model.vlm import VLM
+from alignbench.run.workspace import Workspace
 from alignbench.task import TASKS
-from alignbench.train import TrainConfig, TrainSource, lr_factor, train
+from alignbench.train.loop import TrainSource, train
+from alignbench.train.schedule import warmup_cosine as lr_factor
 
 QUIET = {"log": lambda *a, **k: None}
 SMALL = ["--train-docs", "8", "--eval-questions", "6", "--batch-size", "4"]

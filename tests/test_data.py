@@ -3,8 +3,12 @@
 
 import pytest
 
-from alignbench.data import DataConfig, batches, embedded_dataset, to_split
-from alignbench.embedded import SCHEMAS, PageSpec, cell_labels, render, sample_docs
+from alignbench.config.data import DataConfig
+from alignbench.data.batches import batches
+from alignbench.data.embedded.dataset import embedded_dataset
+from alignbench.data.embedded.generators import sample_docs
+from alignbench.data.embedded.page import PageSpec, cell_labels, render
+from alignbench.data.splits import to_split
 from alignbench.errors import AlignBenchError
 from alignbench.task import TASKS
 
@@ -14,7 +18,7 @@ CFG = DataConfig(train_docs=12, eval_questions=10)
 @pytest.mark.parametrize("task", TASKS.names())
 def test_real_schema_and_answer_types(task, tmp_path):
     ds = embedded_dataset(task, "eval", CFG, PageSpec(), tmp_path)
-    assert ds.column_names == SCHEMAS[task]
+    assert ds.column_names == list(TASKS.get(task).embedded.columns)
     row = ds[0]
     spec = TASKS.get(task)
     if task == "chartqa":
@@ -89,3 +93,22 @@ def test_no_top_level_connectors_or_tasks_package(tmp_path):
             "u.find_spec('alignbench.connectors') is not None, u.find_spec('alignbench.tasks') is not None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout.split()
     assert out == ["None", "None", "True", "True"]
+
+
+def test_a_task_without_an_embedded_set_is_one_message_on_embedded_data(monkeypatch, tmp_path):
+    """A plug-in task that defines no embedded set, on the default `--data embedded`: one clear message, from the
+    configuration's check and from the loader alike (never a KeyError)."""
+    import dataclasses
+
+    from alignbench.config.run import RunConfig
+    from alignbench.data.splits import load_split
+
+    TASKS.names()
+    monkeypatch.setattr(TASKS, "_items", dict(TASKS._items))
+    TASKS.add("plugvqa", dataclasses.replace(TASKS.get("docvqa"), embedded=None))
+    message = "task 'plugvqa' has no embedded set"
+    with pytest.raises(AlignBenchError, match=message):
+        RunConfig(connector="mlp", task="plugvqa").validate()
+    with pytest.raises(AlignBenchError, match=message):
+        load_split(TASKS.get("plugvqa"), "eval", CFG, PageSpec(), tmp_path)
+    RunConfig(connector="mlp", task="plugvqa", data=dataclasses.replace(RunConfig().data, source="hf")).validate()

@@ -27,11 +27,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from alignbench.backbone import BackboneConfig
-from alignbench.distributed import SINGLE, Dist, batch_layout, rank_slices
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.parallel import batch_layout
+from alignbench.dist.context import SINGLE, Dist, rank_slices
 from alignbench.errors import AlignBenchError
 from alignbench.evaluate import evaluate
-from alignbench.pipeline import Workspace
+from alignbench.run.workspace import Workspace
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -390,11 +391,12 @@ def test_an_error_under_torchrun_is_one_line_from_rank_0_and_writes_nothing(tmp_
 def test_a_run_interrupted_on_one_process_resumes_on_two(ws, tmp_path, monkeypatch):
     """Checkpoints hold whole tensors and the step's pages do not depend on the processes: a run that one process
     left after step 2 of 3 is finished by `torchrun ... run --resume`, and ends as the uninterrupted run."""
-    from alignbench.data import DataConfig
-    from alignbench.evaluate import EvalConfig
-    from alignbench.model import VLM
-    from alignbench.pipeline import RunConfig, run
-    from alignbench.train import TrainConfig
+    from alignbench.config.data import DataConfig
+    from alignbench.config.eval import EvalConfig
+    from alignbench.config.run import RunConfig
+    from alignbench.config.train import TrainConfig
+    from alignbench.model.vlm import VLM
+    from alignbench.run.pipeline import run
 
     cfg = RunConfig(connector="ovis", data=DataConfig(train_docs=6, eval_questions=7), device="cpu",
                     train=TrainConfig(steps=3, batch_size=4, micro_batch_size=2), eval=EvalConfig(batch_size=3))

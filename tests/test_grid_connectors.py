@@ -112,5 +112,5 @@ def test_cabstractor_pools_to_the_grid_it_is_given_and_keeps_locality():
 
 
 def test_the_backbones_state_their_grid(tiny_backbone):
-    assert tiny_backbone.patch_grid == (12, 12)
+    assert tiny_backbone.grid == (12, 12)
     assert tiny_backbone.connector_context().grid == (12, 12)

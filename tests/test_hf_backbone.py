@@ -11,7 +11,7 @@ import pytest
 def saved_pair(tmp_path_factory):
     from transformers import LlamaConfig, LlamaForCausalLM, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
-    from alignbench.tiny import make_tokenizer
+    from alignbench.backbones.tiny import make_tokenizer
 
     root = tmp_path_factory.mktemp("hf")
     vision = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from alignbench.results import read_leaderboard
+from alignbench.run.leaderboard import read_leaderboard
 
 ENV = {**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"}
 SMALL = ["--steps", "2", "--batch-size", "2", "--train-docs", "4", "--eval-questions", "6", "--no-blind"]
@@ -129,7 +129,7 @@ def test_repair_rebuilds_the_leaderboard_from_the_run_directories(output):
 def test_an_append_never_merges_into_a_cut_row(output, monkeypatch):
     """Damage made while a run trains (after its start-up check) is caught at the append: the run's results are
     in its directory, the leaderboard is left as it was found, and the message names the repair."""
-    from alignbench import results
+    from alignbench.run import leaderboard as results
 
     board = output / "leaderboard.csv"
     board.write_bytes(_cut_inside_quotes(board.read_text()).encode())
@@ -201,12 +201,13 @@ def test_disk_full_at_the_leaderboard_is_one_line_and_loses_nothing(output, tmp_
 def test_disk_full_at_a_checkpoint_keeps_the_previous_one(ws, tmp_path, monkeypatch):
     from safetensors import SafetensorError
 
-    import alignbench.checkpoint as checkpoint
+    import alignbench.model.checkpoint as checkpoint
+    from alignbench.config.train import TrainConfig
     from alignbench.connector import build_connector
     from alignbench.errors import AlignBenchError
-    from alignbench.model import VLM
+    from alignbench.model.vlm import VLM
     from alignbench.task import TASKS
-    from alignbench.train import TrainConfig, TrainSource, train
+    from alignbench.train.loop import TrainSource, train
 
     task = TASKS.get("docvqa")
     split, feats = ws.split(task, "train")
@@ -232,9 +233,9 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_one(ws, tmp_path, monkeypa
 
 @pytest.fixture(scope="module")
 def ws():
-    from alignbench.backbone import BackboneConfig
-    from alignbench.data import DataConfig
-    from alignbench.pipeline import Workspace
+    from alignbench.config.backbone import BackboneConfig
+    from alignbench.config.data import DataConfig
+    from alignbench.run.workspace import Workspace
 
     return Workspace(BackboneConfig(), DataConfig(train_docs=4, eval_questions=6), "cpu", log=lambda *a: None)
 

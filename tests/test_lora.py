@@ -12,14 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignbench.checkpoint import LORA_FILE, load_trained, training_backbone
+from alignbench.config.data import DataConfig
+from alignbench.config.train import TrainConfig
 from alignbench.connector import CONNECTORS, build_connector
-from alignbench.data import DataConfig
-from alignbench.lora import adapters
-from alignbench.model import VLM
-from alignbench.pipeline import Workspace
+from alignbench.model.checkpoint import LORA_FILE, load_trained, training_backbone
+from alignbench.model.lora import adapters
+from alignbench.model.vlm import VLM
+from alignbench.run.workspace import Workspace
 from alignbench.task import TASKS
-from alignbench.train import TrainConfig, TrainSource, train
+from alignbench.train.loop import TrainSource, train
 
 QUIET = {"log": lambda *a, **k: None}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,7 +33,7 @@ def cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def ws():
-    from alignbench.backbone import BackboneConfig
+    from alignbench.config.backbone import BackboneConfig
 
     return Workspace(BackboneConfig(), DataConfig(train_docs=4, eval_questions=6), "cpu", **QUIET)
 
@@ -49,7 +50,7 @@ def test_the_llm_stage_starts_after_the_connector_stage(ws, tmp_path, monkeypatc
     initial = {k: v.clone() for k, v in adapters(model.llm).state_dict().items()}
     connector_before = {k: v.clone() for k, v in model.connector.state_dict().items()}
     written = {}
-    import alignbench.train as train_module
+    import alignbench.train.loop as train_module
 
     real_save = train_module.save_checkpoint
 
@@ -123,7 +124,7 @@ def test_load_trained_applies_the_adapters(ws, tmp_path):
     backbone = training_backbone(ws.backbone, dataclasses.asdict(cfg))
     model = VLM(backbone, build_connector("mlp", backbone.connector_context(), {}, 1234))
     train(model, [TrainSource(task, split, feats)], cfg, 0, **QUIET)
-    from alignbench.checkpoint import save_trained
+    from alignbench.model.checkpoint import save_trained
 
     save_trained(tmp_path, model, "lora")
     (tmp_path / "config.json").write_text(json.dumps({

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alignbench.errors import AlignBenchError
 from alignbench.metrics import METRICS, anls, get_metric, mean_stderr, relaxed_accuracy
 
 # ASCII only for the case property: Unicode case mapping is not length-preserving
@@ -113,7 +114,7 @@ def test_metrics_registry():
 
 
 def test_get_metric_unknown_lists_known_names():
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(AlignBenchError) as info:
         get_metric("bleu")
     message = str(info.value)
     assert "bleu" in message and "anls" in message and "relaxed_accuracy" in message

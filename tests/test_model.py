@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
-from alignbench.data import Sample, collate, encode_prompt
-from alignbench.model import VLM
+from alignbench.data.batches import collate, encode_prompt
+from alignbench.data.splits import Sample
+from alignbench.model.vlm import VLM
 from alignbench.task import TASKS
 
 

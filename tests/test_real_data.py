@@ -14,8 +14,11 @@ import torch
 from hf_fixtures import cache_hub_dataset, m4_chartqa, real_schema_rows
 from test_real_backbones import main_in_process, one_line
 
-from alignbench.backbone import BackboneConfig, LazyFeatures
-from alignbench.data import DataConfig, load_source, parse_source, resolve_source, subset, to_split
+from alignbench.backbones.base import LazyFeatures
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.data.real import load_source, parse_source, resolve_source
+from alignbench.data.splits import subset, to_split
 from alignbench.errors import AlignBenchError
 from alignbench.task import TASKS
 
@@ -102,7 +105,7 @@ def test_chartqa_trains_on_huggingfacem4_schema(tmp_path, monkeypatch, capsys):
 
 
 def test_features_computed_per_batch_equal_the_precomputed_ones(docvqa_copy, tiny_backbone):
-    from alignbench.pipeline import Workspace
+    from alignbench.run.workspace import Workspace
 
     cfg = DataConfig(source=str(docvqa_copy))
     kept, lazy = (Workspace(BackboneConfig(), cfg, "cpu", log=lambda *a: None) for _ in range(2))

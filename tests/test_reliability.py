@@ -1,4 +1,4 @@
-"""Fault injection for runs. Every guarantee of README "Reliability" is checked by causing the fault:
+"""Fault injection for runs. Every guarantee of docs/reliability.md is checked by causing the fault:
 
 1. training killed with SIGKILL at a random step, resumed with --resume: same weights and scores;
 2. evaluation killed (and crashed) mid-way: resumes generating only the missing batches, same results;
@@ -30,18 +30,23 @@ import reliability_workers as workers  # light module: what the spawned processe
 import torch
 from safetensors.torch import load_file
 
-from alignbench.backbone import BackboneConfig
-from alignbench.checkpoint import latest_checkpoint, load_trained, training_backbone
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.config.eval import EvalConfig
+from alignbench.config.run import RunConfig
+from alignbench.config.train import TrainConfig
 from alignbench.connector import CONNECTORS, ConnectorContext, build_connector
-from alignbench.data import DataConfig
 from alignbench.errors import AlignBenchError
-from alignbench.evaluate import EvalConfig, evaluate
-from alignbench.lora import adapters
-from alignbench.model import VLM
-from alignbench.pipeline import RunConfig, Workspace, run
-from alignbench.results import append_leaderboard, new_run_dir, read_leaderboard, run_path
+from alignbench.evaluate import evaluate
+from alignbench.model.checkpoint import latest_checkpoint, load_trained, training_backbone
+from alignbench.model.lora import adapters
+from alignbench.model.vlm import VLM
+from alignbench.run.leaderboard import append_leaderboard, read_leaderboard
+from alignbench.run.outputs import new_run_dir, run_path
+from alignbench.run.pipeline import run
+from alignbench.run.workspace import Workspace
 from alignbench.task import TASKS, Task
-from alignbench.train import TrainConfig, TrainSource, train
+from alignbench.train.loop import TrainSource, train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda *a, **k: None)
@@ -235,7 +240,7 @@ def test_resume_refuses_a_changed_configuration_and_explicit_options(ws, tmp_pat
     out = tmp_path / "out"
     cfg = RunConfig(connector="ovis", data=DATA, train=TrainConfig(steps=2, batch_size=2), eval=EvalConfig(blind=False))
     with monkeypatch.context() as m:  # stop the run right after its directory and first checkpoint exist
-        m.setattr("alignbench.pipeline.evaluate", _raise_interrupt)
+        m.setattr("alignbench.run.pipeline.evaluate", _raise_interrupt)
         with pytest.raises(KeyboardInterrupt):
             run(cfg, out, ws, checkpoint_every=1, **QUIET)
     run_dir = only_run_dir(out)
@@ -417,8 +422,8 @@ def twin_runs(tmp_path_factory):
             m.setattr(socket.socket, name, refuse)
         m.setattr(socket, "create_connection", refuse)
         m.setattr(socket, "getaddrinfo", refuse)
-        m.setattr("alignbench.results.time.strftime", lambda *a: "20260101-000000")
-        m.setattr("alignbench.results.secrets.token_hex", lambda n: "beef")
+        m.setattr("alignbench.run.outputs.time.strftime", lambda *a: "20260101-000000")
+        m.setattr("alignbench.run.outputs.secrets.token_hex", lambda n: "beef")
         results = [run(cfg, out, Workspace(cfg.backbone, cfg.data, "cpu", **QUIET), **QUIET) for _ in range(2)]
     return out, [Path(r["run_dir"]) for r in results], attempts
 
@@ -507,7 +512,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
 
 def test_leaderboard_refuses_a_result_without_a_finite_score(tmp_path):
-    from alignbench.results import leaderboard_row
+    from alignbench.run.leaderboard import leaderboard_row
 
     config = {"connector": "mlp", "task": "docvqa", "train": {"stage": "connector", "steps": 1, "lr": 1e-3,
                                                                "init_seed": 1}, "data": {"seed": 0}}
@@ -526,7 +531,7 @@ def test_bad_rows_in_a_run_are_skipped_counted_and_reported(ws, tmp_path):
     the RGBA page is scored; no skipped row is ever scored."""
     import datasets
 
-    from alignbench import data as data_module
+    from alignbench.data import splits as data_module
 
     real = data_module.embedded_dataset
     faulty = []
@@ -566,7 +571,7 @@ def test_bad_rows_in_a_run_are_skipped_counted_and_reported(ws, tmp_path):
 
 
 def test_wrong_source_stops_the_cli_with_one_line(tmp_path, monkeypatch, capsys):
-    from alignbench import data as data_module
+    from alignbench.data import splits as data_module
 
     real = data_module.embedded_dataset
     monkeypatch.setattr(data_module, "embedded_dataset",
@@ -656,12 +661,12 @@ TASKS.add("docvqa_plug", dataclasses.replace(TASKS.get("docvqa"), description="f
 @pytest.fixture
 def clean_registries(monkeypatch):
     """Plug-ins loaded by a test are forgotten afterwards."""
-    from alignbench import registry
+    from alignbench import plugins
 
     CONNECTORS.names(), TASKS.names()
     monkeypatch.setattr(CONNECTORS, "_items", dict(CONNECTORS._items))
     monkeypatch.setattr(TASKS, "_items", dict(TASKS._items))
-    monkeypatch.setattr(registry, "_PLUGINS", {})
+    monkeypatch.setattr(plugins, "_PLUGINS", {})
 
 
 def _write_plugins(root: Path) -> tuple[Path, Path]:

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from alignbench.errors import AlignBenchError
-from alignbench.report import load_scores, plan_table, write_report
+from alignbench.reporting.report import write_report
+from alignbench.reporting.scores import load_scores
+from alignbench.reporting.sections import plan_table
 
 MEANS = {"mlp": 0.6, "ovis": 0.3, "align": 0.58}
 
@@ -45,7 +47,9 @@ def _report(out, connectors=("mlp", "ovis", "align")) -> str:
 
 
 def _rows(text: str, first: str) -> list[list[str]]:
-    return [[c.strip() for c in ln.strip("|").split("|")] for ln in text.splitlines() if ln.startswith(first)]
+    """The cells of the Markdown table rows that start with `first` (cell padding ignored)."""
+    lines = [" ".join(ln.split()) for ln in text.splitlines()]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith(first)]
 
 
 def test_load_scores_reads_each_question_page(tmp_path):

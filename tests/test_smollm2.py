@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from alignbench import smollm2
+from alignbench.backbones import smollm2 as smollm2
 from alignbench.errors import AlignBenchError
 
 

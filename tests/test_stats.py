@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from alignbench.stats import (
+from alignbench.reporting.simulation import Scenario, simulate
+from alignbench.reporting.stats import (
     Components,
-    Scenario,
     bootstrap,
     detectable_difference,
     hierarchical_resample,
@@ -19,7 +19,6 @@ from alignbench.stats import (
     paired_difference,
     questions_needed,
     seeds_needed,
-    simulate,
     variance_components,
     within_seed_bootstrap,
 )

@@ -9,9 +9,12 @@ import torch
 from hf_fixtures import real_schema_rows, save_pair
 from PIL import Image
 
-from alignbench.backbone import BackboneConfig, PatchBatch, load_backbone, tile_grid, tile_image
+from alignbench.backbones import load_backbone
+from alignbench.backbones.base import PatchBatch
+from alignbench.backbones.tiling import tile_grid, tile_image
+from alignbench.config.backbone import BackboneConfig
 from alignbench.connector import CONNECTORS, build_connector
-from alignbench.model import VLM
+from alignbench.model.vlm import VLM
 
 
 @pytest.mark.parametrize("size,max_tiles,grid", [
@@ -72,7 +75,7 @@ def test_every_connector_reads_all_tiles_and_padding_changes_nothing(connector, 
         assert mask[k].sum() == model.connector.num_tokens(n)  # what the connector declares for all its tiles
     # The question is scored the same in a batch of mixed grids (left-padded visual tokens) as alone.
     tok = tiled.tokenizer
-    from alignbench.backbone import prompt_format
+    from alignbench.prompt import prompt_format
 
     prompt = prompt_format(tok).prompt_ids(tok, "What is the DATE?")
     answer = tok("12", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -92,7 +95,7 @@ def test_every_connector_reads_all_tiles_and_padding_changes_nothing(connector, 
 def test_generation_pads_mixed_grids_to_the_same_answers(tiled):
     model = VLM(tiled, build_connector("mlp", tiled.connector_context()))
     tok = tiled.tokenizer
-    from alignbench.backbone import prompt_format
+    from alignbench.prompt import prompt_format
 
     prompt = prompt_format(tok).prompt_ids(tok, "What is it?")
     batch = model.generate(tiled.encode_images(PAGES), [prompt] * 3, 4)
@@ -108,7 +111,7 @@ def test_pages_prefilled_once_with_mixed_grids_answer_as_hugging_face_generate(c
     model = VLM(tiled, build_connector(connector, tiled.connector_context()))
     assert model.prefix_ids  # the chat template's head of the user turn
     tok = tiled.tokenizer
-    from alignbench.backbone import prompt_format
+    from alignbench.prompt import prompt_format
 
     prompts = [prompt_format(tok).prompt_ids(tok, q) for q in ["What is it?", "Which colour is the box at the top?",
                                                            "Why?", "What is the DATE on the page?"]]
@@ -147,8 +150,8 @@ def test_the_vocabulary_probe_streams_every_patch_of_pages_with_different_grids(
     import datasets
     from test_real_backbones import SMALL, main_in_process
 
-    from alignbench.pipeline import load_run
-    from alignbench.probe import vocab_probe
+    from alignbench.probes.vocab import vocab_probe
+    from alignbench.run.checkpoint_eval import load_run
     from alignbench.task import TASKS
 
     vision, llm = save_pair(tmp_path / "pair")

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from alignbench.backbone import BackboneConfig
-from alignbench.data import DataConfig
+from alignbench.config.backbone import BackboneConfig
+from alignbench.config.data import DataConfig
+from alignbench.config.run import RunConfig
+from alignbench.config.train import TrainConfig
 from alignbench.errors import AlignBenchError
-from alignbench.pipeline import RunConfig, Workspace, run
-from alignbench.train import TrainConfig
+from alignbench.run.pipeline import run
+from alignbench.run.workspace import Workspace
 
 QUIET = {"log": lambda *a, **k: None}
 DATA = DataConfig(train_docs=6, eval_questions=6)
@@ -33,7 +35,7 @@ def config(connector="mlp", task="docvqa", train_tasks=("docvqa", "chartqa"), **
 
 
 def test_steps_alternate_between_the_training_tasks(ws, tmp_path, monkeypatch):
-    import alignbench.train as train_module
+    import alignbench.train.loop as train_module
 
     seen = []
     real = train_module.collate
@@ -52,7 +54,7 @@ def test_steps_alternate_between_the_training_tasks(ws, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("stage", ["lora", "full"])
 def test_the_connector_stage_draws_from_its_own_tasks(ws, tmp_path, monkeypatch, stage):
-    import alignbench.train as train_module
+    import alignbench.train.loop as train_module
 
     seen = []
     real = train_module.collate
@@ -89,7 +91,7 @@ def test_bad_connector_stage_tasks_are_refused(connector_tasks, message):
 
 
 def test_a_single_task_trains_on_its_own_split_as_before(ws, tmp_path, monkeypatch):
-    import alignbench.train as train_module
+    import alignbench.train.loop as train_module
 
     seen = []
     real = train_module.collate

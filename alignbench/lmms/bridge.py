@@ -23,7 +23,7 @@ from ..errors import AlignBenchError
 from ..metrics import get_metric, mean_stderr
 from ..task import Task
 
-INSTALL_HINT = 'install the extra: pip install -e ".[lmms-eval]" (see the README, section lmms-eval)'
+INSTALL_HINT = 'install the extra: pip install -e ".[lmms-eval]" (docs/lmms-eval.md)'
 
 
 def require_lmms_eval():

@@ -1,7 +1,7 @@
 """A trained AlignBench run as an lmms-eval model: `lmms-eval --model alignbench --model_args checkpoint=RUN_DIR`.
 
-The run is rebuilt from its directory alone (`alignbench.pipeline.load_run`). Generation goes through the very
-code AlignBench's own evaluation uses (`alignbench.evaluate.predict`: same prompt format, same batching by
+The run is rebuilt from its directory alone (`alignbench.run.checkpoint_eval.load_run`). Generation goes through the
+very code AlignBench's own evaluation uses (`alignbench.evaluate.predict`: same prompt format, same batching by
 prompt length, same greedy decoding), so the two evaluators differ only in their task definitions and metrics.
 """
 
@@ -13,10 +13,11 @@ from pathlib import Path
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from alignbench.backbone import LazyFeatures
-from alignbench.data import Sample, Split
-from alignbench.evaluate import EvalConfig, predict
-from alignbench.task import Task
+from ..backbones.base import LazyFeatures
+from ..config.eval import EvalConfig
+from ..data.splits import Sample, Split
+from ..evaluate import predict
+from ..task import Task
 
 
 def _prompt_task(name: str, max_new_tokens: int) -> Task:
@@ -39,7 +40,7 @@ class AlignBenchLMMS(lmms):
             if not checkpoint:
                 raise ValueError("the alignbench model needs --model_args checkpoint=RUN_DIR (a directory written by "
                                  "`alignbench run`)")
-            from alignbench.pipeline import load_run
+            from ..run.checkpoint_eval import load_run
 
             model, _, ws = load_run(Path(checkpoint), device or "auto", log=lambda *a, **k: None)
             backbone, device = ws.backbone, ws.device
@@ -86,7 +87,7 @@ class AlignBenchLMMS(lmms):
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         import torch
 
-        from alignbench.backbone import prompt_format
+        from ..prompt import prompt_format
 
         tok = self.vlm.tokenizer
         fmt = prompt_format(tok)

@@ -10,7 +10,7 @@
 # the lower neighbour in the previous recipe's search. A shorter search does
 # not separate the rates: reading emerges between transcription steps 75 and 175, and a 120-step trial (80 + 40)
 # of MLP scored 1.0 ± 1.0 on the validation split. ALIGN trains with LN2's starting gain 1 (LayerNorm's own, the
-# paper's form): on this vocabulary the gain 0.03 chosen on `tiny` trained more slowly (README, "Why ALIGN sat at 0").
+# paper's form): on this vocabulary the gain 0.03 chosen on `tiny` trained more slowly (docs/results.md, "Why ALIGN sat at 0").
 # The study (study.sh) trains each connector with its best trial once lr_search.csv exists.
 # Trials already trained under results/smollm2/tune, or by the study itself under results/smollm2 (the 3e-3 trial is
 # seed 0's training at the default rate: same data, seeds and mixture, hence the same training key), are re-used and

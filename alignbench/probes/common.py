@@ -1,0 +1,44 @@
+"""The runs a probe examines: each configuration's trained weights, found by the training key of the runs under
+`--output` (`alignbench.run.reuse.trained_run`: the same definition of "the same trained run" every sweep uses), or
+trained now when none has them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.run import RunConfig
+from ..model.checkpoint import load_trained
+from ..run.pipeline import run as run_pipeline
+from ..run.reuse import trained_run
+from ..run.workspace import Workspace
+
+
+@dataclass
+class Trained:
+    label: str  # connector name
+    seed: int
+    run_dir: Path
+    trained_now: bool
+    model: object  # VLM
+
+
+def trained_models(configs: list[RunConfig], output: Path, ws: Workspace, log=print, progress=None) -> list[Trained]:
+    """Load every config's trained model from its run directory, training only what is missing."""
+    out = []
+    for cfg in configs:
+        run_dir = trained_run(output, cfg, ws.backbone.key, ws.device)
+        trained_now = run_dir is None
+        if trained_now:
+            log(f"{cfg.connector} on {cfg.task} (seed {cfg.data.seed}): no trained run under {output}; training it")
+            result = run_pipeline(cfg, output, ws, progress=progress, log=log)
+            run_dir = Path(result["run_dir"])
+        else:
+            log(f"{cfg.connector} on {cfg.task} (seed {cfg.data.seed}): re-using {run_dir.name} (no training)")
+        model, _ = load_trained(run_dir, ws.backbone, ws.device)
+        out.append(Trained(cfg.connector, cfg.data.seed, run_dir, trained_now, model))
+    return out
+
+
+def scores_of(records: list[dict]) -> list[float]:
+    return [r["score"] for r in records]
