@@ -182,10 +182,10 @@ def test_tune_reuses_a_sweeps_training_of_the_same_setting(tmp_path):
 
 @pytest.mark.parametrize("train_tasks", [None, ["docvqa", "infovqa", "chartqa"]])
 def test_default_budget_is_the_same_whatever_the_training_tasks(train_tasks):
-    from alignbench.cli import DEFAULT_STEPS, _config
+    from alignbench.cli.options import parse
     from alignbench.config.train import TrainConfig
+    from alignbench.run.sweep import run_config
 
-    assert DEFAULT_STEPS == TrainConfig().steps == 750
-    cfg = _config("align", "docvqa", {}, "tiny", None, None, False, None, 16, None, 1e-4, "connector", 0, 1234,
-                  None, "cpu", True, train_tasks=train_tasks)
-    assert cfg.train.steps == DEFAULT_STEPS and cfg.train_tasks == (train_tasks or ["docvqa"])
+    args = ["--train-tasks", ",".join(train_tasks)] if train_tasks else []
+    cfg = run_config(parse(app, ["run", *args]).run)
+    assert cfg.train.steps == TrainConfig().steps == 750 and cfg.train_tasks == (train_tasks or ["docvqa"])

@@ -99,10 +99,13 @@ def _workspace():
 
 
 def _configs(connectors):
-    from alignbench.cli import _config
+    from alignbench.config.data import DataConfig
+    from alignbench.config.run import RunConfig
+    from alignbench.config.train import TrainConfig
+    from alignbench.run.sweep import run_config
 
-    return [_config(c, "docvqa", {}, "tiny", None, None, False, 3, 4, None, 1e-4, "connector", 0, 1234, None, "cpu",
-                    True, 6, 8) for c in connectors]
+    return [run_config(RunConfig(connector=c, device="cpu", data=DataConfig(train_docs=6, eval_questions=8),
+                                 train=TrainConfig(steps=3, batch_size=4))) for c in connectors]
 
 
 def test_noise_probe_reuses_runs_and_matches_their_clean_scores(trained_output):

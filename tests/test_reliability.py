@@ -700,7 +700,7 @@ def test_plugins_load_only_when_named(tmp_path, clean_registries, monkeypatch, c
     # a wide one here, so the table is not elided whatever the test order.
     from rich.console import Console
 
-    monkeypatch.setattr("alignbench.cli.console", Console(width=250))
+    monkeypatch.setattr("alignbench.cli.common.console", Console(width=250))
     listed = CliRunner().invoke(app, ["list", "--plugin", str(plugin_file), "--plugin", str(package)])
     assert listed.exit_code == 0, listed.output
     assert "plugproj" in listed.output and "docvqa_plug" in listed.output and "from a plug-in package" in listed.output

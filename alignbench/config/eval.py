@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .base import opt
+
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 64
-    blind: bool = True  # also score the shuffled-image baseline
+    batch_size: int = opt(64, "Questions per evaluation batch.", flag="eval-batch-size")
+    blind: bool = opt(True, "Also score the shuffled-page blind baseline.")

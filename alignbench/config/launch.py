@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import AlignBenchError
+from .base import opt
 
 LAUNCHERS = ("inline", "local", "submitit")
 CLUSTERS = ("slurm", "local", "debug")
@@ -12,14 +13,20 @@ CLUSTERS = ("slurm", "local", "debug")
 
 @dataclass
 class LaunchConfig:
-    launcher: str = "inline"
-    jobs: int = 1  # inline: worker processes; local: jobs running at once (submitit: the scheduler decides)
-    nproc_per_job: int = 1  # processes per job and node (one per GPU): torchrun (local) or tasks (submitit)
-    nodes_per_job: int = 1  # submitit on SLURM only
-    cluster: str = "slurm"  # submitit: slurm, local (its local executor) or debug (in this process)
-    partition: str | None = None  # SLURM partition
-    time_min: int = 240  # SLURM time limit per job, minutes
-    slurm_args: dict[str, str] = field(default_factory=dict)  # more sbatch settings: account, qos, constraint, ...
+    launcher: str = opt("inline", "'inline' (this process, or --jobs workers), 'local' (each run its own process or "
+                        "torchrun) or 'submitit' (each run a SLURM job, or submitit's local executor with --cluster "
+                        "local).")
+    # submitit: the scheduler decides
+    jobs: int = opt(1, "Runs at once: worker processes (inline launcher; CPU: one per core is fastest) or jobs running "
+                    "at once (local launcher).")
+    nproc_per_job: int = opt(1, "Processes per run and node (one per GPU): torchrun (local) or SLURM tasks "
+                             "(submitit).")
+    nodes_per_job: int = opt(1, "Nodes per run (submitit on SLURM).")
+    cluster: str = opt("slurm", "submitit: 'slurm', 'local' or 'debug'.")  # local: its local executor; debug: here
+    partition: str | None = opt(None, "SLURM partition (submitit).")
+    time_min: int = opt(240, "SLURM time limit per run, minutes (submitit).")
+    slurm_args: dict[str, str] = opt({}, "More sbatch settings KEY=VALUE, e.g. account=lab, qos=high (repeatable; "
+                                     "submitit).", flag="slurm-arg", example="account=my_lab")
     poll_seconds: float = 0.25  # local launcher: how often it checks its job processes (a cheap check)
 
     def validate(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import AlignBenchError
+from .base import opt
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 
@@ -18,7 +19,9 @@ class ParallelConfig:
     with the connector, so ALIGN reads the whole embedding matrix inside its forward), or "auto" (FSDP when
     `accelerate launch` runs with an FSDP config, else DDP)."""
 
-    strategy: str = "auto"
+    strategy: str = opt("auto", "Several processes (torchrun, accelerate launch): 'ddp', 'fsdp' (FSDP2: shards "
+                        "the connector, and with --stage full the LLM), or 'auto' (fsdp when accelerate's config says "
+                        "FSDP, else ddp).", flag="parallel")
     fsdp_reshard_after_forward: bool = True  # FSDP: free the gathered weights after each forward
     fsdp_cpu_offload: bool = False  # FSDP: keep the sharded weights, gradients and optimizer state on the CPU
 

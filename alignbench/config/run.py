@@ -12,10 +12,11 @@ from typing import Any
 
 from ..errors import AlignBenchError
 from .backbone import BackboneConfig
-from .base import from_fields
-from .data import DataConfig
+from .base import from_fields, group, opt, same_as
+from .data import DATA_HELP, DataConfig
 from .eval import EvalConfig
 from .parallel import ParallelConfig
+from .session import DEFAULT_OUTPUT, Session
 from .train import TrainConfig, connector_stage_sources
 
 EVALUATORS = ("alignbench", "lmms-eval")
@@ -23,17 +24,18 @@ EVALUATORS = ("alignbench", "lmms-eval")
 
 @dataclass
 class RunConfig:
-    connector: str = "align"
-    task: str = "docvqa"
+    connector: str = opt("align", "Connector name (see `alignbench list`).")
+    task: str = opt("docvqa", "Task name (see `alignbench list`).")
     # The connector's options that differ from its defaults, typed (`alignbench.connector.connector_options`
     # parses `--connector-arg KEY=VALUE` text once, where it enters)
-    connector_args: dict[str, Any] = field(default_factory=dict)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    device: str = "auto"
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # several processes: DDP or FSDP
+    connector_args: dict[str, Any] = opt({}, "Connector option KEY=VALUE (repeatable).", flag="connector-arg",
+                                         example="num_latents=32")
+    backbone: BackboneConfig = group(BackboneConfig)
+    data: DataConfig = group(DataConfig)
+    train: TrainConfig = group(TrainConfig)
+    eval: EvalConfig = group(EvalConfig)
+    device: str = opt("auto", "auto, cpu or cuda[:N].")
+    parallel: ParallelConfig = group(ParallelConfig)  # several processes: DDP or FSDP
 
     @property
     def train_tasks(self) -> list[str]:
@@ -126,3 +128,39 @@ class CheckpointEvalConfig:
     device: str = "auto"
     lmms_task: str | None = None  # lmms-eval's task definition (default: the task's `lmms_eval_task`)
     include_path: str | None = None  # more lmms-eval task folders (YAML), as lmms-eval's --include_path
+
+
+# ---------------------------------------------------------------- the commands: `alignbench run` and `alignbench eval`
+
+
+@dataclass
+class RunCommand:
+    """`alignbench run`: one run's configuration (every option of it), and what the command does around it."""
+
+    run: RunConfig = group(RunConfig)
+    output: Path = opt(DEFAULT_OUTPUT, "Where run directories and leaderboard.csv go.")
+    resume: Path | None = opt(None, "Continue an interrupted run: its directory OUTPUT/runs/RUN_ID, with the "
+                              "configuration saved there.")
+    session: Session = group(Session, skip=("reuse_from",))
+
+
+@dataclass
+class EvalCommand:
+    """`alignbench eval`: which trained run, scored on what and by which evaluator (`CheckpointEvalConfig` once the
+    run's own configuration is read)."""
+
+    checkpoint: Path = opt(help="A run directory (OUTPUT/runs/RUN_ID) with its config.json and trained weights; the "
+                           "model is rebuilt from it alone.")
+    task: str | None = opt(None, "Task to score (default: the task the run trained on).")
+    via: str = opt("alignbench", "'alignbench' (this project's evaluation) or 'lmms-eval' (lmms-eval's task "
+                   "definition, in this process; needs the lmms-eval extra).")
+    data: str | None = opt(None, DATA_HELP + " Default: the run's own evaluation source.")
+    limit: int | None = same_as(DataConfig, "eval_limit")
+    output: Path | None = opt(None, "Where the evaluation's directory and leaderboard row go (default: the run's own "
+                              "output directory).")
+    lmms_task: str | None = opt(None, "lmms-eval task whose definition scores it (default: the task's counterpart, "
+                                "e.g. docvqa_val).")
+    include_path: str | None = opt(None, "Folder of extra lmms-eval task YAML files (lmms-eval's --include_path).")
+    device: str = same_as(RunConfig, "device")
+    eval: EvalConfig = group(EvalConfig)
+    session: Session = group(Session, only=("plugins",))

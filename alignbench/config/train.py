@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import AlignBenchError
-from .base import check_seed
+from .base import check_seed, opt
 from .parallel import batch_layout
 
 STAGES = ("connector", "full", "lora")
@@ -16,32 +16,42 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 
 @dataclass
 class TrainConfig:
-    stage: str = "connector"
-    steps: int = 750  # the default budget of every run (a sweep's mixture included): 750 steps of 16 pages
-    batch_size: int = 16  # pages per step, all processes together (each with up to `questions_per_page` questions)
-    # Pages per forward pass on each process; None: batch_size / processes / grad_accum. Gradient accumulation
-    # fills the difference, so the step (batch_size pages) is the same for any number of processes.
-    micro_batch_size: int | None = None
-    grad_accum: int | None = None  # micro-batches per step on each process; None: from micro_batch_size (or 1)
+    stage: str = opt("connector", "What trains besides the connector: 'connector' (nothing), 'lora' (LoRA adapters on "
+                     "the LLM, through peft) or 'full' (the whole LLM)", recipe=True)
+    # The default budget of every run (a sweep's mixture included)
+    steps: int = opt(750, "Training steps (the same budget for every connector, whatever the training tasks)",
+                     recipe=True)
+    # Each page carries up to `questions_per_page` questions
+    batch_size: int = opt(16, "Pages per training step, all processes together", recipe=True)
+    # None: batch_size / processes / grad_accum. Gradient accumulation fills the difference, so the step (batch_size
+    # pages) is the same for any number of processes.
+    micro_batch_size: int | None = opt(None, "Pages per forward pass on each process; gradient accumulation fills "
+                                       "--batch-size (= processes x accumulation x micro-batch). Default: no "
+                                       "accumulation.")
+    # None: from micro_batch_size (or 1)
+    grad_accum: int | None = opt(None, "Micro-batches accumulated per step on each process (instead of "
+                                 "--micro-batch-size).")
     questions_per_page: int = 8  # 1 = one question per sequence
-    lr: float | None = None  # connector learning rate; None = the connector's `default_lr`
-    llm_lr: float = 1e-4  # LLM learning rate in stages `full` and `lora`
-    # Stages `full` and `lora`: the LLM trains in the last `llm_steps` steps only, with a warmup + cosine schedule
-    # of its own (warmup: a tenth of them); the steps before are the connector stage. None: every step.
-    llm_steps: int | None = None
-    # The training tasks the connector stage (the steps before `llm_steps`) draws its pages from, in turn; the LLM
-    # stage draws from every training task. None: every step from every task (step k from task k mod n).
-    connector_tasks: list[str] | None = None
+    lr: float | None = opt(None, "Connector learning rate (default: the connector's own).")
+    llm_lr: float = opt(1e-4, "LLM learning rate (stages lora and full).")
+    # The LLM's steps have a warmup + cosine schedule of their own (warmup: a tenth of them); the steps before are the
+    # connector stage.
+    llm_steps: int | None = opt(None, "With --stage lora or full: the LLM trains in the last N steps only, after a "
+                                "connector stage (default: every step, or the backbone recipe's share of the steps).")
+    # None: every step from every task (step k from task k mod n).
+    connector_tasks: list[str] | None = opt(None, "Comma-separated training tasks the connector stage (the steps "
+                                            "before --llm-steps) draws from; the LLM stage draws from every training "
+                                            "task (default: every task throughout, or the backbone recipe's).")
     lora_rank: int = 16  # stage `lora`: rank of the LoRA update, its scale alpha / rank, and the layers it adapts
     lora_alpha: float = 32.0
     lora_targets: str = "all-linear"
     warmup_steps: int = 40
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    init_seed: int = 1234  # connector initialisation; the data seed lives in DataConfig
-    # Where the curve streams live besides RUN_DIR/train_curve.csv: none, tensorboard or wandb (not part of the
-    # training key: it does not change the weights).
-    report_to: str = "none"
+    init_seed: int = opt(1234, "Connector initialisation seed.")
+    # Not part of the training key: it does not change the weights.
+    report_to: str = opt("none", "Also stream each run's training curve (loss, learning rates) live: none, tensorboard "
+                         "(RUN_DIR/tensorboard) or wandb; the curve is always kept in RUN_DIR/train_curve.csv.")
 
     def validate(self) -> None:
         if self.stage not in STAGES:

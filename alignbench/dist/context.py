@@ -23,6 +23,7 @@ import torch
 
 from ..config.parallel import ParallelConfig
 from ..errors import AlignBenchError
+from .env import env_layout
 
 
 def accelerate_settings() -> dict:
@@ -59,16 +60,6 @@ def placement(parallel: ParallelConfig, dist: Dist, micro: int, accum: int) -> d
         out |= {"fsdp_reshard_after_forward": parallel.fsdp_reshard_after_forward,
                 "fsdp_cpu_offload": parallel.fsdp_cpu_offload}
     return out
-
-
-def env_layout() -> tuple[int, int, int]:
-    """(rank, world size, local rank) as the launcher set them, before any process group exists."""
-    try:
-        return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-                int(os.environ.get("LOCAL_RANK", "0")))
-    except ValueError:
-        raise AlignBenchError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun or accelerate "
-                              "launch)") from None
 
 
 class SharedError(AlignBenchError):

@@ -1,4 +1,5 @@
-"""What a sweep, a search or a probe runs, expanded from its options in the library: connector options per
+"""What a run, a sweep, a search or a probe runs, expanded from its command's configuration in the library: a run's
+configuration completed (`run_config`: the backbone's recipe, typed connector options), connector options per
 connector, grids of option values, seeds (data seed s, init seed init_seed + s), and the best trial of an earlier
 learning-rate search (`--tuned lr_search.csv`)."""
 
@@ -10,19 +11,95 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config.base import comma_list, key_values
+from ..config.probe import ProbeCommand
 from ..config.run import RunConfig
+from ..config.sweep import SweepCommand, TuneCommand
 from ..errors import AlignBenchError
+from ..train.recipes import apply_recipe, recipe_train_tasks
+
+__all__ = ["key_values", "per_connector", "seeded", "tuned_settings", "grid_options", "best_trials", "read_search",
+           "connector_names", "run_config", "sweep_configs", "tune_configs", "probe_configs"]
 
 
-def key_values(pairs: list[str] | None, option: str, example: str) -> dict[str, str]:
-    """Repeated `--OPTION KEY=VALUE` as a dict (text values); anything else is one message with an example."""
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise AlignBenchError(f"--{option} {p!r} is not KEY=VALUE (e.g. --{option} {example})")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+def connector_names(names: list[str]) -> list[str]:
+    """`--connectors`: the names given, or 'all': every built-in connector, in table order."""
+    if names == ["all"]:
+        from ..connector import CONNECTORS
+
+        return CONNECTORS.builtins()
+    return list(names)
+
+
+def run_config(cfg: RunConfig) -> RunConfig:
+    """A run's configuration as a command states it, completed: sizes checked, `--vision`/`--llm` alone mean a
+    Hugging Face pair, the backbone's recipe where the command left it out, the connector's options typed (parsed
+    once, here, where they enter)."""
+    from ..connector import CONNECTORS, connector_options
+
+    for name, value in (("limit", cfg.data.eval_limit), ("train-docs", cfg.data.train_docs),
+                        ("eval-questions", cfg.data.eval_questions), ("eval-batch-size", cfg.eval.batch_size),
+                        ("train-limit", cfg.data.train_limit)):
+        if value is not None and value < 1:
+            raise AlignBenchError(f"--{name} must be at least 1, got {value}")
+    if cfg.backbone.name == "tiny" and (cfg.backbone.vision or cfg.backbone.llm):
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, name="hf"))
+    cfg = apply_recipe(cfg)
+    return dataclasses.replace(cfg, connector_args=connector_options(CONNECTORS.get(cfg.connector),
+                                                                     cfg.connector_args))
+
+
+def _pairs(template: RunConfig, connectors: list[str], tasks: list[str], lrs: dict[str, float | None],
+           args: dict[str, dict]) -> list[RunConfig]:
+    """One completed configuration per task and connector (tasks outer), each with its learning rate and options."""
+    return [run_config(dataclasses.replace(template, connector=c, task=t, connector_args=dict(args[c]),
+                                           train=dataclasses.replace(template.train, lr=lrs[c])))
+            for t in tasks for c in connectors]
+
+
+def sweep_configs(cmd: SweepCommand) -> tuple[list[RunConfig], list[str], list[str]]:
+    """(configurations, connectors, tasks) of a sweep: every connector x task pair, trained once per connector on
+    the sweep's tasks mixed (with what the backbone's recipe adds) unless --train-tasks says otherwise, repeated
+    per seed."""
+    sel, template = cmd.selection, cmd.run
+    connectors, tasks = connector_names(sel.connectors), list(sel.tasks)
+    args = per_connector(sel.connector_args, connectors)
+    mixture = None if cmd.train_tasks == ["each"] else (cmd.train_tasks or tasks)
+    if cmd.train_tasks is None and template.data.source == "embedded" and template.data.train_source is None:
+        mixture = recipe_train_tasks(template.backbone.name, mixture)  # the default mixture and the recipe's tasks
+    lrs, args = tuned_settings(sel.tuned, connectors, template.train.lr, args)
+    template = dataclasses.replace(template, data=dataclasses.replace(template.data, train_tasks=mixture))
+    configs = _pairs(template, connectors, tasks, lrs, args)
+    if cmd.seeds is not None:
+        configs = [seeded(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=0)), s)
+                   for s in cmd.seeds for cfg in configs]
+    return configs, connectors, tasks
+
+
+def tune_configs(cmd: TuneCommand) -> list[RunConfig]:
+    """The trials of a search: per connector, each combination of its `--grid` values with each learning rate, on
+    the task's validation split (training on the task alone unless --train-tasks says otherwise)."""
+    template, connectors = cmd.run, connector_names(cmd.selection.connectors)
+    args = per_connector(cmd.selection.connector_args, connectors)
+    grids = per_connector(cmd.grid, connectors, "--grid")  # {connector: {option: "v1,v2"}}
+    template = dataclasses.replace(
+        template, eval=dataclasses.replace(template.eval, blind=False),
+        data=dataclasses.replace(template.data, train_tasks=template.data.train_tasks or [template.task]))
+    configs = []
+    for c in connectors:
+        for options in grid_options({n: comma_list(v, f"grid {c}.{n}") for n, v in grids[c].items()}):
+            for lr in cmd.lrs:
+                cfg = _pairs(template, [c], [template.task], {c: lr}, {c: args[c] | options})[0]
+                configs.append(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, eval_split="val")))
+    return configs
+
+
+def probe_configs(cmd: ProbeCommand) -> list[RunConfig]:
+    """The runs a probe examines: every connector at every seed (with its tuned settings under --tuned)."""
+    connectors = connector_names(cmd.selection.connectors)
+    lrs, args = tuned_settings(cmd.selection.tuned, connectors, cmd.run.train.lr,
+                               per_connector(cmd.selection.connector_args, connectors))
+    return [seeded(cfg, s) for s in cmd.seeds for cfg in _pairs(cmd.run, connectors, [cmd.run.task], lrs, args)]
 
 
 def per_connector(pairs: list[str] | None, connectors: list[str], flag: str = "--connector-arg"

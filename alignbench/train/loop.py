@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from ..config.parallel import ParallelConfig
+from ..config.session import DEFAULT_CHECKPOINT_EVERY
 from ..config.train import TrainConfig, connector_stage_sources
 from ..data.batches import BatchOrder, collate, pages
 from ..data.splits import Split
@@ -57,8 +58,6 @@ from ..model.vlm import VLM
 from ..task import Task
 from .schedule import warmup_cosine
 from .tracking import open_tracker
-
-DEFAULT_CHECKPOINT_EVERY = 50  # steps; a checkpoint of a small connector takes milliseconds
 
 
 class TrainingDiverged(AlignBenchError):
