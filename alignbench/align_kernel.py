@@ -62,9 +62,17 @@ STRATEGIES = ("auto", "gram", "stream", "hybrid")
 GRAM_BLOCK = 256  # columns per block row of the Gram matrix
 
 
-def align_attention(h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, ln_weight: torch.Tensor,
-                    ln_bias: torch.Tensor, eps: float, e_text: torch.Tensor, chunk_size: int = 4096,
-                    strategy: str = "auto") -> torch.Tensor:
+def align_attention(
+    h: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+    e_text: torch.Tensor,
+    chunk_size: int = 4096,
+    strategy: str = "auto",
+) -> torch.Tensor:
     """softmax(layer_norm(h @ w2ᵀ + b2, (V,), ln_weight, ln_bias, eps)) @ e_text, h: [..., D] -> [..., D].
 
     Exact in value and gradient (h, w2, b2, ln_weight, ln_bias, e_text) up to rounding; the output has
@@ -235,8 +243,12 @@ def _softmax_pass(X: torch.Tensor, vocab: _Vocab, bufs: torch.Tensor, values: bo
         m = m_new
     lse = m + denom.log()
     norm = denom[:, None]
-    return lse, acc.div_(norm) if values else None, q.div_(norm) if track_q else None, \
-        q_sum.div_(denom) if track_q else None
+    return (
+        lse,
+        acc.div_(norm) if values else None,
+        q.div_(norm) if track_q else None,
+        q_sum.div_(denom) if track_q else None,
+    )
 
 
 def _forward(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy, track_q: bool):
@@ -252,8 +264,7 @@ class _AlignAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy):
         track_q = any(ctx.needs_input_grad[:3])  # b (through Q) feeds dh, dW2, db2
-        out, strategy, r, lse, extra = _forward(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy,
-                                                track_q)
+        out, strategy, r, lse, extra = _forward(h, w2, b2, ln_weight, ln_bias, e_text, eps, chunk, strategy, track_q)
         ctx.save_for_backward(h, w2, b2, ln_weight, ln_bias, e_text, r, lse, out, *extra)
         ctx.config = (chunk, strategy)
         return out.reshape(h.shape).to(e_text.dtype)
@@ -270,9 +281,16 @@ class _AlignAttention(torch.autograd.Function):
             dout = grad_out.reshape(x.shape).to(r.dtype)
             backward = _backward_gram if strategy == "gram" else _backward_stream
             grads = backward(vocab, x, r, lse, out, dout, extra, need)
-        return (grads[0].reshape(h.shape).to(h.dtype) if grads[0] is not None else None,
-                *(g.to(t.dtype) if g is not None else None
-                  for g, t in zip(grads[1:], (w2, b2, ln_weight, ln_bias, e_text))), None, None, None)
+        return (
+            grads[0].reshape(h.shape).to(h.dtype) if grads[0] is not None else None,
+            *(
+                g.to(t.dtype) if g is not None else None
+                for g, t in zip(grads[1:], (w2, b2, ln_weight, ln_bias, e_text))
+            ),
+            None,
+            None,
+            None,
+        )
 
 
 def _backward_gram(vocab: _Vocab, x, r, lse, out, dout, extra, need):
@@ -403,9 +421,16 @@ def _backward_stream(vocab: _Vocab, x, r, lse, out, dout, extra, need):
 
 
 @torch.no_grad()
-def vocab_pass(h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, ln_weight: torch.Tensor,
-               ln_bias: torch.Tensor, eps: float, chunk_size: int = 4096,
-               targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def vocab_pass(
+    h: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+    chunk_size: int = 4096,
+    targets: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """What a probe needs of p = softmax(LN2(h · W2ᵀ + b2)), h: [..., D], without the [..., V] matrix:
 
     prob_sum [V] (Σ over tokens of p, to be averaged over many tokens), top_prob and top_id [...] (each
@@ -438,27 +463,50 @@ def vocab_pass(h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, ln_weight: t
                 rows = inside.nonzero().squeeze(1)
                 target_prob[rows] = p[rows, flat_targets[rows] - s]
     shape = h.shape[:-1]
-    out = {"prob_sum": prob_sum, "top_prob": top.exp().reshape(shape), "top_id": top_id.reshape(shape),
-           "entropy": entropy.reshape(shape)}
+    out = {
+        "prob_sum": prob_sum,
+        "top_prob": top.exp().reshape(shape),
+        "top_id": top_id.reshape(shape),
+        "entropy": entropy.reshape(shape),
+    }
     if target_prob is not None:
         out["target_prob"] = target_prob.reshape(shape)
     return out
 
 
 @torch.no_grad()
-def vocab_stats(h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, ln_weight: torch.Tensor,
-                ln_bias: torch.Tensor, eps: float, chunk_size: int = 4096) -> dict:
+def vocab_stats(
+    h: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+    chunk_size: int = 4096,
+) -> dict:
     """`alignbench.connector.distribution_stats` of softmax(LN2(h · W2ᵀ + b2)) without the [T, V] matrix:
     mean top probability, mean entropy (nats), entries whose mean probability exceeds 1e-6, and V."""
     out = vocab_pass(h, w2, b2, ln_weight, ln_bias, eps, chunk_size)
     mean_prob = out["prob_sum"] / out["top_prob"].numel()
-    return {"mean_top_prob": out["top_prob"].mean().item(), "mean_entropy": out["entropy"].mean().item(),
-            "support_1e-6": int((mean_prob > 1e-6).sum().item()), "size": mean_prob.numel()}
+    return {
+        "mean_top_prob": out["top_prob"].mean().item(),
+        "mean_entropy": out["entropy"].mean().item(),
+        "support_1e-6": int((mean_prob > 1e-6).sum().item()),
+        "size": mean_prob.numel(),
+    }
 
 
 @torch.no_grad()
-def normalised_logits(h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, ln_weight: torch.Tensor,
-                      ln_bias: torch.Tensor, eps: float, ids: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+def normalised_logits(
+    h: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+    ids: torch.Tensor,
+    chunk_size: int = 4096,
+) -> torch.Tensor:
     """LN2(h · W2ᵀ + b2)[..., ids]: the LayerNorm over the whole vocabulary, the logits of `ids` only
     ([..., len(ids)], float32 or float64). For ALIGN restricted to a few tokens (the pruning probe)."""
     _check(chunk_size, "auto")

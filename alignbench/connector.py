@@ -41,22 +41,28 @@ class ConnectorContext:
         if self.grid is not None:
             rows, cols = self.grid
             if rows * cols != self.num_patches:
-                raise AlignBenchError(f"the backbone states a {rows} x {cols} patch grid but gives "
-                                      f"{self.num_patches} patches per tile; fix the backbone's grid")
+                raise AlignBenchError(
+                    f"the backbone states a {rows} x {cols} patch grid but gives "
+                    f"{self.num_patches} patches per tile; fix the backbone's grid"
+                )
             return rows, cols
         side = math.isqrt(self.num_patches)
         if side * side != self.num_patches:
-            raise AlignBenchError(f"connector {connector!r} works on the patch grid, but {self.num_patches} patches "
-                                  "per tile is not a square and the backbone states no grid (a tower with a CLS "
-                                  "token or a non-square input); use a connector that reads patches as a sequence "
-                                  "(mlp, perceiver, ovis, align)")
+            raise AlignBenchError(
+                f"connector {connector!r} works on the patch grid, but {self.num_patches} patches "
+                "per tile is not a square and the backbone states no grid (a tower with a CLS "
+                "token or a non-square input); use a connector that reads patches as a sequence "
+                "(mlp, perceiver, ovis, align)"
+            )
         return side, side
 
     def tiles_of(self, patches: int, connector: str) -> int:
         """How many tiles of N patches make `patches` (tiled pages concatenate their tiles' patches)."""
         if patches <= 0 or patches % self.num_patches:
-            raise AlignBenchError(f"connector {connector!r} got {patches} patches, not a whole number of tiles of "
-                                  f"{self.num_patches}; the features must be the tower's tiles, concatenated")
+            raise AlignBenchError(
+                f"connector {connector!r} got {patches} patches, not a whole number of tiles of "
+                f"{self.num_patches}; the features must be the tower's tiles, concatenated"
+            )
         return patches // self.num_patches
 
     @property
@@ -101,15 +107,18 @@ class Connector(nn.Module):
 def _not_a_connector(obj) -> str | None:
     """What is wrong with `obj` as a connector (None: nothing)."""
     if not (isinstance(obj, type) and issubclass(obj, Connector)):
-        return (f"is {type(obj).__name__} {obj!r:.60}, not a subclass of alignbench.connector.Connector "
-                "(see README, Adding a connector)")
+        return (
+            f"is {type(obj).__name__} {obj!r:.60}, not a subclass of alignbench.connector.Connector "
+            "(see README, Adding a connector)"
+        )
     if not dataclasses.is_dataclass(getattr(obj, "Config", None)):
         return "has no dataclass `Config` of its options (decorate its nested Config with @dataclass)"
     return None
 
 
-CONNECTORS: Registry[type[Connector]] = Registry("connector", "alignbench.connectors", "alignbench.connectors",
-                                                 check=_not_a_connector)
+CONNECTORS: Registry[type[Connector]] = Registry(
+    "connector", "alignbench.connectors", "alignbench.connectors", check=_not_a_connector
+)
 
 
 def connector_options(cls: type[Connector], args: dict[str, Any] | None) -> dict[str, Any]:
@@ -126,8 +135,7 @@ def connector_options(cls: type[Connector], args: dict[str, Any] | None) -> dict
         try:
             values[key] = _typed(raw, default)
         except (TypeError, ValueError):
-            raise AlignBenchError(
-                f"connector option {key}={raw!r} is not a valid {type(default).__name__}") from None
+            raise AlignBenchError(f"connector option {key}={raw!r} is not a valid {type(default).__name__}") from None
     return values
 
 
@@ -154,8 +162,9 @@ def parse_connector_args(cls: type[Connector], args: dict[str, Any] | None) -> A
     return cls.Config(**connector_options(cls, args))
 
 
-def build_connector(name: str, ctx: ConnectorContext, args: dict[str, Any] | None = None,
-                    init_seed: int = 1234) -> Connector:
+def build_connector(
+    name: str, ctx: ConnectorContext, args: dict[str, Any] | None = None, init_seed: int = 1234
+) -> Connector:
     cls = CONNECTORS.get(name)
     config = parse_connector_args(cls, args)
     # The connector's initialisation has its own seed, apart from the data order's seed.
@@ -169,5 +178,9 @@ def distribution_stats(probs: torch.Tensor) -> dict:
     number of entries whose mean probability over all tokens exceeds 1e-6."""
     probs = probs.flatten(0, -2).float()
     entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
-    return {"mean_top_prob": probs.max(-1).values.mean().item(), "mean_entropy": entropy.mean().item(),
-            "support_1e-6": int((probs.mean(0) > 1e-6).sum().item()), "size": probs.shape[-1]}
+    return {
+        "mean_top_prob": probs.max(-1).values.mean().item(),
+        "mean_entropy": entropy.mean().item(),
+        "support_1e-6": int((probs.mean(0) > 1e-6).sum().item()),
+        "size": probs.shape[-1],
+    }

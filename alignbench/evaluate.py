@@ -77,8 +77,13 @@ class PredictionJournal:
         return lines
 
     def append(self, label: str, indices: list[int], uids: list[str], texts: list[str]) -> None:
-        append_synced(self._file, "".join(json.dumps({"pass": label, "i": i, "uid": u, "prediction": t}) + "\n"
-                                          for i, u, t in zip(indices, uids, texts)))
+        append_synced(
+            self._file,
+            "".join(
+                json.dumps({"pass": label, "i": i, "uid": u, "prediction": t}) + "\n"
+                for i, u, t in zip(indices, uids, texts)
+            ),
+        )
         self.done.setdefault(label, {}).update(zip(indices, texts))
 
     def close(self) -> None:
@@ -110,18 +115,35 @@ def weights_digest(model: VLM) -> str:
     return h.hexdigest()[:16]
 
 
-def predict(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: EvalConfig,
-            image_of=None, device: str = "cpu", progress=None, label: str = "eval",
-            journal: PredictionJournal | None = None) -> list[str]:
+def predict(
+    model: VLM,
+    task: Task,
+    split: Split,
+    features: torch.Tensor,
+    cfg: EvalConfig,
+    image_of=None,
+    device: str = "cpu",
+    progress=None,
+    label: str = "eval",
+    journal: PredictionJournal | None = None,
+) -> list[str]:
     """Predictions in the order of `split.samples`, question i asked about page `image_of(i)` (default: its
     own); see `predict_passes`."""
     return predict_passes(model, task, split, features, cfg, {label: image_of}, device, progress, journal)[label]
 
 
 @torch.inference_mode()
-def predict_passes(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: EvalConfig,
-                   passes: dict, device: str = "cpu", progress=None,
-                   journal: PredictionJournal | None = None) -> dict[str, list[str]]:
+def predict_passes(
+    model: VLM,
+    task: Task,
+    split: Split,
+    features: torch.Tensor,
+    cfg: EvalConfig,
+    passes: dict,
+    device: str = "cpu",
+    progress=None,
+    journal: PredictionJournal | None = None,
+) -> dict[str, list[str]]:
     """Several passes over the questions of `split` at once: `passes` maps a label to the page each question
     is asked about (a function of its index; None: its own page). Returns each pass's predictions in the
     order of `split.samples`.
@@ -133,8 +155,11 @@ def predict_passes(model: VLM, task: Task, split: Split, features: torch.Tensor,
     journal, batches it already holds are not generated again and new ones are appended to it."""
     tok = model.tokenizer
     prompts = [encode_prompt(tok, task, s.question) for s in split.samples]
-    jobs = [(label, i, image_of(i) if image_of else s.image)
-            for label, image_of in passes.items() for i, s in enumerate(split.samples)]
+    jobs = [
+        (label, i, image_of(i) if image_of else s.image)
+        for label, image_of in passes.items()
+        for i, s in enumerate(split.samples)
+    ]
     shortest: dict[int, int] = {}
     for _, i, page in jobs:
         shortest[page] = min(shortest.get(page, len(prompts[i])), len(prompts[i]))
@@ -149,8 +174,12 @@ def predict_passes(model: VLM, task: Task, split: Split, features: torch.Tensor,
             return [done[label][i] for label, i, _ in batch], True
         pages = sorted({page for _, _, page in batch})
         index = {page: k for k, page in enumerate(pages)}
-        outs = model.generate(features[pages].to(device), [prompts[i] for _, i, _ in batch], task.max_new_tokens,
-                              pages=[index[page] for _, _, page in batch])
+        outs = model.generate(
+            features[pages].to(device),
+            [prompts[i] for _, i, _ in batch],
+            task.max_new_tokens,
+            pages=[index[page] for _, _, page in batch],
+        )
         return [tok.decode(ids, skip_special_tokens=True).strip() for ids in outs], False
 
     batches = [jobs[start : start + cfg.batch_size] for start in range(0, len(jobs), cfg.batch_size)]
@@ -162,8 +191,9 @@ def predict_passes(model: VLM, task: Task, split: Split, features: torch.Tensor,
             for label in passes:
                 mine = [(i, text) for (lab, i, _), text in zip(batch, texts) if lab == label]
                 if mine:
-                    journal.append(label, [i for i, _ in mine], [split.samples[i].uid for i, _ in mine],
-                                   [text for _, text in mine])
+                    journal.append(
+                        label, [i for i, _ in mine], [split.samples[i].uid for i, _ in mine], [text for _, text in mine]
+                    )
         for (label, i, _), text in zip(batch, texts):
             preds[label][i] = text
         if progress:
@@ -171,8 +201,17 @@ def predict_passes(model: VLM, task: Task, split: Split, features: torch.Tensor,
     return preds
 
 
-def evaluate(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: EvalConfig,
-             device: str = "cpu", progress=None, *, journal: Path | None = None) -> tuple[dict, list[dict]]:
+def evaluate(
+    model: VLM,
+    task: Task,
+    split: Split,
+    features: torch.Tensor,
+    cfg: EvalConfig,
+    device: str = "cpu",
+    progress=None,
+    *,
+    journal: Path | None = None,
+) -> tuple[dict, list[dict]]:
     """Score every sample of `split` (rows the loader skipped are counted in `n_skipped`, never scored).
 
     With `journal` (a file path), predictions are appended there batch by batch and an interrupted
@@ -187,9 +226,18 @@ def evaluate(model: VLM, task: Task, split: Split, features: torch.Tensor, cfg: 
 
         def open_journal() -> dict:  # rank 0 keeps the journal; the others learn what it holds
             samples = json.dumps([(s.uid, s.question, s.image) for s in split.samples])
-            opened.append(PredictionJournal(journal, {
-                "task": task.name, "samples": hashlib.sha256(samples.encode()).hexdigest()[:16],
-                "batch_size": cfg.batch_size, "blind": cfg.blind, "weights": weights_digest(model)}))
+            opened.append(
+                PredictionJournal(
+                    journal,
+                    {
+                        "task": task.name,
+                        "samples": hashlib.sha256(samples.encode()).hexdigest()[:16],
+                        "batch_size": cfg.batch_size,
+                        "blind": cfg.blind,
+                        "weights": weights_digest(model),
+                    },
+                )
+            )
             return opened[0].done
 
         done = dist.on_main(open_journal)
@@ -212,11 +260,14 @@ def _evaluate(model, task, split, features, cfg, device, progress, metric, journ
         n_img = len(split.images)
         passes["blind"] = lambda i: (split.samples[i].image + 1) % n_img
     # One call for both passes: a page read by a question and by another's blind baseline is prefilled once.
-    preds = predict_passes(model, task, split, features, cfg, passes, device=device, progress=progress,
-                           journal=journal)
+    preds = predict_passes(model, task, split, features, cfg, passes, device=device, progress=progress, journal=journal)
     scores = [metric(p, s.answers) for p, s in zip(preds["eval"], split.samples)]
-    result = {"metric": task.metric, **summarise(scores, [s.split for s in split.samples]),
-              "n_skipped": len(split.skipped), "skipped": split.skip_counts()}
+    result = {
+        "metric": task.metric,
+        **summarise(scores, [s.split for s in split.samples]),
+        "n_skipped": len(split.skipped),
+        "skipped": split.skip_counts(),
+    }
     variant = LMMS_EVAL_VARIANT.get(task.metric)
     if variant is not None:  # the same predictions scored by lmms-eval's definition, comparable with published figures
         also = get_metric(variant)
@@ -224,9 +275,18 @@ def _evaluate(model, task, split, features, cfg, device, progress, metric, journ
         result["lmms_eval_metric"] = {"metric": variant, "score": mean, "stderr": stderr, "n": n}
     # "page": the question's page within this evaluation set (pages are de-duplicated by content), the cluster
     # the report's intervals resample (questions on one page are not independent).
-    records = [{"uid": s.uid, "page": s.image, "question": s.question, "answers": s.answers, "prediction": p,
-                "score": sc, **({"split": s.split} if s.split is not None else {})}
-               for s, p, sc in zip(split.samples, preds["eval"], scores)]
+    records = [
+        {
+            "uid": s.uid,
+            "page": s.image,
+            "question": s.question,
+            "answers": s.answers,
+            "prediction": p,
+            "score": sc,
+            **({"split": s.split} if s.split is not None else {}),
+        }
+        for s, p, sc in zip(split.samples, preds["eval"], scores)
+    ]
     if "blind" in preds:
         blind_preds = preds["blind"]
         blind_scores = [metric(p, s.answers) for p, s in zip(blind_preds, split.samples)]

@@ -60,8 +60,10 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
     except OSError as exc:
-        raise AlignBenchError(f"could not write {str(path)!r} ({exc.strerror or exc}); its previous version, if any, "
-                              "is intact: free space, fix permissions or create the folder, then run again") from None
+        raise AlignBenchError(
+            f"could not write {str(path)!r} ({exc.strerror or exc}); its previous version, if any, "
+            "is intact: free space, fix permissions or create the folder, then run again"
+        ) from None
 
 
 def publish_dir(tmp: Path, final: Path, *, replace: bool = False) -> bool:

@@ -27,8 +27,16 @@ from anls import anls_score
 
 from .registry import Registry
 
-__all__ = ["LMMS_EVAL_VARIANT", "METRICS", "anls", "anls_lmms_eval", "get_metric", "mean_stderr", "relaxed_accuracy",
-           "relaxed_accuracy_lmms_eval"]
+__all__ = [
+    "LMMS_EVAL_VARIANT",
+    "METRICS",
+    "anls",
+    "anls_lmms_eval",
+    "get_metric",
+    "mean_stderr",
+    "relaxed_accuracy",
+    "relaxed_accuracy_lmms_eval",
+]
 
 
 def anls(prediction: str, answers: Sequence[str] | str, threshold: float = 0.5) -> float:
@@ -191,7 +199,8 @@ def relaxed_accuracy_lmms_eval(prediction: str, answers: Sequence[str] | str, to
 
 # Metrics by the name tasks use for them: ``f(prediction, gold_answers) -> score``.
 METRICS: Registry[Callable[[str, list[str]], float]] = Registry(
-    "metric", None, __name__, check=lambda obj: None if callable(obj) else f"is {type(obj).__name__}, not a function")
+    "metric", None, __name__, check=lambda obj: None if callable(obj) else f"is {type(obj).__name__}, not a function"
+)
 METRICS.add("anls", lambda pred, answers: anls(pred, answers))
 METRICS.add("relaxed_accuracy", _best_relaxed_accuracy)
 METRICS.add("anls_lmms_eval", lambda pred, answers: anls_lmms_eval(pred, answers))

@@ -29,8 +29,9 @@ def load_plugin(path: str | Path) -> ModuleType:
     if given.is_dir():
         init, package = given / "__init__.py", True
         if not init.is_file():
-            raise AlignBenchError(f"plug-in {str(path)!r} is a directory without __init__.py; give a Python file "
-                                  "or a package directory")
+            raise AlignBenchError(
+                f"plug-in {str(path)!r} is a directory without __init__.py; give a Python file or a package directory"
+            )
     elif given.is_file() and given.suffix == ".py":
         init, package = given, False
     else:
@@ -54,8 +55,9 @@ def load_plugin(path: str | Path) -> ModuleType:
         del sys.modules[name]
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise AlignBenchError(f"plug-in {str(path)!r} failed to import: {type(exc).__name__}: {exc}. "
-                              "Fix the file or drop --plugin.") from None
+        raise AlignBenchError(
+            f"plug-in {str(path)!r} failed to import: {type(exc).__name__}: {exc}. Fix the file or drop --plugin."
+        ) from None
     _PLUGINS[key] = module
     return module
 

@@ -27,8 +27,12 @@ from .errors import AlignBenchError
 
 # Chat templates that print today's date (Llama 3.x) would make prompts depend on the day a run starts.
 TEMPLATE_DATE = "26 Jul 2024"
-_IMAGE, _PROMPT, _ANSWER, _PROMPT2 = ("\u2063IMAGE\u2063", "\u2063PROMPT\u2063", "\u2063ANSWER\u2063",
-                                      "\u2063PROMPT2\u2063")
+_IMAGE, _PROMPT, _ANSWER, _PROMPT2 = (
+    "\u2063IMAGE\u2063",
+    "\u2063PROMPT\u2063",
+    "\u2063ANSWER\u2063",
+    "\u2063PROMPT2\u2063",
+)
 
 
 @dataclass
@@ -98,28 +102,40 @@ def _plain_format(tokenizer) -> PromptFormat:
     full = tokenizer("a", add_special_tokens=True)["input_ids"]
     start = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), 0)
     if tokenizer.eos_token_id is None:
-        raise AlignBenchError("the tokenizer has no EOS token and no chat template, so an answer cannot end; use a "
-                              "tokenizer with an eos_token")
+        raise AlignBenchError(
+            "the tokenizer has no EOS token and no chat template, so an answer cannot end; use a "
+            "tokenizer with an eos_token"
+        )
     return PromptFormat(full[:start], answer_end=[tokenizer.eos_token_id], stop_ids=frozenset(_eos(tokenizer)))
 
 
 def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
-                                         date_string=TEMPLATE_DATE)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt, date_string=TEMPLATE_DATE
+    )
 
 
 def _chat_format(tokenizer) -> PromptFormat:
     """Read the format off the template: one question with the image, its answer, a second question."""
-    refuse = ("the tokenizer's chat template does not keep the messages as given ({}); pass --chat-template none to "
-              "use plain text")
-    two_turns = _render(tokenizer, [{"role": "user", "content": _IMAGE + _PROMPT},
-                                    {"role": "assistant", "content": _ANSWER},
-                                    {"role": "user", "content": _PROMPT2}], True)
+    refuse = (
+        "the tokenizer's chat template does not keep the messages as given ({}); pass --chat-template none to "
+        "use plain text"
+    )
+    two_turns = _render(
+        tokenizer,
+        [
+            {"role": "user", "content": _IMAGE + _PROMPT},
+            {"role": "assistant", "content": _ANSWER},
+            {"role": "user", "content": _PROMPT2},
+        ],
+        True,
+    )
     one_turn = _render(tokenizer, [{"role": "user", "content": _IMAGE + _PROMPT}], True)
     for slot in (_IMAGE, _PROMPT, _ANSWER, _PROMPT2):
         if two_turns.count(slot) != 1:
-            raise AlignBenchError(refuse.format(f"{slot.strip(chr(0x2063)).lower()} placeholder seen "
-                                                f"{two_turns.count(slot)} times"))
+            raise AlignBenchError(
+                refuse.format(f"{slot.strip(chr(0x2063)).lower()} placeholder seen {two_turns.count(slot)} times")
+            )
     head, rest = two_turns.split(_IMAGE)
     before, rest = rest.split(_PROMPT)
     after, rest = rest.split(_ANSWER)
@@ -133,12 +149,11 @@ def _chat_format(tokenizer) -> PromptFormat:
     found = [(closing.find(t), t) for t in specials if t and t in closing]
     if found:
         at, token = min(found, key=lambda x: (x[0], -len(x[1])))
-        end_text, next_turn = closing[: at + len(token)], closing[at + len(token):]
+        end_text, next_turn = closing[: at + len(token)], closing[at + len(token) :]
         answer_end = _ids(tokenizer, end_text)
         stop = {specials[token]}
     elif tokenizer.eos_token_id is not None:
         answer_end, next_turn, stop = [tokenizer.eos_token_id], closing, set()
     else:
         raise AlignBenchError(refuse.format("no token ends the assistant's turn and the tokenizer has no EOS"))
-    return PromptFormat(_ids(tokenizer, head), before, after, answer_end, next_turn,
-                        frozenset(stop | _eos(tokenizer)))
+    return PromptFormat(_ids(tokenizer, head), before, after, answer_end, next_turn, frozenset(stop | _eos(tokenizer)))

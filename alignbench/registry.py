@@ -27,8 +27,11 @@ T = TypeVar("T")
 def _provider(ep: metadata.EntryPoint) -> str:
     """Who installed an entry point: its distribution (what `pip uninstall` takes) and its target."""
     dist = getattr(getattr(ep, "dist", None), "name", None)
-    return f"the installed package {dist!r} (entry point {ep.name} = {ep.value})" if dist else \
-        f"an installed entry point ({ep.name} = {ep.value})"
+    return (
+        f"the installed package {dist!r} (entry point {ep.name} = {ep.value})"
+        if dist
+        else f"an installed entry point ({ep.name} = {ep.value})"
+    )
 
 
 def _uninstall(ep: metadata.EntryPoint) -> str:
@@ -44,8 +47,14 @@ class Registry(Generic[T]):
     one message naming its provider and the fix: asking for that name raises the message, every other name
     works, and `broken()` lists them (so `alignbench list` can show them)."""
 
-    def __init__(self, kind: str, group: str | None, builtin_module: str,
-                 check: Callable[[object], str | None] | None = None, punctuation: str = "-_"):
+    def __init__(
+        self,
+        kind: str,
+        group: str | None,
+        builtin_module: str,
+        check: Callable[[object], str | None] | None = None,
+        punctuation: str = "-_",
+    ):
         self.kind = kind  # "connector" / "task" / ..., used in messages
         self._punctuation = punctuation  # allowed in names besides letters and digits
         self.group = group  # entry-point group (None: built-ins only)
@@ -73,8 +82,10 @@ class Registry(Generic[T]):
             raise AlignBenchError(f"invalid {self.kind} name {name!r}: use {allowed}")
         provider = provider or _module_of(obj)
         if name in self._items and self._items[name] is not obj:
-            raise AlignBenchError(f"{self.kind} {name!r} is registered twice: by {self._providers[name]} and by "
-                                  f"{provider}; rename one of them")
+            raise AlignBenchError(
+                f"{self.kind} {name!r} is registered twice: by {self._providers[name]} and by "
+                f"{provider}; rename one of them"
+            )
         problem = self._check(obj) if self._check is not None else None
         if problem:
             raise AlignBenchError(f"{self.kind} {name!r} from {provider} {problem}")
@@ -100,12 +111,16 @@ class Registry(Generic[T]):
             try:
                 obj = ep.load()
             except Exception as exc:  # any import error of a plug-in is recorded: one clear message when used
-                self._broken[ep.name] = (f"the {self.kind} plug-in {ep.name!r} from {provider} failed to import "
-                                         f"({type(exc).__name__}: {exc}); fix it or {_uninstall(ep)}")
+                self._broken[ep.name] = (
+                    f"the {self.kind} plug-in {ep.name!r} from {provider} failed to import "
+                    f"({type(exc).__name__}: {exc}); fix it or {_uninstall(ep)}"
+                )
                 continue
             if ep.name in self._items and self._items[ep.name] is not obj:
-                self._broken[ep.name] = (f"{self.kind} {ep.name!r} is claimed by {self._providers[ep.name]} and by "
-                                         f"{provider}; {_uninstall(ep)} or rename its entry point")
+                self._broken[ep.name] = (
+                    f"{self.kind} {ep.name!r} is claimed by {self._providers[ep.name]} and by "
+                    f"{provider}; {_uninstall(ep)} or rename its entry point"
+                )
                 continue
             try:
                 self.add(ep.name, obj, provider)

@@ -66,8 +66,10 @@ class Task:
     def embedded_set(self) -> EmbeddedSet:
         """The task's embedded set; a task without one (a plug-in that defines none) is one message."""
         if self.embedded is None:
-            raise AlignBenchError(f"task {self.name!r} has no embedded set (its Task gives no `embedded` generator); "
-                                  "use --data hf or --data with a dataset in its schema (a hub id or a local copy)")
+            raise AlignBenchError(
+                f"task {self.name!r} has no embedded set (its Task gives no `embedded` generator); "
+                "use --data hf or --data with a dataset in its schema (a hub id or a local copy)"
+            )
         return self.embedded
 
     def prompt(self, question: str) -> str:
@@ -82,5 +84,11 @@ class Task:
         return [str(value)] if str(value).strip() else []
 
 
-TASKS: Registry[Task] = Registry("task", "alignbench.tasks", "alignbench.tasks", check=lambda obj: None if isinstance(
-    obj, Task) else f"is {type(obj).__name__} {obj!r:.60}, not an alignbench.task.Task")
+TASKS: Registry[Task] = Registry(
+    "task",
+    "alignbench.tasks",
+    "alignbench.tasks",
+    check=lambda obj: (
+        None if isinstance(obj, Task) else f"is {type(obj).__name__} {obj!r:.60}, not an alignbench.task.Task"
+    ),
+)

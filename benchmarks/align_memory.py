@@ -199,10 +199,19 @@ def _measure(spec: dict, make_step) -> dict:
     if impl == "chunked" and spec["grads"] == "all":
         del step
         extra["pass_s"] = _pass_seconds(T, D, V, spec["chunk_size"], dtype, spec["repeats"], device)
-    return {**extra, "grads": spec["grads"], "peak_extra_bytes": peak, "gradient_bytes": grad_bytes,
-            "wall_s": statistics.median(walls), "wall_runs_s": [round(w, 3) for w in walls],
-            "cpu_s": statistics.median(cpus), "cpu_runs_s": [round(c, 3) for c in cpus], "method": method,
-            "loadavg_1min": os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
+    return {
+        **extra,
+        "grads": spec["grads"],
+        "peak_extra_bytes": peak,
+        "gradient_bytes": grad_bytes,
+        "wall_s": statistics.median(walls),
+        "wall_runs_s": [round(w, 3) for w in walls],
+        "cpu_s": statistics.median(cpus),
+        "cpu_runs_s": [round(c, 3) for c in cpus],
+        "method": method,
+        "loadavg_1min": os.getloadavg()[0],
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _pass_seconds(T: int, D: int, V: int, chunk: int, dtype, repeats: int, device: str = "cpu") -> float:
@@ -228,8 +237,9 @@ def run_one(spec: dict) -> dict:
     # Every allocation above 128 KiB is mapped and unmapped at once (no adaptive threshold, no retained heap),
     # so the resident set follows the tensors alive, as torch.cuda.max_memory_allocated does on a GPU.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:  # out of memory, most likely: recorded, not fatal
         return {"error": (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -243,24 +253,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small grid (seconds), for a smoke test")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads in each subprocess (default: torch's own choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads in each subprocess (default: torch's own choice)"
+    )
     parser.add_argument("--chunk-size", type=int, default=4096)
-    parser.add_argument("--strategy", default="auto", choices=STRATEGIES,
-                        help="the chunked kernel's strategy (default: the cheapest for each T and D)")
+    parser.add_argument(
+        "--strategy",
+        default="auto",
+        choices=STRATEGIES,
+        help="the chunked kernel's strategy (default: the cheapest for each T and D)",
+    )
     parser.add_argument("--configs", help="VxTxD,... instead of the grid (e.g. 128256x2916x1024)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the paper-scale GPU rows")
-    parser.add_argument("--device", choices=("cuda", "cpu"),
-                        help="only the paper-scale rows (no CPU grid), on this device; cpu: a rehearsal, with --paper")
-    parser.add_argument("--paper", default="x".join(map(str, PAPER)),
-                        help="VxTxD of the paper-scale rows, T per image (default: %(default)s)")
-    parser.add_argument("--images", default=",".join(map(str, GPU_IMAGES)),
-                        help="images per batch of the paper-scale rows, comma-separated (default: %(default)s)")
-    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
-                        help="dtype of the paper-scale rows")
-    parser.add_argument("--memory-cap-gb", type=float,
-                        help="each measurement may hold this many GB (2^30 bytes) more than after its warm-up "
-                             "(CUDA: of the whole GPU); rehearses the out-of-memory rows on a small machine")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        help="only the paper-scale rows (no CPU grid), on this device; cpu: a rehearsal, with --paper",
+    )
+    parser.add_argument(
+        "--paper",
+        default="x".join(map(str, PAPER)),
+        help="VxTxD of the paper-scale rows, T per image (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--images",
+        default=",".join(map(str, GPU_IMAGES)),
+        help="images per batch of the paper-scale rows, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="dtype of the paper-scale rows"
+    )
+    parser.add_argument(
+        "--memory-cap-gb",
+        type=float,
+        help="each measurement may hold this many GB (2^30 bytes) more than after its warm-up "
+        "(CUDA: of the whole GPU); rehearses the out-of-memory rows on a small machine",
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for the JSON and Markdown files")
     parser.add_argument("--stem", help="file name without extension (default: align_memory[_quick|_custom])")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -272,8 +300,10 @@ def main() -> None:
         paper = tuple(int(x) for x in args.paper.split("x"))
         images = [int(x) for x in args.images.split(",")]
     except ValueError:
-        parser.error(f"--paper {args.paper!r} / --images {args.images!r}: use VxTxD and a comma-separated list of "
-                     "integers, e.g. --paper 128256x6561x3072 --images 1,4,16")
+        parser.error(
+            f"--paper {args.paper!r} / --images {args.images!r}: use VxTxD and a comma-separated list of "
+            "integers, e.g. --paper 128256x6561x3072 --images 1,4,16"
+        )
     if len(paper) != 3 or min(paper) < 1 or not images or min(images) < 1:
         parser.error(f"--paper {args.paper!r} / --images {args.images!r}: three positive sizes and positive counts")
 
@@ -293,8 +323,10 @@ def main() -> None:
     if args.device:
         paper_device = args.device
         if args.device == "cuda" and not torch.cuda.is_available():
-            sys.exit("align_memory: --device cuda, but CUDA is not available on this machine; use --device cpu "
-                     "(a rehearsal) or run it on a GPU")
+            sys.exit(
+                "align_memory: --device cuda, but CUDA is not available on this machine; use --device cpu "
+                "(a rehearsal) or run it on a GPU"
+            )
     elif args.no_cuda:
         paper_note = "skipped: --no-cuda"
     elif not torch.cuda.is_available():
@@ -307,14 +339,34 @@ def main() -> None:
     rows = []
     for device, dtype, V, T, D, is_paper in jobs:
         strategy = resolve(args.strategy, D, T)
-        row = {"device": device, "dtype": dtype, "V": V, "T": T, "D": D, "paper": is_paper,
-               "chunk_size": args.chunk_size, "strategy": strategy, "strategy_passes": round(passes(strategy, D, T), 3),
-               "naive_passes": 6}
+        row = {
+            "device": device,
+            "dtype": dtype,
+            "V": V,
+            "T": T,
+            "D": D,
+            "paper": is_paper,
+            "chunk_size": args.chunk_size,
+            "strategy": strategy,
+            "strategy_passes": round(passes(strategy, D, T), 3),
+            "naive_passes": 6,
+        }
         for impl in ("naive", "chunked"):
             for grads, repeats in (("all", args.repeats), ("activations", 1)):
-                spec = {"impl": impl, "grads": grads, "device": device, "dtype": dtype, "V": V, "T": T, "D": D,
-                        "chunk_size": args.chunk_size, "strategy": args.strategy, "repeats": repeats,
-                        "threads": args.threads, "memory_cap_bytes": cap if is_paper else None}
+                spec = {
+                    "impl": impl,
+                    "grads": grads,
+                    "device": device,
+                    "dtype": dtype,
+                    "V": V,
+                    "T": T,
+                    "D": D,
+                    "chunk_size": args.chunk_size,
+                    "strategy": args.strategy,
+                    "repeats": repeats,
+                    "threads": args.threads,
+                    "memory_cap_bytes": cap if is_paper else None,
+                }
                 row[f"{impl}_{grads}"] = result = run_one(spec)
                 print(f"{device} {dtype} V={V} T={T} D={D} {impl} {grads}: {result}", flush=True)
         row["naive_oom"] = bool(row["naive_all"].get("oom") or row["naive_activations"].get("oom"))
@@ -345,44 +397,94 @@ def main() -> None:
     def gpu_bar():  # chunked runs where naive runs out of memory, or holds <= 1/10 of naive's memory
         if not gpu:
             return None
-        return all("error" not in r["chunked_all"] and (r["naive_oom"] or r.get("memory_ratio", 1.0) <= 0.1)
-                   for r in gpu)
+        return all(
+            "error" not in r["chunked_all"] and (r["naive_oom"] or r.get("memory_ratio", 1.0) <= 0.1) for r in gpu
+        )
 
-    bars = {"activation memory: chunked <= 1/10 of naive (V = 128256, CPU)": bar("activation_ratio", 0.1),
-            "total peak extra, [V, D] gradients included: chunked <= 1/10 of naive (V = 128256, CPU)":
-                bar("memory_ratio", 0.1),
-            "time: chunked <= 1.2 x naive (V = 128256, CPU)": bar("time_ratio", 1.2),
-            "CPU seconds (robust to a shared machine): chunked <= 1.2 x naive (V = 128256, CPU)":
-                bar("cpu_time_ratio", 1.2),
-            f"paper scale ({paper_device}, {args.dtype}): chunked runs where naive runs out of memory, or uses "
-            "<= 1/10 of its memory": gpu_bar()}
-    command = "python benchmarks/align_memory.py" + (" --quick" if args.quick else "") + \
-        (f" --configs {args.configs}" if args.configs else "") + f" --repeats {args.repeats}" + \
-        (f" --threads {args.threads}" if args.threads else "") + \
-        (f" --chunk-size {args.chunk_size}" if args.chunk_size != 4096 else "") + \
-        (f" --strategy {args.strategy}" if args.strategy != "auto" else "") + \
-        (f" --device {args.device}" if args.device else "") + \
-        (f" --paper {args.paper}" if paper != PAPER else "") + \
-        (f" --images {args.images}" if images != list(GPU_IMAGES) else "") + \
-        (f" --dtype {args.dtype}" if args.dtype != "bfloat16" else "") + \
-        (f" --memory-cap-gb {args.memory_cap_gb}" if args.memory_cap_gb else "")
+    bars = {
+        "activation memory: chunked <= 1/10 of naive (V = 128256, CPU)": bar("activation_ratio", 0.1),
+        "total peak extra, [V, D] gradients included: chunked <= 1/10 of naive (V = 128256, CPU)": bar(
+            "memory_ratio", 0.1
+        ),
+        "time: chunked <= 1.2 x naive (V = 128256, CPU)": bar("time_ratio", 1.2),
+        "CPU seconds (robust to a shared machine): chunked <= 1.2 x naive (V = 128256, CPU)": bar(
+            "cpu_time_ratio", 1.2
+        ),
+        f"paper scale ({paper_device}, {args.dtype}): chunked runs where naive runs out of memory, or uses "
+        "<= 1/10 of its memory": gpu_bar(),
+    }
+    command = (
+        "python benchmarks/align_memory.py"
+        + (" --quick" if args.quick else "")
+        + (f" --configs {args.configs}" if args.configs else "")
+        + f" --repeats {args.repeats}"
+        + (f" --threads {args.threads}" if args.threads else "")
+        + (f" --chunk-size {args.chunk_size}" if args.chunk_size != 4096 else "")
+        + (f" --strategy {args.strategy}" if args.strategy != "auto" else "")
+        + (f" --device {args.device}" if args.device else "")
+        + (f" --paper {args.paper}" if paper != PAPER else "")
+        + (f" --images {args.images}" if images != list(GPU_IMAGES) else "")
+        + (f" --dtype {args.dtype}" if args.dtype != "bfloat16" else "")
+        + (f" --memory-cap-gb {args.memory_cap_gb}" if args.memory_cap_gb else "")
+    )
     ooms = [r["T"] // paper[1] for r in gpu if r["naive_oom"]]
-    naive_oom = (f"naive runs out of memory from {min(ooms)} image(s) per batch on (T = {min(ooms) * paper[1]})"
-                 if ooms else "naive ran at every size measured" if gpu else "not measured")
+    naive_oom = (
+        f"naive runs out of memory from {min(ooms)} image(s) per batch on (T = {min(ooms) * paper[1]})"
+        if ooms
+        else "naive ran at every size measured"
+        if gpu
+        else "not measured"
+    )
     method = __doc__.split("How memory is measured.")[1].split("Time:")[0].strip()
-    report = {"command": command, "what": __doc__.split("What runs: ")[1].split("How memory")[0].strip(),
-              "memory_method": method, "time_method": "median wall seconds of the 'all' run over --repeats "
-              "(first run included); cpu_s = the process's CPU seconds", "repeats": args.repeats,
-              "threads": args.threads, "bars": {k: v for k, v in bars.items()}, "rows": rows,
-              "paper": {"V": paper[0], "T_per_image": paper[1], "D": paper[2], "images": images,
-                        "device": paper_device, "dtype": args.dtype, "memory_cap_gb": args.memory_cap_gb,
-                        "naive_oom": naive_oom},
-              "gpu_rows": paper_note or f"measured on {_where(gpu)}"}
+    report = {
+        "command": command,
+        "what": __doc__.split("What runs: ")[1].split("How memory")[0].strip(),
+        "memory_method": method,
+        "time_method": "median wall seconds of the 'all' run over --repeats "
+        "(first run included); cpu_s = the process's CPU seconds",
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "bars": {k: v for k, v in bars.items()},
+        "rows": rows,
+        "paper": {
+            "V": paper[0],
+            "T_per_image": paper[1],
+            "D": paper[2],
+            "images": images,
+            "device": paper_device,
+            "dtype": args.dtype,
+            "memory_cap_gb": args.memory_cap_gb,
+            "naive_oom": naive_oom,
+        },
+        "gpu_rows": paper_note or f"measured on {_where(gpu)}",
+    }
 
-    header = ["device", "dtype", "V", "T", "D", "naive act. GB", "chunked act. GB", "act. ratio",
-              "naive total GB", "chunked total GB", "total ratio", "naive s", "chunked s", "time ratio",
-              "naive CPU s", "chunked CPU s", "CPU-time ratio", "strategy", "pass s", "naive in passes",
-              "chunked in passes", "strategy's passes", "floor ratio"]
+    header = [
+        "device",
+        "dtype",
+        "V",
+        "T",
+        "D",
+        "naive act. GB",
+        "chunked act. GB",
+        "act. ratio",
+        "naive total GB",
+        "chunked total GB",
+        "total ratio",
+        "naive s",
+        "chunked s",
+        "time ratio",
+        "naive CPU s",
+        "chunked CPU s",
+        "CPU-time ratio",
+        "strategy",
+        "pass s",
+        "naive in passes",
+        "chunked in passes",
+        "strategy's passes",
+        "floor ratio",
+    ]
+
     def cell(x: dict, key: str, fmt) -> str:
         if "error" in x:
             return "OOM" if x.get("oom") or "out of memory" in x["error"].lower() else "error"
@@ -396,15 +498,33 @@ def main() -> None:
         device = f"{r['device']} ({r['machine'].get('gpu')})" if r["device"].startswith("cuda") else r["device"]
         na, ca, nact, cact = (r[k] for k in ("naive_all", "chunked_all", "naive_activations", "chunked_activations"))
         secs = lambda x: f"{x:.2f}"  # noqa: E731
-        lines.append([device, r["dtype"], str(r["V"]), str(r["T"]), str(r["D"]),
-                      cell(nact, "peak_extra_bytes", gb), cell(cact, "peak_extra_bytes", gb),
-                      ratio(r, "activation_ratio", ".3f"), cell(na, "peak_extra_bytes", gb),
-                      cell(ca, "peak_extra_bytes", gb), ratio(r, "memory_ratio", ".3f"), cell(na, "wall_s", secs),
-                      cell(ca, "wall_s", secs), ratio(r, "time_ratio", ".2f"), cell(na, "cpu_s", secs),
-                      cell(ca, "cpu_s", secs), ratio(r, "cpu_time_ratio", ".2f"), r["strategy"],
-                      f"{ca['pass_s']:.2f}" if "pass_s" in ca else "–", ratio(r, "naive_in_passes", ".2f"),
-                      ratio(r, "chunked_in_passes", ".2f"), f"{r['strategy_passes']:.2f}",
-                      ratio(r, "floor_ratio", ".2f")])
+        lines.append(
+            [
+                device,
+                r["dtype"],
+                str(r["V"]),
+                str(r["T"]),
+                str(r["D"]),
+                cell(nact, "peak_extra_bytes", gb),
+                cell(cact, "peak_extra_bytes", gb),
+                ratio(r, "activation_ratio", ".3f"),
+                cell(na, "peak_extra_bytes", gb),
+                cell(ca, "peak_extra_bytes", gb),
+                ratio(r, "memory_ratio", ".3f"),
+                cell(na, "wall_s", secs),
+                cell(ca, "wall_s", secs),
+                ratio(r, "time_ratio", ".2f"),
+                cell(na, "cpu_s", secs),
+                cell(ca, "cpu_s", secs),
+                ratio(r, "cpu_time_ratio", ".2f"),
+                r["strategy"],
+                f"{ca['pass_s']:.2f}" if "pass_s" in ca else "–",
+                ratio(r, "naive_in_passes", ".2f"),
+                ratio(r, "chunked_in_passes", ".2f"),
+                f"{r['strategy_passes']:.2f}",
+                ratio(r, "floor_ratio", ".2f"),
+            ]
+        )
     table = Table(title=f"ALIGN forward + backward, naive vs chunked (chunk {args.chunk_size})")
     for name in header:
         table.add_column(name, justify="right")
@@ -418,26 +538,44 @@ def main() -> None:
     m = rows[0]["machine"] if rows else {}
     gpus = sorted({r["machine"]["gpu"] for r in rows if r["device"].startswith("cuda")})
     threads = args.threads or m.get("torch_threads")
-    md = ["# ALIGN memory and time: naive vs chunked\n", f"`{command}`\n",
-          f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch {m.get('torch')}, {threads} torch thread(s) "
-          f"per run{''.join(', GPU ' + g for g in gpus)}.\n",
-          "act. = peak extra memory with W2 and E_text frozen (what the implementation itself holds); total = "
-          "peak extra memory with all six gradients, the two [V, D] ones included; GB = 2^30 bytes. Times: "
-          f"forward + backward with all six gradients, median of {args.repeats} runs.\n",
-          f"Memory: {method}\n",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md = [
+        "# ALIGN memory and time: naive vs chunked\n",
+        f"`{command}`\n",
+        f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch {m.get('torch')}, {threads} torch thread(s) "
+        f"per run{''.join(', GPU ' + g for g in gpus)}.\n",
+        "act. = peak extra memory with W2 and E_text frozen (what the implementation itself holds); total = "
+        "peak extra memory with all six gradients, the two [V, D] ones included; GB = 2^30 bytes. Times: "
+        f"forward + backward with all six gradients, median of {args.repeats} runs.\n",
+        f"Memory: {method}\n",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     md += ["| " + " | ".join(line) + " |" for line in lines]
     md += [""] + [f"- bar {name}: **{verdict}**" for name, verdict in verdicts.items()]
     floors = [r for r in big if "floor_ratio" in r]
     if floors:
-        md += ["", "Passes: " + __doc__.split("Passes. ")[1].strip().replace("\n", " "),
-               "Rows whose floor is above 1.2 (the strategy's matrix products alone exceed the time bar): "
-               + (", ".join(f"T = {r['T']}, D = {r['D']} ({r['strategy']}, floor {r['floor_ratio']:.2f})"
-                            for r in floors if r["floor_ratio"] > 1.2) or "none") + "."]
-    md += ["", f"Paper-scale rows ({args.dtype}, V = {paper[0]}, D = {paper[2]}, T = images x {paper[1]} for images "
-           f"in {images}): " + report["gpu_rows"] + f"; {naive_oom}."]
-    stem = args.stem or ("align_memory_custom" if args.configs else "align_memory_quick" if args.quick
-                         else "align_memory")
+        md += [
+            "",
+            "Passes: " + __doc__.split("Passes. ")[1].strip().replace("\n", " "),
+            "Rows whose floor is above 1.2 (the strategy's matrix products alone exceed the time bar): "
+            + (
+                ", ".join(
+                    f"T = {r['T']}, D = {r['D']} ({r['strategy']}, floor {r['floor_ratio']:.2f})"
+                    for r in floors
+                    if r["floor_ratio"] > 1.2
+                )
+                or "none"
+            )
+            + ".",
+        ]
+    md += [
+        "",
+        f"Paper-scale rows ({args.dtype}, V = {paper[0]}, D = {paper[2]}, T = images x {paper[1]} for images "
+        f"in {images}): " + report["gpu_rows"] + f"; {naive_oom}.",
+    ]
+    stem = args.stem or (
+        "align_memory_custom" if args.configs else "align_memory_quick" if args.quick else "align_memory"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text("\n".join(md) + "\n")

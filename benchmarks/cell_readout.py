@@ -1,4 +1,6 @@
-"""Do trained connectors hand the LLM the tokens on the page? Read every visual token back as its nearest text embedding.
+"""Do trained connectors hand the LLM the tokens on the page?
+
+Read every visual token back as its nearest text embedding.
 
 For each trained run given (any connector that makes one visual token per patch: on the embedded pages, token i
 stands for cell i), the connector's output for every cell of the run's evaluation pages is compared with the LLM's
@@ -39,8 +41,9 @@ for run in args.runs:
     config = json.loads((run / "config.json").read_text())
     key = json.dumps([config["backbone"], config["data"]], sort_keys=True)
     if key not in workspaces:
-        workspaces[key] = Workspace(BackboneConfig(**config["backbone"]), DataConfig(**config["data"]), "cpu",
-                                    log=lambda *a: None)
+        workspaces[key] = Workspace(
+            BackboneConfig(**config["backbone"]), DataConfig(**config["data"]), "cpu", log=lambda *a: None
+        )
     ws = workspaces[key]
     t0 = time.time()
     model, config = load_trained(run, ws.backbone, "cpu")
@@ -49,8 +52,13 @@ for run in args.runs:
     n = min(args.docs, len(split.images))
     tok = ws.backbone.tokenizer
     emb = model.llm.get_input_embeddings().weight.detach().float()  # [V, D]
-    row = {"run": run.name, "connector": config["connector"], "task": task.name,
-           "tokens": model.connector.num_tokens(ws.backbone.num_patches), "patches": ws.backbone.num_patches}
+    row = {
+        "run": run.name,
+        "connector": config["connector"],
+        "task": task.name,
+        "tokens": model.connector.num_tokens(ws.backbone.num_patches),
+        "patches": ws.backbone.num_patches,
+    }
     cells = _page_cell_ids(ws, task.name, split, tok)
     if cells is None or row["tokens"] != row["patches"]:
         rows.append(row)
@@ -59,37 +67,53 @@ for run in args.runs:
     ids = torch.tensor(cells[0][:n])  # [n, N]
     blank = cells[1]
     with torch.no_grad():
-        vis = torch.cat([model.connector(feats[i : min(i + 16, n)].to(torch.float32)).float()
-                         for i in range(0, n, 16)])  # [n, N, D]
+        vis = torch.cat(
+            [model.connector(feats[i : min(i + 16, n)].to(torch.float32)).float() for i in range(0, n, 16)]
+        )  # [n, N, D]
     unit = torch.nn.functional.normalize(emb, dim=-1)
     cos = torch.nn.functional.normalize(vis, dim=-1) @ unit.T  # [n, N, V]
     nearest = cos.argmax(-1)
     own = cos.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # [n, N]
     ink = ids != blank
-    row.update({"ink_cells": int(ink.sum()), "ink_nearest_is_cell_token": round((nearest == ids)[ink].float().mean().item(), 4),
-                "blank_nearest_is_blank": round((nearest == ids)[~ink].float().mean().item(), 4),
-                "ink_cosine_to_cell_token": round(own[ink].mean().item(), 4),
-                "ink_distinct_nearest": int(nearest[ink].unique().numel()),
-                "ink_distinct_cell_tokens": int(ids[ink].unique().numel()),
-                "visual_norm": round(vis.norm(dim=-1).mean().item(), 3), "embedding_norm": round(emb.norm(dim=-1).mean().item(), 3),
-                "seconds": round(time.time() - t0, 1)})
+    row.update(
+        {
+            "ink_cells": int(ink.sum()),
+            "ink_nearest_is_cell_token": round((nearest == ids)[ink].float().mean().item(), 4),
+            "blank_nearest_is_blank": round((nearest == ids)[~ink].float().mean().item(), 4),
+            "ink_cosine_to_cell_token": round(own[ink].mean().item(), 4),
+            "ink_distinct_nearest": int(nearest[ink].unique().numel()),
+            "ink_distinct_cell_tokens": int(ids[ink].unique().numel()),
+            "visual_norm": round(vis.norm(dim=-1).mean().item(), 3),
+            "embedding_norm": round(emb.norm(dim=-1).mean().item(), 3),
+            "seconds": round(time.time() - t0, 1),
+        }
+    )
     rows.append(row)
     print(json.dumps(row))
 
 out = Path(args.out)
 out.parent.mkdir(parents=True, exist_ok=True)
-command = "python benchmarks/cell_readout.py " + " ".join(str(r) for r in args.runs) + f" --docs {args.docs}" + (
-    f" --out {args.out}" if args.out != DEFAULT_OUT else "")
+command = (
+    "python benchmarks/cell_readout.py "
+    + " ".join(str(r) for r in args.runs)
+    + f" --docs {args.docs}"
+    + (f" --out {args.out}" if args.out != DEFAULT_OUT else "")
+)
 out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine(), "rows": rows}, indent=2))
-lines = ["| run | connector | ink cells read as their token | blank cells as blank | cosine to the cell's token | "
-         "distinct nearest / distinct on page | visual norm / E norm |", "|---|---|---|---|---|---|---|"]
+lines = [
+    "| run | connector | ink cells read as their token | blank cells as blank | cosine to the cell's token | "
+    "distinct nearest / distinct on page | visual norm / E norm |",
+    "|---|---|---|---|---|---|---|",
+]
 for r in rows:
     if "ink_cells" not in r:
         lines.append(f"| {r['run']} | {r['connector']} | ({r['tokens']} tokens for {r['patches']} cells) | | | | |")
         continue
-    lines.append(f"| {r['run']} | {r['connector']} | {100 * r['ink_nearest_is_cell_token']:.1f} % | "
-                 f"{100 * r['blank_nearest_is_blank']:.1f} % | {r['ink_cosine_to_cell_token']:.2f} | "
-                 f"{r['ink_distinct_nearest']} / {r['ink_distinct_cell_tokens']} | {r['visual_norm']:.2f} / "
-                 f"{r['embedding_norm']:.2f} |")
+    lines.append(
+        f"| {r['run']} | {r['connector']} | {100 * r['ink_nearest_is_cell_token']:.1f} % | "
+        f"{100 * r['blank_nearest_is_blank']:.1f} % | {r['ink_cosine_to_cell_token']:.2f} | "
+        f"{r['ink_distinct_nearest']} / {r['ink_distinct_cell_tokens']} | {r['visual_norm']:.2f} / "
+        f"{r['embedding_norm']:.2f} |"
+    )
 out.with_suffix(".md").write_text(f"`{command}`\n\n" + "\n".join(lines) + "\n")
 print("\n".join(lines))

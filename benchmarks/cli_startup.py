@@ -18,8 +18,10 @@ from alignbench.run.outputs import machine
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = (["--help"], ["run", "--help"])
 # The same entry point as the `alignbench` script, and whether torch came in on the way.
-PROBE = ("import sys\nsys.argv = ['alignbench', *sys.argv[1:]]\nfrom alignbench.cli import main\ntry:\n    main()\n"
-         "finally:\n    print('torch imported:', 'torch' in sys.modules, file=sys.stderr)")
+PROBE = (
+    "import sys\nsys.argv = ['alignbench', *sys.argv[1:]]\nfrom alignbench.cli import main\ntry:\n    main()\n"
+    "finally:\n    print('torch imported:', 'torch' in sys.modules, file=sys.stderr)"
+)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--repeats", type=int, default=7)
@@ -36,9 +38,16 @@ for argv in COMMANDS:
         times.append(time.perf_counter() - t0)
         if proc.returncode != 0:
             sys.exit(f"alignbench {' '.join(argv)} failed: {proc.stderr}")
-    rows.append({"command": "alignbench " + " ".join(argv), "median_seconds": round(statistics.median(times), 3),
-                 "min_seconds": round(min(times), 3), "max_seconds": round(max(times), 3), "repeats": args.repeats,
-                 "torch_imported": torch_imported})
+    rows.append(
+        {
+            "command": "alignbench " + " ".join(argv),
+            "median_seconds": round(statistics.median(times), 3),
+            "min_seconds": round(min(times), 3),
+            "max_seconds": round(max(times), 3),
+            "repeats": args.repeats,
+            "torch_imported": torch_imported,
+        }
+    )
 
 report = {"commands": rows, "machine": machine()}
 out = ROOT / "results" / "bench" / "cli_startup.json"

@@ -71,8 +71,9 @@ def teacher(seed: int, n: int):
 def cell_accuracy(connector, feats, labels) -> float:
     tokens = connector(feats)  # [n, T, D]
     labels = labels[:, : tokens.shape[1]]
-    nearest = (torch.nn.functional.normalize(tokens, dim=-1)
-               @ torch.nn.functional.normalize(embeddings, dim=-1).T).argmax(-1)  # [n, T]
+    nearest = (
+        torch.nn.functional.normalize(tokens, dim=-1) @ torch.nn.functional.normalize(embeddings, dim=-1).T
+    ).argmax(-1)  # [n, T]
     ink = labels != space
     return (nearest == labels)[ink].float().mean().item()
 
@@ -105,11 +106,18 @@ for name in args.connectors.split(","):
     connector.eval()
     model = VLM(bb, connector)
     result, _ = evaluate(model, task, eval_split, eval_feats, EvalConfig(), "cpu")
-    row = {"connector": name, "options": overrides.get(name, {}), "tokens": connector.num_tokens(bb.num_patches),
-           "final_loss": round(loss.item(), 4), "cell_accuracy": round(cell_accuracy(connector, test_feats,
-                                                                                    test_labels), 4),
-           "score": round(result["score"], 4), "stderr": round(result["stderr"], 4), "n": result["n"],
-           "blind": round(result["blind"]["score"], 4), "seconds": round(time.time() - t0, 1)}
+    row = {
+        "connector": name,
+        "options": overrides.get(name, {}),
+        "tokens": connector.num_tokens(bb.num_patches),
+        "final_loss": round(loss.item(), 4),
+        "cell_accuracy": round(cell_accuracy(connector, test_feats, test_labels), 4),
+        "score": round(result["score"], 4),
+        "stderr": round(result["stderr"], 4),
+        "n": result["n"],
+        "blind": round(result["blind"]["score"], 4),
+        "seconds": round(time.time() - t0, 1),
+    }
     rows.append(row)
     print(json.dumps(row))
 
@@ -117,14 +125,28 @@ out = Path(args.out)
 out.parent.mkdir(parents=True, exist_ok=True)
 command = "python benchmarks/connector_readout.py " + " ".join(
     [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "connector_arg")]
-    + [f"--connector-arg {a}" for a in args.connector_arg] + ([f"--out {args.out}"] if args.out != DEFAULT_OUT else []))
-out.with_suffix(".json").write_text(json.dumps({
-    "what": "connectors trained directly towards the LLM embedding of each cell's character (a teacher), "
+    + [f"--connector-arg {a}" for a in args.connector_arg]
+    + ([f"--out {args.out}"] if args.out != DEFAULT_OUT else [])
+)
+out.with_suffix(".json").write_text(
+    json.dumps(
+        {
+            "what": "connectors trained directly towards the LLM embedding of each cell's character (a teacher), "
             f"{args.steps} steps of {args.batch_size} pages, lr {args.lr}; cell accuracy on 64 held-out pages, "
-            f"then the frozen LLM's {args.task} score reading those tokens", "command": command,
-    "backbone": bb.key, "machine": machine(), "rows": rows}, indent=2))
+            f"then the frozen LLM's {args.task} score reading those tokens",
+            "command": command,
+            "backbone": bb.key,
+            "machine": machine(),
+            "rows": rows,
+        },
+        indent=2,
+    )
+)
 lines = ["| connector | tokens | ink cells read right | score (points) | blind |", "|---|---|---|---|---|"]
-lines += [f"| {r['connector']} | {r['tokens']} | {100 * r['cell_accuracy']:.1f} % | "
-          f"{100 * r['score']:.1f} ± {100 * r['stderr']:.1f} | {100 * r['blind']:.1f} |" for r in rows]
+lines += [
+    f"| {r['connector']} | {r['tokens']} | {100 * r['cell_accuracy']:.1f} % | "
+    f"{100 * r['score']:.1f} ± {100 * r['stderr']:.1f} | {100 * r['blind']:.1f} |"
+    for r in rows
+]
 out.with_suffix(".md").write_text(f"`{command}`\n\n" + "\n".join(lines) + "\n")
 print("\n".join(lines))

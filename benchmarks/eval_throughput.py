@@ -104,8 +104,11 @@ def best_matmul_rate(hidden: int, mlp: int, device: str, dtype: torch.dtype, rep
             a @ b
         synchronize(device)
         rates[f"{m}x{k}x{n}"] = 2 * m * k * n * repeats / (time.perf_counter() - t0)
-    return {"best": max(rates.values()), "dtype": str(dtype).removeprefix("torch."),
-            "by_shape": {k: round(v / 1e9, 1) for k, v in rates.items()}}
+    return {
+        "best": max(rates.values()),
+        "dtype": str(dtype).removeprefix("torch."),
+        "by_shape": {k: round(v / 1e9, 1) for k, v in rates.items()},
+    }
 
 
 def counted_flops(run, split) -> int:
@@ -138,22 +141,25 @@ def one_at_a_time(model: VLM, task, split: Split, features: torch.Tensor, passes
         preds = []
         for i, s in enumerate(split.samples):
             page = image_of(i) if image_of else s.image
-            ids = model.generate_reference(features[page : page + 1], [encode_prompt(tok, task, s.question)],
-                                           task.max_new_tokens)[0]
+            ids = model.generate_reference(
+                features[page : page + 1], [encode_prompt(tok, task, s.question)], task.max_new_tokens
+            )[0]
             preds.append(tok.decode(ids, skip_special_tokens=True).strip())
         out[label] = preds
     return out
 
 
-def make_modes(model: VLM, task, features: torch.Tensor, passes: dict, cfg: EvalConfig, with_batch_1: bool,
-               device: str) -> dict:
+def make_modes(
+    model: VLM, task, features: torch.Tensor, passes: dict, cfg: EvalConfig, with_batch_1: bool, device: str
+) -> dict:
     """Each mode as a function of the split it predicts."""
-    modes = {"one_at_a_time": lambda split: one_at_a_time(model, task, split, features, passes),
-             "batched": lambda split: predict_passes(model, task, split, features, cfg, passes, device=device)}
+    modes = {
+        "one_at_a_time": lambda split: one_at_a_time(model, task, split, features, passes),
+        "batched": lambda split: predict_passes(model, task, split, features, cfg, passes, device=device),
+    }
     if with_batch_1:
         one = dataclasses.replace(cfg, batch_size=1)
-        modes["ours_batch_1"] = lambda split: predict_passes(model, task, split, features, one, passes,
-                                                             device=device)
+        modes["ours_batch_1"] = lambda split: predict_passes(model, task, split, features, one, passes, device=device)
     return modes
 
 
@@ -162,12 +168,16 @@ def compact(split: Split, samples: list[Sample]) -> tuple[Split, list[int]]:
     original index of each page kept."""
     used = sorted({s.image for s in samples})
     index = {page: k for k, page in enumerate(used)}
-    return dataclasses.replace(split, images=[split.images[p] for p in used],
-                               samples=[dataclasses.replace(s, image=index[s.image]) for s in samples]), used
+    return dataclasses.replace(
+        split,
+        images=[split.images[p] for p in used],
+        samples=[dataclasses.replace(s, image=index[s.image]) for s in samples],
+    ), used
 
 
-def workloads(ws: Workspace, task, names=WORKLOADS, limit: int | None = None, n_per_page: int = 300,
-              random_features=None) -> dict:
+def workloads(
+    ws: Workspace, task, names=WORKLOADS, limit: int | None = None, n_per_page: int = 300, random_features=None
+) -> dict:
     """(split, features, passes) of each workload named. `random_features(n_pages)`: features of that many pages
     instead of the backbone's (a preset, which has no tower)."""
 
@@ -197,17 +207,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=TrainConfig().steps, help="training steps when no --run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda (default: cuda when there is one)")
-    parser.add_argument("--preset", choices=("llama-1b", "smoke"),
-                        help="a preset of benchmarks/train_mfu.py with random weights instead of the embedded backbone")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda when there is one)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("llama-1b", "smoke"),
+        help="a preset of benchmarks/train_mfu.py with random weights instead of the embedded backbone",
+    )
     parser.add_argument("--limit", type=int, help="the first N questions of each workload")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated (default: %(default)s)")
     parser.add_argument("--no-floor", action="store_true", help="skip the compute floor (FLOP counting, prefill only)")
-    parser.add_argument("--train-docs", type=int, default=DataConfig().train_docs,
-                        help="pages of the embedded train split (the 4.6/page workload's pages)")
-    parser.add_argument("--eval-questions", type=int, default=DataConfig().eval_questions,
-                        help="questions of the embedded evaluation split")
+    parser.add_argument(
+        "--train-docs",
+        type=int,
+        default=DataConfig().train_docs,
+        help="pages of the embedded train split (the 4.6/page workload's pages)",
+    )
+    parser.add_argument(
+        "--eval-questions",
+        type=int,
+        default=DataConfig().eval_questions,
+        help="questions of the embedded evaluation split",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="folder for the JSON and Markdown")
     parser.add_argument("--stem", help="file name without extension (default: eval_throughput[_PRESET][_cuda])")
     args = parser.parse_args()
@@ -266,8 +290,9 @@ def main() -> None:
     llm_cfg = model.llm.config
     rate = None
     if not args.no_floor:
-        rate = best_matmul_rate(llm_cfg.hidden_size, llm_cfg.intermediate_size, device,
-                                next(model.llm.parameters()).dtype)
+        rate = best_matmul_rate(
+            llm_cfg.hidden_size, llm_cfg.intermediate_size, device, next(model.llm.parameters()).dtype
+        )
         print(f"best matrix-product rate: {rate['best'] / 1e9:.1f} GFLOP/s ({rate['by_shape']})", flush=True)
 
     # 2. each workload in each mode, alternating, after a warm-up
@@ -300,27 +325,37 @@ def main() -> None:
         rows = {}
         for mode in modes:
             med, best = statistics.median(walls[mode]), min(walls[mode])
-            rows[mode] = {"wall_s_median": round(med, 3), "wall_s_best": round(best, 3),
-                          "samples_per_s": round(n / med, 2), "cpu_s_median": round(statistics.median(cpus[mode]), 3),
-                          "wall_runs_s": [round(w, 3) for w in walls[mode]],
-                          "cpu_runs_s": [round(c, 3) for c in cpus[mode]],
-                          "gflop": None if rate is None else round(flops[mode] / 1e9, 2),
-                          "floor_s": None if rate is None else round(flops[mode] / rate["best"], 3)}
+            rows[mode] = {
+                "wall_s_median": round(med, 3),
+                "wall_s_best": round(best, 3),
+                "samples_per_s": round(n / med, 2),
+                "cpu_s_median": round(statistics.median(cpus[mode]), 3),
+                "wall_runs_s": [round(w, 3) for w in walls[mode]],
+                "cpu_runs_s": [round(c, 3) for c in cpus[mode]],
+                "gflop": None if rate is None else round(flops[mode] / 1e9, 2),
+                "floor_s": None if rate is None else round(flops[mode] / rate["best"], 3),
+            }
         ref = rows["one_at_a_time"]
         for row in rows.values():
             row["speedup"] = round(ref["wall_s_median"] / row["wall_s_median"], 2)
             row["cpu_speedup"] = round(ref["cpu_s_median"] / max(row["cpu_s_median"], 1e-9), 2)
             # were this mode at its floor
             row["max_speedup"] = None if rate is None else round(ref["wall_s_median"] / max(row["floor_s"], 1e-9), 2)
-        diffs = {mode: [{"pass": label, "index": i, "question": split.samples[i].question, mode: b,
-                         "one_at_a_time": o}
-                        for label in passes
-                        for i, (b, o) in enumerate(zip(preds[mode][label], preds["one_at_a_time"][label])) if b != o]
-                 for mode in modes if mode != "one_at_a_time"}
+        diffs = {
+            mode: [
+                {"pass": label, "index": i, "question": split.samples[i].question, mode: b, "one_at_a_time": o}
+                for label in passes
+                for i, (b, o) in enumerate(zip(preds[mode][label], preds["one_at_a_time"][label]))
+                if b != o
+            ]
+            for mode in modes
+            if mode != "one_at_a_time"
+        }
         for mode, d in diffs.items():
             rows[mode]["identical_to_one_at_a_time"] = not d
-        pages = len({(passes[label](i) if passes[label] else s.image)
-                     for label in passes for i, s in enumerate(split.samples)})
+        pages = len(
+            {(passes[label](i) if passes[label] else s.image) for label in passes for i, s in enumerate(split.samples)}
+        )
         if name == "eval" and rate is not None:  # no page shared: every question needs its own prefill
             prefill_only(model, task, split, feats, eval_cfg.batch_size)  # warm-up
             by_batch = {}
@@ -335,18 +370,31 @@ def main() -> None:
             rows["batched"]["prefill_only_s_by_batch"] = {k: round(v, 3) for k, v in by_batch.items()}
             rows["batched"]["prefill_only_s"] = round(prefill_s, 3)
             rows["batched"]["max_speedup_prefill"] = round(ref["wall_s_median"] / prefill_s, 2)
-            print(f"eval: prefill only {prefill_s:.2f} s -> at most "
-                  f"{rows['batched']['max_speedup_prefill']}x over one at a time", flush=True)
+            print(
+                f"eval: prefill only {prefill_s:.2f} s -> at most "
+                f"{rows['batched']['max_speedup_prefill']}x over one at a time",
+                flush=True,
+            )
         same = not any(diffs.values())
-        report_rows[name] = {"generations": n, "pages": pages, "modes": rows, "predictions_identical": same,
-                             "n_different": sum(map(len, diffs.values())), "loadavg_1min": [round(x, 2) for x in loads]}
+        report_rows[name] = {
+            "generations": n,
+            "pages": pages,
+            "modes": rows,
+            "predictions_identical": same,
+            "n_different": sum(map(len, diffs.values())),
+            "loadavg_1min": [round(x, 2) for x in loads],
+        }
         diffs_all[name] = {mode: d[:50] for mode, d in diffs.items()}
-        print(f"{name}: {n} generations on {pages} pages, speed-up {rows['batched']['speedup']}x "
-              f"(CPU {rows['batched']['cpu_speedup']}x), identical: {same}", flush=True)
+        print(
+            f"{name}: {n} generations on {pages} pages, speed-up {rows['batched']['speedup']}x "
+            f"(CPU {rows['batched']['cpu_speedup']}x), identical: {same}",
+            flush=True,
+        )
 
     # 3. write
-    command = "python benchmarks/eval_throughput.py" + (f" --run {args.run}" if args.run else f" --preset {args.preset}"
-                                                        if args.preset else f" --steps {args.steps}")
+    command = "python benchmarks/eval_throughput.py" + (
+        f" --run {args.run}" if args.run else f" --preset {args.preset}" if args.preset else f" --steps {args.steps}"
+    )
     command += (f" --threads {args.threads}" if args.threads else "") + f" --repeats {args.repeats}"
     command += f" --device {device}" if device != "cpu" else ""
     command += (f" --limit {args.limit}" if args.limit else "") + (" --no-floor" if args.no_floor else "")
@@ -356,64 +404,103 @@ def main() -> None:
     tok = model.tokenizer
     split = next(iter(work.values()))[0]
     prompt_tokens = statistics.mean(len(encode_prompt(tok, task, s.question)) for s in split.samples)
-    matmul = None if rate is None else {"best": round(rate["best"] / 1e9, 1), "dtype": rate["dtype"],
-                                        **rate["by_shape"]}
-    report = {"command": command, "backbone_key": backbone.key, "task": task.name, "connector": "mlp", **provenance,
-              "batch_size": eval_cfg.batch_size, "max_new_tokens": task.max_new_tokens,
-              "visual_tokens": backbone.num_patches, "prompt_tokens_mean": round(prompt_tokens, 1),
-              "llm_params": sum(p.numel() for p in model.llm.parameters()),
-              "llm_dtype": str(next(model.llm.parameters()).dtype).removeprefix("torch."),
-              "matmul_rate_gflops": matmul, "workloads": report_rows, "bar": {"speedup_at_least": BAR, "met": {
-                  k: v["modes"]["batched"]["speedup"] >= BAR and v["predictions_identical"]
-                  for k, v in report_rows.items()}},
-              "differences": diffs_all, "machine": {**machine(), "device": device},
-              "timing": "wall seconds of a whole workload after an untimed warm-up; samples/s and speed-ups from the "
-                        "median repeat; the modes alternate within each repeat"}
+    matmul = (
+        None if rate is None else {"best": round(rate["best"] / 1e9, 1), "dtype": rate["dtype"], **rate["by_shape"]}
+    )
+    report = {
+        "command": command,
+        "backbone_key": backbone.key,
+        "task": task.name,
+        "connector": "mlp",
+        **provenance,
+        "batch_size": eval_cfg.batch_size,
+        "max_new_tokens": task.max_new_tokens,
+        "visual_tokens": backbone.num_patches,
+        "prompt_tokens_mean": round(prompt_tokens, 1),
+        "llm_params": sum(p.numel() for p in model.llm.parameters()),
+        "llm_dtype": str(next(model.llm.parameters()).dtype).removeprefix("torch."),
+        "matmul_rate_gflops": matmul,
+        "workloads": report_rows,
+        "bar": {
+            "speedup_at_least": BAR,
+            "met": {
+                k: v["modes"]["batched"]["speedup"] >= BAR and v["predictions_identical"]
+                for k, v in report_rows.items()
+            },
+        },
+        "differences": diffs_all,
+        "machine": {**machine(), "device": device},
+        "timing": "wall seconds of a whole workload after an untimed warm-up; samples/s and speed-ups from the "
+        "median repeat; the modes alternate within each repeat",
+    }
     m = report["machine"]
-    weights = (f"{report['llm_params'] / 1e9:.2f} B-parameter LLM ({report['llm_dtype']}) and mlp connector, "
-               f"{provenance['weights']}, random page features" if args.preset
-               else f"mlp connector trained {provenance['trained_steps']} steps"
-               + (f" (run {provenance['run']})" if provenance["run"] else ""))
-    md = ["# Evaluation throughput: batched vs one sample at a time\n", f"`{command}`\n",
-          f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} thread(s))"
-          + (f", GPU {m['gpu']} (the models run there)" if device.startswith("cuda") else "") + ".\n",
-          f"Backbone {backbone.key}; {weights}; task {task.name} (embedded questions); greedy, up "
-          f"to {task.max_new_tokens} new tokens; each page is {backbone.num_patches} visual tokens, a prompt "
-          f"{prompt_tokens:.0f} tokens on average; batch size {eval_cfg.batch_size}.\n",
-          "| workload | generations | pages | mode | median wall s | best wall s | samples/s | CPU s | speed-up | "
-          "CPU speed-up | identical to one-at-a-time | GFLOP | floor s | speed-up at floor |", "|" + "---|" * 14]
+    weights = (
+        f"{report['llm_params'] / 1e9:.2f} B-parameter LLM ({report['llm_dtype']}) and mlp connector, "
+        f"{provenance['weights']}, random page features"
+        if args.preset
+        else f"mlp connector trained {provenance['trained_steps']} steps"
+        + (f" (run {provenance['run']})" if provenance["run"] else "")
+    )
+    md = [
+        "# Evaluation throughput: batched vs one sample at a time\n",
+        f"`{command}`\n",
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} thread(s))"
+        + (f", GPU {m['gpu']} (the models run there)" if device.startswith("cuda") else "")
+        + ".\n",
+        f"Backbone {backbone.key}; {weights}; task {task.name} (embedded questions); greedy, up "
+        f"to {task.max_new_tokens} new tokens; each page is {backbone.num_patches} visual tokens, a prompt "
+        f"{prompt_tokens:.0f} tokens on average; batch size {eval_cfg.batch_size}.\n",
+        "| workload | generations | pages | mode | median wall s | best wall s | samples/s | CPU s | speed-up | "
+        "CPU speed-up | identical to one-at-a-time | GFLOP | floor s | speed-up at floor |",
+        "|" + "---|" * 14,
+    ]
+
     def num(x, fmt: str) -> str:
         return "–" if x is None else format(x, fmt)
 
     for name, r in report_rows.items():
         for mode, row in r["modes"].items():
             same = str(row.get("identical_to_one_at_a_time", "–"))
-            md.append(f"| {name} | {r['generations']} | {r['pages']} | {mode} | {row['wall_s_median']:.2f} | "
-                      f"{row['wall_s_best']:.2f} | {row['samples_per_s']:.1f} | {row['cpu_s_median']:.2f} | "
-                      f"{row['speedup']:.2f} | {row['cpu_speedup']:.2f} | {same} | {num(row['gflop'], '.1f')} | "
-                      f"{num(row['floor_s'], '.2f')} | {num(row['max_speedup'], '.2f')} |")
+            md.append(
+                f"| {name} | {r['generations']} | {r['pages']} | {mode} | {row['wall_s_median']:.2f} | "
+                f"{row['wall_s_best']:.2f} | {row['samples_per_s']:.1f} | {row['cpu_s_median']:.2f} | "
+                f"{row['speedup']:.2f} | {row['cpu_speedup']:.2f} | {same} | {num(row['gflop'], '.1f')} | "
+                f"{num(row['floor_s'], '.2f')} | {num(row['max_speedup'], '.2f')} |"
+            )
     if rate is None:
         md += ["", "Compute floor: not measured (--no-floor).", ""]
     else:
-        md += ["", "Compute floor: " + __doc__.split("Compute floor. ")[1].strip().replace("\n", " "),
-               f"Best matrix-product rate measured ({rate['dtype']}): {rate['best'] / 1e9:.1f} GFLOP/s "
-               f"(by shape: {', '.join(f'{k} {v}' for k, v in rate['by_shape'].items())}). \"speed-up at floor\" = "
-               "one-at-a-time median wall / this mode's floor.", ""]
+        md += [
+            "",
+            "Compute floor: " + __doc__.split("Compute floor. ")[1].strip().replace("\n", " "),
+            f"Best matrix-product rate measured ({rate['dtype']}): {rate['best'] / 1e9:.1f} GFLOP/s "
+            f'(by shape: {", ".join(f"{k} {v}" for k, v in rate["by_shape"].items())}). "speed-up at floor" = '
+            "one-at-a-time median wall / this mode's floor.",
+            "",
+        ]
     prefill = report_rows.get("eval", {}).get("modes", {}).get("batched", {})
     if "prefill_only_s" in prefill:
-        md += [f"Prefill only (eval workload, median of {args.repeats} at each batch size: "
-               + ", ".join(f"{k}: {v:.2f} s" for k, v in prefill["prefill_only_s_by_batch"].items())
-               + f"): at best {prefill['prefill_only_s']:.2f} s, so batching can make the eval workload at most "
-               f"{prefill['max_speedup_prefill']:.2f}x faster than one at a time on this machine "
-               f"(batched now: {prefill['speedup']:.2f}x).", ""]
-    md += [f"Bar (batched >= {BAR}x one-at-a-time, identical predictions): "
-           + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in report["bar"]["met"].items()) + ".",
-           "1-minute load average during each workload: "
-           + "; ".join(f"{k} {v['loadavg_1min']}" for k, v in report_rows.items()) + "."]
+        md += [
+            f"Prefill only (eval workload, median of {args.repeats} at each batch size: "
+            + ", ".join(f"{k}: {v:.2f} s" for k, v in prefill["prefill_only_s_by_batch"].items())
+            + f"): at best {prefill['prefill_only_s']:.2f} s, so batching can make the eval workload at most "
+            f"{prefill['max_speedup_prefill']:.2f}x faster than one at a time on this machine "
+            f"(batched now: {prefill['speedup']:.2f}x).",
+            "",
+        ]
+    md += [
+        f"Bar (batched >= {BAR}x one-at-a-time, identical predictions): "
+        + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in report["bar"]["met"].items())
+        + ".",
+        "1-minute load average during each workload: "
+        + "; ".join(f"{k} {v['loadavg_1min']}" for k, v in report_rows.items())
+        + ".",
+    ]
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    stem = args.stem or "eval_throughput" + (f"_{args.preset}" if args.preset else "") + \
-        ("" if device == "cpu" else "_cuda")
+    stem = args.stem or "eval_throughput" + (f"_{args.preset}" if args.preset else "") + (
+        "" if device == "cpu" else "_cuda"
+    )
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

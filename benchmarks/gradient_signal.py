@@ -36,10 +36,13 @@ parser.add_argument("--connector", default="align")
 parser.add_argument("--connector-arg", action="append", default=[], help="OPTION=VALUE, as alignbench run takes it")
 parser.add_argument("--pages", type=int, default=16)
 parser.add_argument("--init-seed", type=int, default=1234)
-parser.add_argument("--toward-token", default="0,0.25,0.5,0.75,1",
-                    help="ALPHAS, comma-separated: the LLM receives ALPHA * e_t + (1 - ALPHA) * the connector's output at "
-                         "every cell (0: the connector alone; 1: the page's own tokens, the text-form ceiling's input); "
-                         "the same with a random token of the page's vocabulary in place of e_t is the control")
+parser.add_argument(
+    "--toward-token",
+    default="0,0.25,0.5,0.75,1",
+    help="ALPHAS, comma-separated: the LLM receives ALPHA * e_t + (1 - ALPHA) * the connector's output at "
+    "every cell (0: the connector alone; 1: the page's own tokens, the text-form ceiling's input); "
+    "the same with a random token of the page's vocabulary in place of e_t is the control",
+)
 DEFAULT_OUT = "results/bench/gradient_signal_smollm2"
 parser.add_argument("--out", default=DEFAULT_OUT)
 args = parser.parse_args()
@@ -100,9 +103,12 @@ def measure(alpha: float, target: torch.Tensor) -> dict:
             own = score.gather(-1, cell_ids[b].unsqueeze(-1))
             ranks.append((score > own).sum(-1)[ink[b]])
     rank = torch.cat(ranks).float()
-    return {"loss": round(loss.item(), 4), "own_token_first": round((rank == 0).float().mean().item(), 4),
-            "own_token_top1pct": round((rank < V / 100).float().mean().item(), 4),
-            "median_rank": int(rank.median().item())}
+    return {
+        "loss": round(loss.item(), 4),
+        "own_token_first": round((rank == 0).float().mean().item(), 4),
+        "own_token_top1pct": round((rank < V / 100).float().mean().item(), 4),
+        "median_rank": int(rank.median().item()),
+    }
 
 
 rows = []
@@ -111,20 +117,40 @@ for alpha in [float(a) for a in args.toward_token.split(",")]:
     row = {"toward_token": alpha, **own, "loss_toward_random_token": control["loss"]}
     rows.append(row)
     print(json.dumps(row), flush=True)
-command = "python benchmarks/gradient_signal.py" + (f" --connector {args.connector}" if args.connector != "align" else "") \
-    + "".join(f" --connector-arg {a}" for a in args.connector_arg) + f" --pages {args.pages}" \
-    + (f" --toward-token {args.toward_token}" if args.toward_token != parser.get_default("toward_token") else "") \
+command = (
+    "python benchmarks/gradient_signal.py"
+    + (f" --connector {args.connector}" if args.connector != "align" else "")
+    + "".join(f" --connector-arg {a}" for a in args.connector_arg)
+    + f" --pages {args.pages}"
+    + (f" --toward-token {args.toward_token}" if args.toward_token != parser.get_default("toward_token") else "")
     + (f" --out {args.out}" if args.out != DEFAULT_OUT else "")
-info = {"connector": args.connector, "connector_args": connector_args, "pages": len(images), "ink_cells": int(ink.sum()),
-        "vocabulary": V, "chance_median_rank": V // 2, "seconds": round(time.time() - t0, 1)}
+)
+info = {
+    "connector": args.connector,
+    "connector_args": connector_args,
+    "pages": len(images),
+    "ink_cells": int(ink.sum()),
+    "vocabulary": V,
+    "chance_median_rank": V // 2,
+    "seconds": round(time.time() - t0, 1),
+}
 out_path = Path(args.out)
 out_path.parent.mkdir(parents=True, exist_ok=True)
-out_path.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine(), **info, "rows": rows},
-                                                    indent=2))
-lines = ["| α towards the cell's token | transcription loss | own token first | own token in top 1 % | median rank "
-         f"(chance {V // 2:,}) | loss, α towards a random page token |", "|---|---|---|---|---|---|"]
-lines += [f"| {r['toward_token']:g} | {r['loss']:.2f} | {100 * r['own_token_first']:.1f} % | "
-          f"{100 * r['own_token_top1pct']:.1f} % | {r['median_rank']:,} | {r['loss_toward_random_token']:.2f} |" for r in rows]
-out_path.with_suffix(".md").write_text(f"`{command}` ({info['pages']} pages, {info['ink_cells']} ink cells, "
-                                       f"{args.connector} at initialisation)\n\n" + "\n".join(lines) + "\n")
+out_path.with_suffix(".json").write_text(
+    json.dumps({"command": command, "machine": machine(), **info, "rows": rows}, indent=2)
+)
+lines = [
+    "| α towards the cell's token | transcription loss | own token first | own token in top 1 % | median rank "
+    f"(chance {V // 2:,}) | loss, α towards a random page token |",
+    "|---|---|---|---|---|---|",
+]
+lines += [
+    f"| {r['toward_token']:g} | {r['loss']:.2f} | {100 * r['own_token_first']:.1f} % | "
+    f"{100 * r['own_token_top1pct']:.1f} % | {r['median_rank']:,} | {r['loss_toward_random_token']:.2f} |"
+    for r in rows
+]
+out_path.with_suffix(".md").write_text(
+    f"`{command}` ({info['pages']} pages, {info['ink_cells']} ink cells, "
+    f"{args.connector} at initialisation)\n\n" + "\n".join(lines) + "\n"
+)
 print("\n".join(lines))

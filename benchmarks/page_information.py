@@ -25,7 +25,6 @@ from alignbench.config.backbone import BackboneConfig
 from alignbench.connector import CONNECTORS, build_connector
 from alignbench.data.embedded.dataset import embedded_seed
 from alignbench.data.embedded.generators import sample_docs
-from alignbench.data.embedded.page import PageSpec
 from alignbench.io import atomic_write
 from alignbench.reporting.tables import markdown_table
 from alignbench.run.outputs import machine
@@ -91,25 +90,43 @@ for name in names:
         found += 1
         # readable one character per position: every answer cell is the only filled cell of some token
         readable.append(all(any(f & filled == {c} for f in fields) for c in cells))
-    rows.append({"connector": name, "tokens_page": len(fields), "chars_page": float(np.mean(chars_per_page)),
-                 "chars_token": float(np.mean(chars_per_token)), "tokens_2plus": float(np.mean(shared)),
-                 "answers_readable": float(np.mean(readable)) if readable else float("nan"),
-                 "answers_found": found})
+    rows.append(
+        {
+            "connector": name,
+            "tokens_page": len(fields),
+            "chars_page": float(np.mean(chars_per_page)),
+            "chars_token": float(np.mean(chars_per_token)),
+            "tokens_2plus": float(np.mean(shared)),
+            "answers_readable": float(np.mean(readable)) if readable else float("nan"),
+            "answers_found": found,
+        }
+    )
 
 table = pd.DataFrame(rows)
 out = Path(args.output)
 out.mkdir(parents=True, exist_ok=True)
 command = f"python benchmarks/page_information.py --task {args.task} --n {args.n} --output {args.output}"
-atomic_write(out / f"page_information_{args.task}.json", json.dumps(
-    {"command": command, "backbone": backbone.key, "grid": list(ctx.grid), "rows": rows, "machine": machine()},
-    indent=2))
-shown = table.rename(columns={"tokens_page": "visual tokens / page", "chars_page": "characters / page",
-                              "chars_token": "characters / token (tokens with any)",
-                              "tokens_2plus": "share of tokens with ≥ 2 characters",
-                              "answers_readable": "answers with one token per character",
-                              "answers_found": "answers found on the page"})
-md = (f"Characters per visual token on the embedded {args.task} pages: `{command}` (backbone `{backbone.key}`, "
-      f"{ctx.grid[0]} × {ctx.grid[1]} patches, one character per cell; a token's cells measured from the connector)."
-      "\n\n" + markdown_table(shown, floatfmt=".3g") + "\n")
+atomic_write(
+    out / f"page_information_{args.task}.json",
+    json.dumps(
+        {"command": command, "backbone": backbone.key, "grid": list(ctx.grid), "rows": rows, "machine": machine()},
+        indent=2,
+    ),
+)
+shown = table.rename(
+    columns={
+        "tokens_page": "visual tokens / page",
+        "chars_page": "characters / page",
+        "chars_token": "characters / token (tokens with any)",
+        "tokens_2plus": "share of tokens with ≥ 2 characters",
+        "answers_readable": "answers with one token per character",
+        "answers_found": "answers found on the page",
+    }
+)
+md = (
+    f"Characters per visual token on the embedded {args.task} pages: `{command}` (backbone `{backbone.key}`, "
+    f"{ctx.grid[0]} × {ctx.grid[1]} patches, one character per cell; a token's cells measured from the connector)."
+    "\n\n" + markdown_table(shown, floatfmt=".3g") + "\n"
+)
 atomic_write(out / f"page_information_{args.task}.md", md)
 print(md)

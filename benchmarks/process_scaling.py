@@ -38,28 +38,46 @@ def launch(args: list[str], nproc: int, out: Path) -> dict:
     """One command (one process, or torchrun of `nproc`), timed; its run directory's results and predictions."""
     prefix = [sys.executable, "-m", "alignbench"]
     if nproc > 1:
-        prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                  "-m", "alignbench"]
+        prefix = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "alignbench",
+        ]
     cmd = [*prefix, *args, "--output", str(out)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     wall = time.perf_counter() - t0
-    shown = " ".join(["alignbench" if nproc == 1 else f"torchrun --standalone --nproc-per-node {nproc} -m alignbench",
-                      *args])
+    shown = " ".join(
+        ["alignbench" if nproc == 1 else f"torchrun --standalone --nproc-per-node {nproc} -m alignbench", *args]
+    )
     if proc.returncode != 0:
         lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error:")]
-        sys.exit(f"process_scaling: `{shown}` failed (exit code {proc.returncode}): "
-                 f"{(errors or lines or ['no output'])[-1].strip()}")
+        sys.exit(
+            f"process_scaling: `{shown}` failed (exit code {proc.returncode}): "
+            f"{(errors or lines or ['no output'])[-1].strip()}"
+        )
     runs = sorted((out / "runs").iterdir())
     if len(runs) != 1:
         sys.exit(f"process_scaling: `{shown}` left {len(runs)} run directories in {out / 'runs'}, expected 1")
     result = json.loads((runs[0] / "results.json").read_text())
-    return {"command": shown, "wall_s": round(wall, 2), "run_dir": runs[0],
-            "train_s": result.get("train_seconds"), "eval_s": result.get("eval_seconds"),
-            "score": result["score"], "n": result["n"], "blind": (result.get("blind") or {}).get("score"),
-            "distributed": result.get("distributed"), "final_loss": result.get("final_loss"),
-            "predictions": (runs[0] / "predictions.jsonl").read_text().splitlines()}
+    return {
+        "command": shown,
+        "wall_s": round(wall, 2),
+        "run_dir": runs[0],
+        "train_s": result.get("train_seconds"),
+        "eval_s": result.get("eval_seconds"),
+        "score": result["score"],
+        "n": result["n"],
+        "blind": (result.get("blind") or {}).get("score"),
+        "distributed": result.get("distributed"),
+        "final_loss": result.get("final_loss"),
+        "predictions": (runs[0] / "predictions.jsonl").read_text().splitlines(),
+    }
 
 
 def max_weight_diff(a: Path, b: Path) -> float | None:
@@ -80,10 +98,16 @@ def compare(one: dict, many: dict) -> dict:
     def ratio(key: str) -> float | None:
         return round(one[key] / many[key], 3) if one.get(key) and many.get(key) else None
 
-    row = {"same_predictions": different == 0, "n_different": different, "n_predictions": len(one["predictions"]),
-           "same_scores": (one["score"], one["n"], one["blind"]) == (many["score"], many["n"], many["blind"]),
-           "scaling_wall": ratio("wall_s"), "scaling_train": ratio("train_s"), "scaling_eval": ratio("eval_s"),
-           "max_connector_weight_diff": max_weight_diff(one["run_dir"], many["run_dir"])}
+    row = {
+        "same_predictions": different == 0,
+        "n_different": different,
+        "n_predictions": len(one["predictions"]),
+        "same_scores": (one["score"], one["n"], one["blind"]) == (many["score"], many["n"], many["blind"]),
+        "scaling_wall": ratio("wall_s"),
+        "scaling_train": ratio("train_s"),
+        "scaling_eval": ratio("eval_s"),
+        "max_connector_weight_diff": max_weight_diff(one["run_dir"], many["run_dir"]),
+    }
     for side, r in (("one_process", one), ("n_processes", many)):
         row[side] = {k: v for k, v in r.items() if k not in ("predictions", "run_dir")}
     return row
@@ -95,8 +119,11 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2, help="processes of the torchrun launch (default: 2)")
     parser.add_argument("--steps", type=int, default=200, help="training steps of the `run` workload")
     parser.add_argument("--batch-size", type=int, default=16, help="pages per step, all processes together")
-    parser.add_argument("--checkpoint", type=Path,
-                        help="the run directory `eval` re-evaluates (default: the one-process `run` workload's)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the run directory `eval` re-evaluates (default: the one-process `run` workload's)",
+    )
     parser.add_argument("--limit", type=int, help="evaluate a seeded subset of N questions (both workloads)")
     parser.add_argument("--train-docs", type=int, help="pages of the embedded train split (`run`)")
     parser.add_argument("--eval-questions", type=int, help="questions of the embedded evaluation split (`run`)")
@@ -118,11 +145,30 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
     limit = ["--limit", str(args.limit)] if args.limit else []
-    sizes = [f for flag, v in (("--train-docs", args.train_docs), ("--eval-questions", args.eval_questions))
-             if v is not None for f in (flag, str(v))]
+    sizes = [
+        f
+        for flag, v in (("--train-docs", args.train_docs), ("--eval-questions", args.eval_questions))
+        if v is not None
+        for f in (flag, str(v))
+    ]
     workloads = {
-        "run": ["run", "--connector", "mlp", "--task", "docvqa", "--steps", str(args.steps), "--batch-size",
-                str(args.batch_size), "--device", args.device, "--checkpoint-every", "0", *sizes, *limit],
+        "run": [
+            "run",
+            "--connector",
+            "mlp",
+            "--task",
+            "docvqa",
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--device",
+            args.device,
+            "--checkpoint-every",
+            "0",
+            *sizes,
+            *limit,
+        ],
         "eval": ["eval", "--checkpoint", "CHECKPOINT", "--device", args.device, *limit],
     }
     work = args.keep or Path(tempfile.mkdtemp(prefix="process-scaling-"))
@@ -135,8 +181,10 @@ def main() -> None:
         many = launch(argv, args.nproc, work / f"{name}-{args.nproc}")
         print(f"{name}, {args.nproc} processes: {many['wall_s']:.1f} s", flush=True)
         rows[name] = compare(one, many)
-        print(f"{name}: same predictions {rows[name]['same_predictions']}, scaling (wall) "
-              f"{rows[name]['scaling_wall']}", flush=True)
+        print(
+            f"{name}: same predictions {rows[name]['same_predictions']}, scaling (wall) {rows[name]['scaling_wall']}",
+            flush=True,
+        )
 
     m = machine()
     command = f"python benchmarks/process_scaling.py --device {args.device} --nproc {args.nproc} --steps {args.steps}"
@@ -145,27 +193,45 @@ def main() -> None:
         given = args.checkpoint.resolve()
         command += f" --checkpoint {given.relative_to(ROOT) if given.is_relative_to(ROOT) else given}"
     command += (f" --limit {args.limit}" if args.limit else "") + "".join(f" {x}" for x in sizes)
-    report = {"command": command, "device": args.device, "nproc": args.nproc, "workloads": rows, "machine": m,
-              "timing": __doc__.split("Timed: ")[1].split("Scaling")[0].strip().replace("\n", " ")}
+    report = {
+        "command": command,
+        "device": args.device,
+        "nproc": args.nproc,
+        "workloads": rows,
+        "machine": m,
+        "timing": __doc__.split("Timed: ")[1].split("Scaling")[0].strip().replace("\n", " "),
+    }
     where = f"GPU {m['gpu']}" if args.device.startswith("cuda") else f"CPU {m['cpu']}"
 
     def num(x, fmt: str) -> str:
         return "–" if x is None else format(x, fmt)
 
-    md = ["# One process against several on the same device\n", f"`{command}`\n",
-          f"Machine: {where}, {m['cpu_count']} cores, torch {m['torch']}.\n",
-          "| workload | processes | wall s | train s | eval s | score | n | blind |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = [
+        "# One process against several on the same device\n",
+        f"`{command}`\n",
+        f"Machine: {where}, {m['cpu_count']} cores, torch {m['torch']}.\n",
+        "| workload | processes | wall s | train s | eval s | score | n | blind |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         for side, nproc in (("one_process", 1), ("n_processes", args.nproc)):
             x = r[side]
-            md.append(f"| {name} | {nproc} | {x['wall_s']:.1f} | {num(x['train_s'], '.1f')} | {num(x['eval_s'], '.1f')}"
-                      f" | {num(x['score'], '.4f')} | {x['n']} | {num(x['blind'], '.4f')} |")
-    md += ["", "| workload | same predictions | different | same scores | max connector weight diff | scaling (wall) | "
-           "scaling (train s) | scaling (eval s) |", "|---|---|---|---|---|---|---|---|"]
-    md += [f"| {name} | {r['same_predictions']} | {r['n_different']} of {r['n_predictions']} | {r['same_scores']} | "
-           f"{num(r['max_connector_weight_diff'], '.2e')} | {num(r['scaling_wall'], '.2f')} | "
-           f"{num(r['scaling_train'], '.2f')} | {num(r['scaling_eval'], '.2f')} |" for name, r in rows.items()]
+            md.append(
+                f"| {name} | {nproc} | {x['wall_s']:.1f} | {num(x['train_s'], '.1f')} | {num(x['eval_s'], '.1f')}"
+                f" | {num(x['score'], '.4f')} | {x['n']} | {num(x['blind'], '.4f')} |"
+            )
+    md += [
+        "",
+        "| workload | same predictions | different | same scores | max connector weight diff | scaling (wall) | "
+        "scaling (train s) | scaling (eval s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {name} | {r['same_predictions']} | {r['n_different']} of {r['n_predictions']} | {r['same_scores']} | "
+        f"{num(r['max_connector_weight_diff'], '.2e')} | {num(r['scaling_wall'], '.2f')} | "
+        f"{num(r['scaling_train'], '.2f')} | {num(r['scaling_eval'], '.2f')} |"
+        for name, r in rows.items()
+    ]
     md += ["", "Scaling = one process's seconds / N processes' seconds. Timed: " + report["timing"]]
     stem = args.stem or f"process_scaling_{args.device.split(':')[0]}"
     args.out.mkdir(parents=True, exist_ok=True)

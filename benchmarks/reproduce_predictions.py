@@ -40,23 +40,45 @@ def main() -> None:
     rows = []
     for run in args.runs:
         config = json.loads((run / "config.json").read_text())
-        ws = Workspace(BackboneConfig(**config["backbone"]), DataConfig(**config["data"]), "cpu",
-                       log=lambda *a: None)
+        ws = Workspace(BackboneConfig(**config["backbone"]), DataConfig(**config["data"]), "cpu", log=lambda *a: None)
         model, _ = load_trained(run, ws.backbone)
         task = TASKS.get(config["task"])
         split, feats = ws.split(task, config["data"]["eval_split"])
         result, records = evaluate(model, task, split, feats, EvalConfig(**config["eval"]))
         saved = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
-        differ = [r["uid"] for r, s in zip(records, saved)
-                  if (r["prediction"], r.get("blind_prediction")) != (s["prediction"], s.get("blind_prediction"))]
+        differ = [
+            r["uid"]
+            for r, s in zip(records, saved)
+            if (r["prediction"], r.get("blind_prediction")) != (s["prediction"], s.get("blind_prediction"))
+        ]
         saved_score = json.loads((run / "results.json").read_text())["score"]
-        rows.append({"run": run.name, "n": len(records), "same_count": len(records) == len(saved),
-                     "different_predictions": differ, "score": result["score"], "saved_score": saved_score})
-        print(f"{run.name}: {len(records) - len(differ)} of {len(records)} predictions (and blind predictions) "
-              f"identical; score {result['score']:.4f} (saved {saved_score:.4f})", flush=True)
+        rows.append(
+            {
+                "run": run.name,
+                "n": len(records),
+                "same_count": len(records) == len(saved),
+                "different_predictions": differ,
+                "score": result["score"],
+                "saved_score": saved_score,
+            }
+        )
+        print(
+            f"{run.name}: {len(records) - len(differ)} of {len(records)} predictions (and blind predictions) "
+            f"identical; score {result['score']:.4f} (saved {saved_score:.4f})",
+            flush=True,
+        )
     out = ROOT / "results" / "bench" / "reproduce_predictions.json"
-    out.write_text(json.dumps({"command": "python benchmarks/reproduce_predictions.py " + " ".join(sys.argv[1:]),
-                               "rows": rows, "machine": machine()}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/reproduce_predictions.py " + " ".join(sys.argv[1:]),
+                "rows": rows,
+                "machine": machine(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -64,18 +64,40 @@ for mode in ("uniform", "random"):
             prompt = torch.tensor(tok(task.prompt(qa.question), add_special_tokens=False)["input_ids"])
             embeds = torch.cat([page, E[prompt]])[None]
             with torch.no_grad():
-                out = llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
-                                   max_new_tokens=task.max_new_tokens, do_sample=False,
-                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                out = llm.generate(
+                    inputs_embeds=embeds,
+                    attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                    max_new_tokens=task.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
             scores.append(metric(tok.decode(out[0], skip_special_tokens=True).strip(), qa.answers))
         m, e, n = mean_stderr(scores)
         rows.append({"other": mode, "alpha": alpha, "score": round(m, 4), "stderr": round(e, 4), "n": n})
         print(f"{mode:8s} alpha {alpha:.2f}: {100 * m:5.1f} ± {100 * e:.1f}", flush=True)
 
-out = Path(__file__).resolve().parents[1] / "results" / "bench" / (
-    f"soft_input_tolerance_{args.task}_{backbone.key}.json")
+out = (
+    Path(__file__).resolve().parents[1]
+    / "results"
+    / "bench"
+    / (f"soft_input_tolerance_{args.task}_{backbone.key}.json")
+)
 out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps({"command": "python benchmarks/soft_input_tolerance.py " + " ".join(
-    f"--{k} {v}" for k, v in vars(args).items()), "backbone": backbone.key, "task": args.task, "metric": task.metric,
-    "rows": rows, "seconds": round(time.time() - t0, 1), "machine": machine()}, indent=2) + "\n")
+out.write_text(
+    json.dumps(
+        {
+            "command": "python benchmarks/soft_input_tolerance.py "
+            + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+            "backbone": backbone.key,
+            "task": args.task,
+            "metric": task.metric,
+            "rows": rows,
+            "seconds": round(time.time() - t0, 1),
+            "machine": machine(),
+        },
+        indent=2,
+    )
+    + "\n"
+)
 print(f"written {out}")

@@ -38,11 +38,18 @@ from alignbench.reporting.simulation import Scenario, simulate
 from alignbench.reporting.stats import detectable_difference, variance_components
 
 ROOT = Path(__file__).resolve().parents[1]
-DESIGNS = [("committed", 3, 300, 1), ("clustered", 3, 60, 5), ("5 seeds", 5, 60, 5), ("one seed", 1, 300, 1),
-           ("one seed, clustered", 1, 60, 5)]
+DESIGNS = [
+    ("committed", 3, 300, 1),
+    ("clustered", 3, 60, 5),
+    ("5 seeds", 5, 60, 5),
+    ("one seed", 1, 300, 1),
+    ("one seed, clustered", 1, 60, 5),
+]
 SEED_SDS = (0.0, 0.1, 0.3)
-COMPARED = {1: ("within_seed", "questions_only"),
-            2: ("within_seed", "hierarchical_percentile", "hierarchical_se_t")}  # by seeds: 1, or 2 and more
+COMPARED = {
+    1: ("within_seed", "questions_only"),
+    2: ("within_seed", "hierarchical_percentile", "hierarchical_se_t"),
+}  # by seeds: 1, or 2 and more
 
 
 def seed_sd_points(scenario: Scenario) -> float:
@@ -51,8 +58,8 @@ def seed_sd_points(scenario: Scenario) -> float:
 
     x, w = np.polynomial.hermite_e.hermegauss(61)  # nodes and weights for a standard normal
     w = w / w.sum()
-    rest = 1 + scenario.sd_page ** 2 + scenario.sd_connector_page ** 2 + scenario.sd_question ** 2
-    mu = ndtri(scenario.level) * np.sqrt(rest + scenario.sd_seed ** 2)
+    rest = 1 + scenario.sd_page**2 + scenario.sd_connector_page**2 + scenario.sd_question**2
+    mu = ndtri(scenario.level) * np.sqrt(rest + scenario.sd_seed**2)
     expected = ndtr((mu + scenario.sd_seed * x) / np.sqrt(rest))  # [nodes] the score given the seed effect
     return float(100 * np.sqrt(w @ (expected - w @ expected) ** 2))
 
@@ -80,12 +87,25 @@ def run(args) -> list[dict]:
             scenario = Scenario(seeds=seeds, pages=pages, questions=questions, sd_seed=sd)
             reps = args.replications if seeds > 1 else args.one_seed
             chosen = simulate(scenario, reps, args.resamples, methods=("hierarchical",))
-            compared = simulate(dataclasses.replace(scenario, connectors=2), args.compare, args.compare_resamples,
-                                methods=COMPARED[min(seeds, 2)], seed=3)
-            row = {"design": name, "seeds": seeds, "pages": pages, "questions": questions, "sd_seed": sd,
-                   "seed_sd_points": seed_sd_points(scenario), "scenario": dataclasses.asdict(scenario),
-                   "chosen": chosen, "compared": compared,
-                   "power": power_at_detectable(scenario, args.one_seed) if seeds > 1 else None}
+            compared = simulate(
+                dataclasses.replace(scenario, connectors=2),
+                args.compare,
+                args.compare_resamples,
+                methods=COMPARED[min(seeds, 2)],
+                seed=3,
+            )
+            row = {
+                "design": name,
+                "seeds": seeds,
+                "pages": pages,
+                "questions": questions,
+                "sd_seed": sd,
+                "seed_sd_points": seed_sd_points(scenario),
+                "scenario": dataclasses.asdict(scenario),
+                "chosen": chosen,
+                "compared": compared,
+                "power": power_at_detectable(scenario, args.one_seed) if seeds > 1 else None,
+            }
             row["seconds"] = round(time.time() - t0, 1)
             rows.append(row)
             print(f"{name}, sd_seed {sd}: {row['seconds']} s", flush=True)
@@ -98,42 +118,69 @@ def _pct(x: float) -> str:
 
 def markdown(rows: list[dict], args, seconds: float) -> str:
     command = "python benchmarks/stats_simulation.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
-    out = ["# The report's statistics on simulated studies", "", f"`{command}` ({seconds / 60:.0f} min)", "",
-           "Bernoulli scores (probit model, `alignbench.reporting.simulation.Scenario`), 4 connectors of true mean "
-           "0.5. Seed sd: "
-           "standard deviation of a connector's expected score across seeds, in points. Percentages of studies.", "",
-           "## The report's method", "",
-           "| design | seeds × pages × questions | seed sd | studies | covers mean | covers difference | one pair "
-           "rejects | any of 6 pairs rejects | … after Holm |", "|---|---|---|---|---|---|---|---|---|"]
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+    )
+    out = [
+        "# The report's statistics on simulated studies",
+        "",
+        f"`{command}` ({seconds / 60:.0f} min)",
+        "",
+        "Bernoulli scores (probit model, `alignbench.reporting.simulation.Scenario`), 4 connectors of true mean "
+        "0.5. Seed sd: "
+        "standard deviation of a connector's expected score across seeds, in points. Percentages of studies.",
+        "",
+        "## The report's method",
+        "",
+        "| design | seeds × pages × questions | seed sd | studies | covers mean | covers difference | one pair "
+        "rejects | any of 6 pairs rejects | … after Holm |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         c = r["chosen"]
-        out.append(f"| {r['design']} | {r['seeds']} × {r['pages']} × {r['questions']} | {r['seed_sd_points']:.1f} | "
-                   f"{c['replications']} | {_pct(c['coverage_mean']['hierarchical'])} | "
-                   f"{_pct(c['coverage_difference']['hierarchical'])} | {_pct(c['rejection'])} | "
-                   f"{_pct(c['family_wise_error'])} | {_pct(c['family_wise_error_holm'])} |")
-    out += ["", "Monte Carlo standard error of a rate near 95 % (5 %): 0.2 points at 10000 studies, 0.5 at 2000.",
-            "With one seed and seed sd > 0 the interval is about the trained model, not the recipe: it is not "
-            "meant to cover the recipe's mean (the report marks it †).", "",
-            "## The alternatives (coverage of mean / difference)", "",
-            "| design | seed sd | studies | within-seed (earlier) | page-blind | hierarchical percentile | "
-            "hierarchical SE, t(S − 1) |", "|---|---|---|---|---|---|---|"]
+        out.append(
+            f"| {r['design']} | {r['seeds']} × {r['pages']} × {r['questions']} | {r['seed_sd_points']:.1f} | "
+            f"{c['replications']} | {_pct(c['coverage_mean']['hierarchical'])} | "
+            f"{_pct(c['coverage_difference']['hierarchical'])} | {_pct(c['rejection'])} | "
+            f"{_pct(c['family_wise_error'])} | {_pct(c['family_wise_error_holm'])} |"
+        )
+    out += [
+        "",
+        "Monte Carlo standard error of a rate near 95 % (5 %): 0.2 points at 10000 studies, 0.5 at 2000.",
+        "With one seed and seed sd > 0 the interval is about the trained model, not the recipe: it is not "
+        "meant to cover the recipe's mean (the report marks it †).",
+        "",
+        "## The alternatives (coverage of mean / difference)",
+        "",
+        "| design | seed sd | studies | within-seed (earlier) | page-blind | hierarchical percentile | "
+        "hierarchical SE, t(S − 1) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         c = r["compared"]
-        cells = [f"{_pct(c['coverage_mean'][m])} / {_pct(c['coverage_difference'][m])}" if m in c["coverage_mean"]
-                 else "–" for m in ("within_seed", "questions_only", "hierarchical_percentile", "hierarchical_se_t")]
+        cells = [
+            f"{_pct(c['coverage_mean'][m])} / {_pct(c['coverage_difference'][m])}" if m in c["coverage_mean"] else "–"
+            for m in ("within_seed", "questions_only", "hierarchical_percentile", "hierarchical_se_t")
+        ]
         out.append(f"| {r['design']} | {r['seed_sd_points']:.1f} | {c['replications']} | " + " | ".join(cells) + " |")
-    out += ["", "## Power at the predicted detectable difference", "",
-            "| design | seed sd | σ seed / page / question of the difference (points) | detectable (points) | "
-            "studies | rejected |", "|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "## Power at the predicted detectable difference",
+        "",
+        "| design | seed sd | σ seed / page / question of the difference (points) | detectable (points) | "
+        "studies | rejected |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["power"] is None:
             continue
         p, comp = r["power"], r["power"]["components"]
-        sds = " / ".join("–" if np.isnan(comp[k]) else f"{100 * np.sqrt(comp[k]):.1f}"
-                         for k in ("seed", "page", "question"))
-        out.append(f"| {r['design']} | {r['seed_sd_points']:.1f} | {sds} | {100 * p['detectable']:.1f} | "
-                   f"{args.one_seed} | {_pct(p['rejection'])} |")
+        sds = " / ".join(
+            "–" if np.isnan(comp[k]) else f"{100 * np.sqrt(comp[k]):.1f}" for k in ("seed", "page", "question")
+        )
+        out.append(
+            f"| {r['design']} | {r['seed_sd_points']:.1f} | {sds} | {100 * p['detectable']:.1f} | "
+            f"{args.one_seed} | {_pct(p['rejection'])} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -151,8 +198,9 @@ def main() -> None:
     text = markdown(rows, args, seconds)
     bench = ROOT / "results" / "bench"
     bench.mkdir(parents=True, exist_ok=True)
-    (bench / "stats_simulation.json").write_text(json.dumps({"args": vars(args), "seconds": seconds, "rows": rows},
-                                                            indent=2, default=float) + "\n")
+    (bench / "stats_simulation.json").write_text(
+        json.dumps({"args": vars(args), "seconds": seconds, "rows": rows}, indent=2, default=float) + "\n"
+    )
     (bench / "stats_simulation.md").write_text(text)
     print(text)
 

@@ -53,8 +53,12 @@ BAR = 1.5  # no-cache wall / cached wall
 
 def sweep_options(args) -> list[tuple[str, object, object]]:
     """(flag, value, default) of the options passed on to `alignbench sweep` when not at their default."""
-    return [("--device", args.device, "auto"), ("--backbone", args.backbone, "tiny"),
-            ("--train-docs", args.train_docs, None), ("--eval-questions", args.eval_questions, None)]
+    return [
+        ("--device", args.device, "auto"),
+        ("--backbone", args.backbone, "tiny"),
+        ("--train-docs", args.train_docs, None),
+        ("--eval-questions", args.eval_questions, None),
+    ]
 
 
 def children_cpu() -> float:
@@ -62,8 +66,9 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def generate_data(cache: Path, backbone: str = "tiny", train_docs: int | None = None,
-                  eval_questions: int | None = None) -> float:
+def generate_data(
+    cache: Path, backbone: str = "tiny", train_docs: int | None = None, eval_questions: int | None = None
+) -> float:
     """The six embedded datasets, generated into `cache` before anything is timed (smollm2: its LLM converted
     from the GGUF too)."""
     os.environ["ALIGNBENCH_CACHE"] = str(cache)
@@ -83,8 +88,22 @@ def generate_data(cache: Path, backbone: str = "tiny", train_docs: int | None = 
 
 
 def run_sweep(condition: str, args, cache: Path, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "alignbench", "sweep", "--connectors", CONNECTORS, "--tasks", TASKS,
-           "--jobs", str(args.jobs), "--steps", str(args.steps), "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alignbench",
+        "sweep",
+        "--connectors",
+        CONNECTORS,
+        "--tasks",
+        TASKS,
+        "--jobs",
+        str(args.jobs),
+        "--steps",
+        str(args.steps),
+        "--output",
+        str(out),
+    ]
     if args.train_tasks:
         cmd += ["--train-tasks", args.train_tasks]
     for flag, value, default in sweep_options(args):
@@ -102,14 +121,22 @@ def run_sweep(condition: str, args, cache: Path, out: Path) -> dict:
         sys.exit(f"{condition} sweep failed:\n{proc.stderr[-3000:]}")
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/results.json"))]
     # A run that re-used another run's training (`trained_in`) reports that training's seconds: count it once.
-    phases = {k: round(sum(r.get(f"{k}_seconds", 0.0) for r in runs if k != "train" or not r.get("trained_in")), 1)
-              for k in ("train", "eval", "data", "features")}
-    return {"condition": condition, "command": " ".join(["alignbench", *cmd[3:]]).replace(str(out), "OUT"),
-            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "runs": len(runs),
-            "phases_summed_over_runs_s": phases,
-            "runs_wall_summed_s": round(sum(r["wall_seconds"] for r in runs), 1),
-            "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
-            "table": (out / "table.csv").read_text(), "table_md": (out / "table.md").read_text()}
+    phases = {
+        k: round(sum(r.get(f"{k}_seconds", 0.0) for r in runs if k != "train" or not r.get("trained_in")), 1)
+        for k in ("train", "eval", "data", "features")
+    }
+    return {
+        "condition": condition,
+        "command": " ".join(["alignbench", *cmd[3:]]).replace(str(out), "OUT"),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "runs": len(runs),
+        "phases_summed_over_runs_s": phases,
+        "runs_wall_summed_s": round(sum(r["wall_seconds"] for r in runs), 1),
+        "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "table": (out / "table.csv").read_text(),
+        "table_md": (out / "table.md").read_text(),
+    }
 
 
 def profile_training(steps: int) -> dict:
@@ -139,8 +166,9 @@ def profile_training(steps: int) -> dict:
         model.llm.requires_grad_(False)
         opt = torch.optim.AdamW(model.connector.parameters(), lr=REGISTRY.get(name).default_lr)
         order = BatchOrder(len(groups), cfg.batch_size, 0)
-        parts: dict[str, list[float]] = {k: [] for k in ("collate", "connector_forward", "llm_forward_and_loss",
-                                                         "backward", "optimizer")}
+        parts: dict[str, list[float]] = {
+            k: [] for k in ("collate", "connector_forward", "llm_forward_and_loss", "backward", "optimizer")
+        }
         for step in range(steps + 1):  # the first step is a warm-up
             t0 = time.perf_counter()
             chosen = [[split.samples[i] for i in groups[k]] for k in order.next()]
@@ -170,8 +198,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--conditions", default="no-cache,cold,warm")
     parser.add_argument("--train-tasks", default="each", help="the sweep's --train-tasks ('': its default)")
-    parser.add_argument("--profile-steps", type=int, default=5,
-                        help="training steps profiled per connector (CPU, one thread; 0: no profile)")
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=5,
+        help="training steps profiled per connector (CPU, one thread; 0: no profile)",
+    )
     parser.add_argument("--keep", type=Path, help="keep the sweeps' outputs and cache here (default: a temp dir)")
     parser.add_argument("--device", default="auto", help="the sweep's --device: auto, cpu or cuda")
     parser.add_argument("--backbone", default="tiny", help="the sweep's --backbone: tiny or smollm2")
@@ -208,8 +240,11 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         row = run_sweep(condition, args, cache, out)
         rows.append(row)
-        print(f"{condition}: wall {row['wall_s']:.0f} s, CPU {row['cpu_s']:.0f} s, "
-              f"phases {row['phases_summed_over_runs_s']}", flush=True)
+        print(
+            f"{condition}: wall {row['wall_s']:.0f} s, CPU {row['cpu_s']:.0f} s, "
+            f"phases {row['phases_summed_over_runs_s']}",
+            flush=True,
+        )
     base = next((r for r in rows if r["condition"] == "no-cache"), None)
     for r in rows:
         if base:
@@ -232,47 +267,96 @@ def main() -> None:
         command += " --train-tasks " + (args.train_tasks or "''")
     for flag, value, default in [*sweep_options(args), ("--profile-steps", args.profile_steps, 5)]:
         command += f" {flag} {value}" if value != default else ""
-    report = {"command": command, "steps": args.steps, "jobs": args.jobs, "datasets_generation_s": round(data_s, 1),
-              "device": args.device, "backbone": args.backbone,
-              "bar": {"speedup_at_least": BAR, "verdict": verdict, "bound_speedup_free_tower": bound}, "rows": rows,
-              "training_step_profile_s": profile, "machine": machine(),
-              "timing": "wall: the sweep command, start to exit; cpu: user + system seconds of the sweep process and "
-                        "its workers; phases: each run's results.json (train_seconds, eval_seconds, data_seconds, "
-                        "features_seconds: what that run's worker spent, 0 when its workspace already held them)"}
+    report = {
+        "command": command,
+        "steps": args.steps,
+        "jobs": args.jobs,
+        "datasets_generation_s": round(data_s, 1),
+        "device": args.device,
+        "backbone": args.backbone,
+        "bar": {"speedup_at_least": BAR, "verdict": verdict, "bound_speedup_free_tower": bound},
+        "rows": rows,
+        "training_step_profile_s": profile,
+        "machine": machine(),
+        "timing": "wall: the sweep command, start to exit; cpu: user + system seconds of the sweep process and "
+        "its workers; phases: each run's results.json (train_seconds, eval_seconds, data_seconds, "
+        "features_seconds: what that run's worker spent, 0 when its workspace already held them)",
+    }
 
-    header = ["condition", "wall s", "CPU s", "speed-up (wall)", "speed-up (CPU)", "train s", "eval s",
-              "features s", "data s", "same table"]
+    header = [
+        "condition",
+        "wall s",
+        "CPU s",
+        "speed-up (wall)",
+        "speed-up (CPU)",
+        "train s",
+        "eval s",
+        "features s",
+        "data s",
+        "same table",
+    ]
     lines = []
     for r in rows:
         p = r["phases_summed_over_runs_s"]
-        lines.append([r["condition"], f"{r['wall_s']:.0f}", f"{r['cpu_s']:.0f}", f"{r.get('speedup_wall', 1):.2f}",
-                      f"{r.get('speedup_cpu', 1):.2f}", f"{p['train']:.0f}", f"{p['eval']:.0f}", f"{p['features']:.1f}",
-                      f"{p['data']:.1f}", str(r["same_table_as_no_cache"])])
+        lines.append(
+            [
+                r["condition"],
+                f"{r['wall_s']:.0f}",
+                f"{r['cpu_s']:.0f}",
+                f"{r.get('speedup_wall', 1):.2f}",
+                f"{r.get('speedup_cpu', 1):.2f}",
+                f"{p['train']:.0f}",
+                f"{p['eval']:.0f}",
+                f"{p['features']:.1f}",
+                f"{p['data']:.1f}",
+                str(r["same_table_as_no_cache"]),
+            ]
+        )
     m = report["machine"]
-    md = ["# Sweep wall time with and without the shared vision-feature cache\n", f"`{command}`\n",
-          f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch threads {m.get('torch_threads')}"
-          + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; the sweep's device: {args.device}, backbone "
-          f"{args.backbone}; "
-          f"1-minute load average before/after each sweep: "
-          + "; ".join(f"{r['condition']} {r['loadavg_1min']}" for r in rows) + ".\n",
-          f"4 connectors x 3 tasks, {args.steps} training steps each, --jobs {args.jobs}"
-          + (", each connector trained once on the mixture of the three tasks" if not args.train_tasks else "")
-          + ". Datasets generated "
-          f"beforehand ({data_s:.0f} s, untimed). Phases are summed over the 12 runs (seconds of each run's worker; "
-          "a training re-used by several runs counted once).\n",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md = [
+        "# Sweep wall time with and without the shared vision-feature cache\n",
+        f"`{command}`\n",
+        f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, torch threads {m.get('torch_threads')}"
+        + (f", GPU {m['gpu']}" if m.get("gpu") else "")
+        + f"; the sweep's device: {args.device}, backbone "
+        f"{args.backbone}; "
+        f"1-minute load average before/after each sweep: "
+        + "; ".join(f"{r['condition']} {r['loadavg_1min']}" for r in rows)
+        + ".\n",
+        f"4 connectors x 3 tasks, {args.steps} training steps each, --jobs {args.jobs}"
+        + (", each connector trained once on the mixture of the three tasks" if not args.train_tasks else "")
+        + ". Datasets generated "
+        f"beforehand ({data_s:.0f} s, untimed). Phases are summed over the 12 runs (seconds of each run's worker; "
+        "a training re-used by several runs counted once).\n",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     md += ["| " + " | ".join(line) + " |" for line in lines]
-    md += ["", f"Bar: the cached sweep at least {BAR}x faster (wall): "
-           + (", ".join(f"{k} {v}" for k, v in verdict.items()) or "not measured (no no-cache sweep)") + "."
-           + (f" Bound: were the vision tower free, the no-cache sweep would be at most {bound:.2f}x faster "
-              f"(wall / (wall - features s / jobs))." if bound else "")]
+    md += [
+        "",
+        f"Bar: the cached sweep at least {BAR}x faster (wall): "
+        + (", ".join(f"{k} {v}" for k, v in verdict.items()) or "not measured (no no-cache sweep)")
+        + "."
+        + (
+            f" Bound: were the vision tower free, the no-cache sweep would be at most {bound:.2f}x faster "
+            f"(wall / (wall - features s / jobs))."
+            if bound
+            else ""
+        ),
+    ]
     if profile:
-        md += ["", "Training step, median seconds (one thread, docvqa, 16 pages per step):", "",
-               "| connector | tokens per step | collate | connector forward | LLM forward + loss | backward | "
-               "optimizer |", "|---|---|---|---|---|---|---|"]
-        md += [f"| {name} | {p['tokens_per_step']} | {p['collate']:.3f} | {p['connector_forward']:.3f} | "
-               f"{p['llm_forward_and_loss']:.3f} | {p['backward']:.3f} | {p['optimizer']:.3f} |"
-               for name, p in profile.items()]
+        md += [
+            "",
+            "Training step, median seconds (one thread, docvqa, 16 pages per step):",
+            "",
+            "| connector | tokens per step | collate | connector forward | LLM forward + loss | backward | optimizer |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {name} | {p['tokens_per_step']} | {p['collate']:.3f} | {p['connector_forward']:.3f} | "
+            f"{p['llm_forward_and_loss']:.3f} | {p['backward']:.3f} | {p['optimizer']:.3f} |"
+            for name, p in profile.items()
+        ]
     md += ["", f"The table of the {rows[0]['condition']} sweep:", "", rows[0]["table_md"].strip()]
     stem = args.stem or ("sweep_cache" if args.steps == 250 else f"sweep_cache_steps{args.steps}")
     out_dir = args.out

@@ -75,17 +75,23 @@ def text_form(doc) -> list[int]:
 def train_lora() -> dict:
     """The recipe's LLM stage on text-form pages; returns what was trained (the LLM is adapted in place)."""
     recipe = RECIPES[args.backbone]
-    cfg = TrainConfig(stage=recipe["stage"], steps=recipe["steps"], batch_size=recipe["batch_size"],
-                      questions_per_page=recipe["questions_per_page"],
-                      llm_steps=max(1, round(recipe["llm_share"] * recipe["steps"])),
-                      connector_tasks=recipe.get("connector_tasks"))
+    cfg = TrainConfig(
+        stage=recipe["stage"],
+        steps=recipe["steps"],
+        batch_size=recipe["batch_size"],
+        questions_per_page=recipe["questions_per_page"],
+        llm_steps=max(1, round(recipe["llm_share"] * recipe["steps"])),
+        connector_tasks=recipe.get("connector_tasks"),
+    )
     data = DataConfig()
     names = recipe_train_tasks(args.backbone, ["docvqa", "infovqa", "chartqa"])
     sources = []
     for i, name in enumerate(names):
         docs = sample_docs(name, data.train_docs, embedded_seed(name, "train", data.seed), PageSpec())
-        groups = [[(TASKS.get(name).prompt(qa.question), qa.answers[0]) for qa in d.qas[: cfg.questions_per_page]]
-                  for d in docs]
+        groups = [
+            [(TASKS.get(name).prompt(qa.question), qa.answers[0]) for qa in d.qas[: cfg.questions_per_page]]
+            for d in docs
+        ]
         sources.append((docs, groups, BatchOrder(len(docs), cfg.batch_size, source_seed(data.seed, i))))
     lora.attach(llm, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.init_seed)
     adapters = lora.adapters(llm)
@@ -120,10 +126,21 @@ def train_lora() -> dict:
         opt.step()
         losses.append(round(loss.item(), 4))
     llm.eval()
-    return {"stage": cfg.stage, "llm_steps": cfg.steps - start, "of_steps": cfg.steps, "batch_size": cfg.batch_size,
-            "questions_per_page": cfg.questions_per_page, "lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha,
-            "lora_targets": cfg.lora_targets, "llm_lr": cfg.llm_lr, "train_tasks": names, "first_loss": losses[0],
-            "final_loss": losses[-1], "train_seconds": round(time.time() - t_train, 1)}
+    return {
+        "stage": cfg.stage,
+        "llm_steps": cfg.steps - start,
+        "of_steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "questions_per_page": cfg.questions_per_page,
+        "lora_rank": cfg.lora_rank,
+        "lora_alpha": cfg.lora_alpha,
+        "lora_targets": cfg.lora_targets,
+        "llm_lr": cfg.llm_lr,
+        "train_tasks": names,
+        "first_loss": losses[0],
+        "final_loss": losses[-1],
+        "train_seconds": round(time.time() - t_train, 1),
+    }
 
 
 def forms(doc, prompt: str) -> dict[str, list[int]]:
@@ -131,8 +148,10 @@ def forms(doc, prompt: str) -> dict[str, list[int]]:
     if renderer is None:
         return {"text form": page_ids(tok, doc.page.text()) + question}
     lines = "\n".join(line.replace("\u2588", " ").rstrip() for line in doc.page.lines() if line.strip("\u2588 "))
-    return {"text form": fmt.prefix + text_form(doc) + question,
-            "ordinary text": fmt.prefix + tok(lines + "\n", add_special_tokens=False)["input_ids"] + question}
+    return {
+        "text form": fmt.prefix + text_form(doc) + question,
+        "ordinary text": fmt.prefix + tok(lines + "\n", add_special_tokens=False)["input_ids"] + question,
+    }
 
 
 @torch.no_grad()
@@ -140,9 +159,15 @@ def generate(prompts: list[list[int]], max_new_tokens: int) -> list[str]:
     out = []
     for i in range(0, len(prompts), args.batch_size):
         ids, mask = left_pad(prompts[i : i + args.batch_size], tok.pad_token_id, "cpu")
-        gen = llm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                           pad_token_id=tok.pad_token_id, eos_token_id=stop)
-        for row in gen[:, ids.shape[1]:].tolist():
+        gen = llm.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=stop,
+        )
+        for row in gen[:, ids.shape[1] :].tolist():
             ends = [k for k, t in enumerate(row) if t in stop]
             out.append(tok.decode(row[: ends[0]] if ends else row, skip_special_tokens=True).strip())
     return out
@@ -167,15 +192,31 @@ for name in ("docvqa", "infovqa", "chartqa"):
         contains = mean_stderr([float(any(a.lower() in p.lower() for a in qa.answers)) for p, qa in zip(preds, qas)])
         kinds = sorted({qa.kind for qa in qas})
         per_kind = {k: round(mean_stderr([s for s, qa in zip(scores, qas) if qa.kind == k])[0], 4) for k in kinds}
-        report[name][form] = {"score": round(m, 4), "stderr": round(e, 4), "n": n, "per_kind": per_kind,
-                              "contains": round(contains[0], 4), "contains_stderr": round(contains[1], 4),
-                              "examples": [[qa.question, qa.answers[0], p] for qa, p in zip(qas[:5], preds[:5])]}
+        report[name][form] = {
+            "score": round(m, 4),
+            "stderr": round(e, 4),
+            "n": n,
+            "per_kind": per_kind,
+            "contains": round(contains[0], 4),
+            "contains_stderr": round(contains[1], 4),
+            "examples": [[qa.question, qa.answers[0], p] for qa, p in zip(qas[:5], preds[:5])],
+        }
         print(name, form, {k: report[name][form][k] for k in ("score", "stderr", "contains")}, flush=True)
 suffix = "_trained" if args.train else ""
 out = Path(__file__).resolve().parents[1] / "results" / "bench" / f"text_ceiling_{args.backbone}{suffix}.json"
 out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps({"backbone": backbone.key, "command": f"python benchmarks/text_ceiling.py --backbone "
-                           f"{args.backbone} --n {args.n}{' --train' if args.train else ''}",
-                           "seconds": round(time.time() - t0, 1),
-                           "machine": machine(), **report}, indent=2) + "\n")
+out.write_text(
+    json.dumps(
+        {
+            "backbone": backbone.key,
+            "command": f"python benchmarks/text_ceiling.py --backbone "
+            f"{args.backbone} --n {args.n}{' --train' if args.train else ''}",
+            "seconds": round(time.time() - t0, 1),
+            "machine": machine(),
+            **report,
+        },
+        indent=2,
+    )
+    + "\n"
+)
 print(f"-> {out}")

@@ -39,10 +39,19 @@ with tempfile.TemporaryDirectory() as tmp:
     result = json.loads((run_dir / "results.json").read_text())
     train_cfg = json.loads((run_dir / "config.json").read_text())["train"]
 
-report = {"command": " ".join(c for c in cmd if not c.startswith(tmp) and c != "--output"),
-          "fresh_cache": True, "train": train_cfg, "wall_seconds": round(wall, 1), "score": result["score"],
-          "stderr": result["stderr"], "n": result["n"], "blind_score": result["blind"]["score"],
-          "train_seconds": result["train_seconds"], "eval_seconds": result["eval_seconds"], "machine": machine()}
+report = {
+    "command": " ".join(c for c in cmd if not c.startswith(tmp) and c != "--output"),
+    "fresh_cache": True,
+    "train": train_cfg,
+    "wall_seconds": round(wall, 1),
+    "score": result["score"],
+    "stderr": result["stderr"],
+    "n": result["n"],
+    "blind_score": result["blind"]["score"],
+    "train_seconds": result["train_seconds"],
+    "eval_seconds": result["eval_seconds"],
+    "machine": machine(),
+}
 suffix = "" if args.backbone == "tiny" else f"_{args.backbone}"
 out = ROOT / "results" / "bench" / f"default_run_{args.connector}_{args.task}{suffix}.json"
 out.parent.mkdir(parents=True, exist_ok=True)

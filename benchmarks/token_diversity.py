@@ -55,13 +55,30 @@ for _, r in board.iterrows():
     trained, config = load_trained(run_dir, bb)
     ctx = ConnectorContext(bb.vision_dim, bb.llm_dim, bb.num_patches, bb.llm)
     fresh = VLM(bb, build_connector(r.connector, ctx, config.get("connector_args", {}), config["train"]["init_seed"]))
-    row = {"connector": r.connector, "run": r.run_id, "score": r.score, "similarity_at_init": similarity(fresh, feats),
-           "similarity_trained": similarity(trained, feats)}
+    row = {
+        "connector": r.connector,
+        "run": r.run_id,
+        "score": r.score,
+        "similarity_at_init": similarity(fresh, feats),
+        "similarity_trained": similarity(trained, feats),
+    }
     rows.append(row)
-    print(f"{r.connector:10s} init {row['similarity_at_init']:.3f}  trained {row['similarity_trained']:.3f}  "
-          f"score {100 * r.score:.1f}")
+    print(
+        f"{r.connector:10s} init {row['similarity_at_init']:.3f}  trained {row['similarity_trained']:.3f}  "
+        f"score {100 * r.score:.1f}"
+    )
 out = Path(__file__).resolve().parents[1] / "results" / "bench" / f"token_diversity_{args.task}.json"
-out.write_text(json.dumps({"command": "python benchmarks/token_diversity.py " + " ".join(
-    f"--{k} {v}" for k, v in vars(args).items()), "backbone": bb.key, "pages": len(feats), "rows": rows,
-    "machine": machine()}, indent=2) + "\n")
+out.write_text(
+    json.dumps(
+        {
+            "command": "python benchmarks/token_diversity.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+            "backbone": bb.key,
+            "pages": len(feats),
+            "rows": rows,
+            "machine": machine(),
+        },
+        indent=2,
+    )
+    + "\n"
+)
 print(f"written {out}")

@@ -48,11 +48,27 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, max_position_embeddings=4096, tie_word_embeddings=True,
-                     rope_theta=500000.0),
-    "smoke": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=1000, max_position_embeddings=512, tie_word_embeddings=True),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+    ),
+    "smoke": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    ),
 }
 VISION = {"llama-1b": (729, 1152), "smoke": (16, 32)}  # (patches, width) of the vision features
 # Dense bf16 peak of known GPUs (vendor data sheets), FLOP/s; matched on the device name, first match wins.
@@ -80,22 +96,44 @@ def preset_backbone(preset: str, device: str, dtype: torch.dtype = torch.float32
         tokenizer.add_tokens([f"<t{i}>" for i in range(len(tokenizer), config.vocab_size)])
     patches, width = VISION[preset]
     # No tower: the connector is fed features of the tower's shape directly, so N and d are the preset's.
-    return Backbone(vision=torch.nn.Identity(), llm=llm, tokenizer=tokenizer, image_transform=None,
-                    key=f"preset-{preset}", image_size=(0, 0), num_patches=patches, vision_dim=width)
+    return Backbone(
+        vision=torch.nn.Identity(),
+        llm=llm,
+        tokenizer=tokenizer,
+        image_transform=None,
+        key=f"preset-{preset}",
+        image_size=(0, 0),
+        num_patches=patches,
+        vision_dim=width,
+    )
 
 
-def model_flops(config, tokens: int, seq_len: int, answer_tokens: int, visual_tokens: int,
-                connector_params: int, stage: str = "full", connector: str = "mlp") -> dict:
-    d, layers, heads, kv = config.hidden_size, config.num_hidden_layers, config.num_attention_heads, \
-        config.num_key_value_heads
+def model_flops(
+    config,
+    tokens: int,
+    seq_len: int,
+    answer_tokens: int,
+    visual_tokens: int,
+    connector_params: int,
+    stage: str = "full",
+    connector: str = "mlp",
+) -> dict:
+    d, layers, heads, kv = (
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+    )
     head_dim = d // heads
     attn_weights = d * heads * head_dim + 2 * d * kv * head_dim + heads * head_dim * d  # q, k, v, o
     mlp_weights = 3 * d * config.intermediate_size
     w = 6 if stage == "full" else 4
-    flops = {"llm_weights": w * layers * (attn_weights + mlp_weights) * tokens,
-             "attention": 6 * layers * d * seq_len * tokens,
-             "lm_head": w * d * config.vocab_size * answer_tokens,
-             "connector": 6 * connector_params * visual_tokens}
+    flops = {
+        "llm_weights": w * layers * (attn_weights + mlp_weights) * tokens,
+        "attention": 6 * layers * d * seq_len * tokens,
+        "lm_head": w * d * config.vocab_size * answer_tokens,
+        "connector": 6 * connector_params * visual_tokens,
+    }
     if connector == "align":
         flops["align_mixing"] = w * config.vocab_size * d * visual_tokens
     return flops
@@ -154,12 +192,18 @@ def measure(backbone, name: str, stage: str, args, device: str, warmup: int, ste
     tokens = B * seq_len
     flops = model_flops(config, tokens, seq_len, B * args.answer_tokens, B * patches, connector_params, stage, name)
     seconds = statistics.median(times)
-    row = {"stage": stage, "connector": name, "connector_params": connector_params,
-           "llm_weights": str(next(llm.parameters()).dtype).removeprefix("torch."),
-           "step_seconds_median": round(seconds, 4), "step_seconds": [round(t, 4) for t in times],
-           "tokens_per_s": round(tokens / seconds, 1), "model_flops_per_step": flops,
-           "achieved_tflops": round(sum(flops.values()) / seconds / 1e12, 4),
-           "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
+    row = {
+        "stage": stage,
+        "connector": name,
+        "connector_params": connector_params,
+        "llm_weights": str(next(llm.parameters()).dtype).removeprefix("torch."),
+        "step_seconds_median": round(seconds, 4),
+        "step_seconds": [round(t, 4) for t in times],
+        "tokens_per_s": round(tokens / seconds, 1),
+        "model_flops_per_step": flops,
+        "achieved_tflops": round(sum(flops.values()) / seconds / 1e12, 4),
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+    }
     return row
 
 
@@ -177,10 +221,20 @@ def _shown_args(argv: list[str] | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--connector", "--connectors", dest="connectors", default="mlp",
-                        help="connector(s), comma-separated (default: %(default)s)")
-    parser.add_argument("--stage", "--stages", dest="stages", default="full",
-                        help="connector and/or full, comma-separated, in this order (default: %(default)s)")
+    parser.add_argument(
+        "--connector",
+        "--connectors",
+        dest="connectors",
+        default="mlp",
+        help="connector(s), comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stage",
+        "--stages",
+        dest="stages",
+        default="full",
+        help="connector and/or full, comma-separated, in this order (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="sequences (images) per step")
     parser.add_argument("--text-tokens", type=int, default=256)
     parser.add_argument("--answer-tokens", type=int, default=64)
@@ -193,14 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     connectors = [c for c in args.connectors.split(",") if c]
     stages = [s for s in args.stages.split(",") if s]
     if not connectors or not stages or any(s not in STAGES for s in stages):
-        parser.error(f"--connector {args.connectors!r} --stage {args.stages!r}: name at least one connector, and "
-                     f"stages among {', '.join(STAGES)}")
+        parser.error(
+            f"--connector {args.connectors!r} --stage {args.stages!r}: name at least one connector, and "
+            f"stages among {', '.join(STAGES)}"
+        )
     if args.smoke:
         preset, device, warmup, steps = "smoke", "cpu", 1, 1
         args.batch_size, args.text_tokens, args.answer_tokens = 2, 12, 4
     elif not torch.cuda.is_available():
-        print("train_mfu: skipped, CUDA is not available on this machine (MFU is a GPU figure); run it on a GPU, "
-              "or with --smoke to check the code on the CPU")
+        print(
+            "train_mfu: skipped, CUDA is not available on this machine (MFU is a GPU figure); run it on a GPU, "
+            "or with --smoke to check the code on the CPU"
+        )
         return 0
     else:
         preset, device, warmup, steps = "llama-1b", "cuda", 3, args.steps
@@ -222,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         n_params = sum(p.numel() for p in backbone.llm.parameters())
         for name in connectors:
             row = measure(backbone, name, stage, args, device, warmup, steps)
-            print(f"stage {stage}, {name}: {row['step_seconds_median']:.4f} s/step, {row['tokens_per_s']:.0f} "
-                  f"tokens/s", flush=True)
+            print(
+                f"stage {stage}, {name}: {row['step_seconds_median']:.4f} s/step, {row['tokens_per_s']:.0f} tokens/s",
+                flush=True,
+            )
             rows.append(row)
             gc.collect()  # the connector, its optimizer and gradients, before the next one
             if device == "cuda":
@@ -237,12 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["mfu"] = round(row["achieved_tflops"] * 1e12 / peak, 4) if peak else None
     B, L, patches = args.batch_size, args.text_tokens, VISION[preset][0]
-    result = {"preset": preset, "llm_params": n_params, "batch_size": B,
-              "sequence": {"visual": patches, "text": L, "answer": args.answer_tokens}, "warmup_steps": warmup,
-              "timed_steps": steps, "peak_tflops": peak / 1e12 if peak else None, "rows": rows,
-              "machine": {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda,
-                          "platform": platform.platform()},
-              "command": " ".join(["python benchmarks/train_mfu.py", *_shown_args(argv)])}
+    result = {
+        "preset": preset,
+        "llm_params": n_params,
+        "batch_size": B,
+        "sequence": {"visual": patches, "text": L, "answer": args.answer_tokens},
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "peak_tflops": peak / 1e12 if peak else None,
+        "rows": rows,
+        "machine": {
+            "device": name,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "platform": platform.platform(),
+        },
+        "command": " ".join(["python benchmarks/train_mfu.py", *_shown_args(argv)]),
+    }
     print(json.dumps(result, indent=2))
     if args.smoke and args.out is None:
         print("smoke run finished (CPU, tiny preset): nothing written")
@@ -251,20 +322,31 @@ def main(argv: list[str] | None = None) -> int:
     def mfu(row: dict) -> str:
         return "n/a (unknown device; pass --peak-tflops)" if row["mfu"] is None else f"{100 * row['mfu']:.1f} %"
 
-    md = ["# Training throughput and MFU, ~1B preset\n", f"`{result['command']}`\n",
-          f"Machine: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}.\n",
-          f"Preset {preset} ({n_params / 1e9:.2f} B parameters, random weights from its config), bf16 autocast, "
-          f"AdamW; {B} sequences of {patches} visual + {L} text tokens ({args.answer_tokens} answer tokens) per "
-          f"step; median of {steps} steps after {warmup} warm-up steps. Peak: "
-          f"{f'{peak / 1e12:.1f} TFLOP/s dense bf16' if peak else 'unknown'}.\n",
-          "| stage | connector | connector params | LLM weights | step s (median) | tokens/s | achieved TFLOP/s | "
-          "MFU | peak memory GB |", "|---|---|---|---|---|---|---|---|---|"]
-    md += [f"| {r['stage']} | {r['connector']} | {r['connector_params']:,} | {r['llm_weights']} | "
-           f"{r['step_seconds_median']:.3f} | {r['tokens_per_s']:.0f} | {r['achieved_tflops']:.1f} | {mfu(r)} | "
-           f"{r['peak_memory_gb']} |" for r in rows]
+    md = [
+        "# Training throughput and MFU, ~1B preset\n",
+        f"`{result['command']}`\n",
+        f"Machine: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}.\n",
+        f"Preset {preset} ({n_params / 1e9:.2f} B parameters, random weights from its config), bf16 autocast, "
+        f"AdamW; {B} sequences of {patches} visual + {L} text tokens ({args.answer_tokens} answer tokens) per "
+        f"step; median of {steps} steps after {warmup} warm-up steps. Peak: "
+        f"{f'{peak / 1e12:.1f} TFLOP/s dense bf16' if peak else 'unknown'}.\n",
+        "| stage | connector | connector params | LLM weights | step s (median) | tokens/s | achieved TFLOP/s | "
+        "MFU | peak memory GB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['stage']} | {r['connector']} | {r['connector_params']:,} | {r['llm_weights']} | "
+        f"{r['step_seconds_median']:.3f} | {r['tokens_per_s']:.0f} | {r['achieved_tflops']:.1f} | {mfu(r)} | "
+        f"{r['peak_memory_gb']} |"
+        for r in rows
+    ]
     full = [r for r in rows if r["stage"] == "full" and r["mfu"] is not None]
-    md += ["", f"Aim: MFU >= {100 * BAR:.0f} % in stage full: "
-           + (", ".join(f"{r['connector']} {'met' if r['mfu'] >= BAR else 'NOT met'}" for r in full) or "n/a") + "."]
+    md += [
+        "",
+        f"Aim: MFU >= {100 * BAR:.0f} % in stage full: "
+        + (", ".join(f"{r['connector']} {'met' if r['mfu'] >= BAR else 'NOT met'}" for r in full) or "n/a")
+        + ".",
+    ]
     out = args.out or ROOT / "results" / "bench"
     stem = args.stem or "train_mfu_" + "_".join(connectors) + ("" if stages == ["full"] else "_" + "_".join(stages))
     out.mkdir(parents=True, exist_ok=True)

@@ -51,14 +51,18 @@ class AlignConnector(Connector):
 
         def __post_init__(self):
             if self.impl not in IMPLS:
-                raise AlignBenchError(f"connector option impl={self.impl!r} is not one of {', '.join(IMPLS)}; "
-                                      "pass e.g. --connector-arg impl=chunked")
+                raise AlignBenchError(
+                    f"connector option impl={self.impl!r} is not one of {', '.join(IMPLS)}; "
+                    "pass e.g. --connector-arg impl=chunked"
+                )
             for name in ("ln2_lr_mult", "ln2_gain_init"):
                 if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                     raise AlignBenchError(f"connector option {name}={getattr(self, name)!r} must be positive")
             if self.chunk_size < 1:
-                raise AlignBenchError(f"connector option chunk_size={self.chunk_size} must be a positive integer "
-                                      "(vocabulary rows per chunk, e.g. 4096)")
+                raise AlignBenchError(
+                    f"connector option chunk_size={self.chunk_size} must be a positive integer "
+                    "(vocabulary rows per chunk, e.g. 4096)"
+                )
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
@@ -99,8 +103,9 @@ class AlignConnector(Connector):
     def diagnostics(self, features: torch.Tensor) -> dict:
         if self.chunked_for(features):  # the same statistics without the [B, N, V] matrix
             h = self.ln1(self.w1(features))  # [B, N, D]
-            stats = vocab_stats(h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps,
-                                self.config.chunk_size)
+            stats = vocab_stats(
+                h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps, self.config.chunk_size
+            )
             return {"vocab_distribution": stats}
         return {"vocab_distribution": distribution_stats(self.vocab_distribution(features))}
 
@@ -108,12 +113,22 @@ class AlignConnector(Connector):
         e_text = self._text_embeddings.weight  # [V, D]
         if type(e_text).__name__ == "DTensor" or e_text.dim() != 2 or e_text.shape[0] < self.w2.out_features:
             # A sharded matrix (FSDP outside its unit's forward, DeepSpeed ZeRO-3) would mix shards into the output.
-            raise AlignBenchError(f"ALIGN reads the LLM's input-embedding matrix, but it is sharded here "
-                                  f"({type(e_text).__name__} of shape {tuple(e_text.shape)}); shard it in the same "
-                                  "FSDP unit as the connector (AlignBench's --parallel fsdp does), or gather it first")
+            raise AlignBenchError(
+                f"ALIGN reads the LLM's input-embedding matrix, but it is sharded here "
+                f"({type(e_text).__name__} of shape {tuple(e_text.shape)}); shard it in the same "
+                "FSDP unit as the connector (AlignBench's --parallel fsdp does), or gather it first"
+            )
         if self.chunked_for(features):
             h = self.ln1(self.w1(features))  # [B, N, D]
-            return align_attention(h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps,
-                                   e_text, self.config.chunk_size)  # [B, N, D]
+            return align_attention(
+                h,
+                self.w2.weight,
+                self.w2.bias,
+                self.ln2.weight,
+                self.ln2.bias,
+                self.ln2.eps,
+                e_text,
+                self.config.chunk_size,
+            )  # [B, N, D]
         probs = self.vocab_distribution(features)  # [B, N, V]
         return probs.to(e_text.dtype) @ e_text  # [B, N, D]

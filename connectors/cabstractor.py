@@ -29,8 +29,9 @@ class _ChannelNorm(nn.GroupNorm):
         super().__init__(1, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W]
-        return nn.functional.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias,
-                                        self.eps).permute(0, 3, 1, 2)
+        return nn.functional.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps).permute(
+            0, 3, 1, 2
+        )
 
 
 class _Bottleneck(nn.Module):
@@ -38,13 +39,22 @@ class _Bottleneck(nn.Module):
         super().__init__()
         squeeze = max(1, c_in // 4)  # squeeze-excitation width: a quarter of the block's input width
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, bias=False), _ChannelNorm(c_out), nn.SiLU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), _ChannelNorm(c_out), nn.SiLU())
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_out, squeeze, 1), nn.SiLU(),
-                                nn.Conv2d(squeeze, c_out, 1), nn.Sigmoid())
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            _ChannelNorm(c_out),
+            nn.SiLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            _ChannelNorm(c_out),
+            nn.SiLU(),
+        )
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_out, squeeze, 1), nn.SiLU(), nn.Conv2d(squeeze, c_out, 1), nn.Sigmoid()
+        )
         self.out = nn.Sequential(nn.Conv2d(c_out, c_out, 1, bias=False), _ChannelNorm(c_out))
-        self.shortcut = nn.Identity() if c_in == c_out else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False),
-                                                                         _ChannelNorm(c_out))
+        self.shortcut = (
+            nn.Identity()
+            if c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), _ChannelNorm(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, c_in, H, W] -> [B, c_out, H, W]
         h = self.body(x)
@@ -66,19 +76,24 @@ class CAbstractorConnector(Connector):
             for name, low in (("depth", 0), ("grid_out", 0), ("hidden", 0), ("mlp_depth", 1)):
                 value = getattr(self, name)
                 if not isinstance(value, int) or value < low:
-                    raise AlignBenchError(f"connector option {name}={value!r} must be an integer ≥ {low} "
-                                          f"(default {getattr(type(self), name)})")
+                    raise AlignBenchError(
+                        f"connector option {name}={value!r} must be an integer ≥ {low} "
+                        f"(default {getattr(type(self), name)})"
+                    )
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
         self.ctx = grid_context(ctx, self.name or "cabstractor")
         rows, cols = self.ctx.grid
         if config.grid_out > max(rows, cols):
-            raise AlignBenchError(f"connector option grid_out={config.grid_out} is larger than the patch grid "
-                                  f"({rows} x {cols}); pooling cannot add tokens: give cabstractor.grid_out="
-                                  f"{max(rows, cols)} or less")
-        self.grid_out = (config.grid_out, config.grid_out) if config.grid_out else (ceil_div(rows, 2),
-                                                                                    ceil_div(cols, 2))
+            raise AlignBenchError(
+                f"connector option grid_out={config.grid_out} is larger than the patch grid "
+                f"({rows} x {cols}); pooling cannot add tokens: give cabstractor.grid_out="
+                f"{max(rows, cols)} or less"
+            )
+        self.grid_out = (
+            (config.grid_out, config.grid_out) if config.grid_out else (ceil_div(rows, 2), ceil_div(cols, 2))
+        )
         hidden = config.hidden or ctx.vision_dim
         self.pos = nn.Parameter(torch.zeros(1, ctx.vision_dim, rows, cols)) if config.pos_emb else None
         if self.pos is not None:

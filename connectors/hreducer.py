@@ -35,8 +35,7 @@ class HReducerConnector(Connector):
         self.ctx = grid_context(ctx, self.name or "hreducer")
         rows, cols = self.ctx.grid
         self.grid_out = (rows, ceil_div(cols, config.kernel))
-        self.conv = nn.Conv2d(ctx.vision_dim, ctx.vision_dim, kernel_size=(1, config.kernel),
-                              stride=(1, config.kernel))
+        self.conv = nn.Conv2d(ctx.vision_dim, ctx.vision_dim, kernel_size=(1, config.kernel), stride=(1, config.kernel))
         self.fc = nn.Linear(ctx.vision_dim, ctx.llm_dim)
 
     def num_tokens(self, num_patches: int) -> int:

@@ -30,13 +30,17 @@ class OvisConnector(Connector):
 
         def __post_init__(self):
             if not isinstance(self.vocab_size, int) or self.vocab_size < 2:
-                raise AlignBenchError(f"connector option vocab_size={self.vocab_size!r} must be an integer of at "
-                                      "least 2 (visual words; default 1024)")
+                raise AlignBenchError(
+                    f"connector option vocab_size={self.vocab_size!r} must be an integer of at "
+                    "least 2 (visual words; default 1024)"
+                )
             if not (math.isfinite(self.norm_gain_init) and self.norm_gain_init > 0):
                 raise AlignBenchError(f"connector option norm_gain_init={self.norm_gain_init!r} must be positive")
             if not (math.isfinite(self.table_init_std) and self.table_init_std >= 0):
-                raise AlignBenchError(f"connector option table_init_std={self.table_init_std!r} must be 0 (the "
-                                      "LLM's embedding scale) or more")
+                raise AlignBenchError(
+                    f"connector option table_init_std={self.table_init_std!r} must be 0 (the "
+                    "LLM's embedding scale) or more"
+                )
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)

@@ -20,8 +20,9 @@ class _Block(nn.Module):
         super().__init__()
         self.norm_media, self.norm_latents = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, ff_mult * dim), nn.GELU(),
-                                nn.Linear(ff_mult * dim, dim))
+        self.ff = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim)
+        )
 
     def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         q = self.norm_latents(latents)  # [B, L, D]
@@ -46,8 +47,10 @@ class PerceiverConnector(Connector):
         def __post_init__(self):
             for name in ("num_latents", "depth", "heads", "ff_mult"):
                 if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                    raise AlignBenchError(f"connector option {name}={getattr(self, name)!r} must be a positive "
-                                          f"integer (default {getattr(type(self), name)})")
+                    raise AlignBenchError(
+                        f"connector option {name}={getattr(self, name)!r} must be a positive "
+                        f"integer (default {getattr(type(self), name)})"
+                    )
             for name in ("latents_init_std", "norm_gain_init"):
                 if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                     raise AlignBenchError(f"connector option {name}={getattr(self, name)!r} must be 0 or more")
@@ -55,8 +58,10 @@ class PerceiverConnector(Connector):
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)
         if ctx.llm_dim % config.heads:
-            raise AlignBenchError(f"connector option heads={config.heads} must divide the LLM width {ctx.llm_dim} "
-                                  "(the latents attend with that many heads)")
+            raise AlignBenchError(
+                f"connector option heads={config.heads} must divide the LLM width {ctx.llm_dim} "
+                "(the latents attend with that many heads)"
+            )
         self.proj = nn.Linear(ctx.vision_dim, ctx.llm_dim)
         self.latents = nn.Parameter(torch.randn(config.num_latents, ctx.llm_dim) * config.latents_init_std)
         self.blocks = nn.ModuleList(_Block(ctx.llm_dim, config.heads, config.ff_mult) for _ in range(config.depth))

@@ -34,9 +34,11 @@ class PixelShuffleConnector(Connector):
             for name in ("ratio", "mlp_depth"):
                 value = getattr(self, name)
                 if not isinstance(value, int) or value < 1 or (name == "mlp_depth" and value > 2):
-                    raise AlignBenchError(f"connector option {name}={value!r} must be "
-                                          f"{'1 or 2' if name == 'mlp_depth' else 'a positive integer'} "
-                                          f"(default {getattr(type(self), name)})")
+                    raise AlignBenchError(
+                        f"connector option {name}={value!r} must be "
+                        f"{'1 or 2' if name == 'mlp_depth' else 'a positive integer'} "
+                        f"(default {getattr(type(self), name)})"
+                    )
 
     def __init__(self, ctx: ConnectorContext, config: Config):
         super().__init__(ctx, config)

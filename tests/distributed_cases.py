@@ -71,8 +71,9 @@ def connector(name: str, backbone, dtype=torch.float32):
 
 
 def train_config(case: dict) -> TrainConfig:
-    return TrainConfig(stage=case["stage"], steps=3, batch_size=4, micro_batch_size=case["micro"], warmup_steps=1,
-                       lr=3e-3, llm_lr=1e-3)
+    return TrainConfig(
+        stage=case["stage"], steps=3, batch_size=4, micro_batch_size=case["micro"], warmup_steps=1, lr=3e-3, llm_lr=1e-3
+    )
 
 
 def train_case(ws, case: dict, dist, checkpoint_dir: Path | None = None, crash_at: int | None = None):
@@ -91,8 +92,17 @@ def train_case(ws, case: dict, dist, checkpoint_dir: Path | None = None, crash_a
 
     VLM.loss = loss
     try:
-        train(model, [TrainSource(task, split, feats)], train_config(case), 0, log=lambda *a, **k: None,
-              checkpoint_dir=checkpoint_dir, checkpoint_every=1, dist=dist, parallel=ParallelConfig(case["strategy"]))
+        train(
+            model,
+            [TrainSource(task, split, feats)],
+            train_config(case),
+            0,
+            log=lambda *a, **k: None,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=1,
+            dist=dist,
+            parallel=ParallelConfig(case["strategy"]),
+        )
     finally:
         VLM.loss = real_loss
     return model

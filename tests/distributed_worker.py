@@ -43,9 +43,16 @@ def main(out: Path, journal: Path) -> None:
     result, records = evaluate(model, task, split, feats, cases.eval_config(cases.JOURNAL_BATCH), journal=journal)
     lines = journal.read_text().splitlines() if dist.is_main else []
     if dist.is_main:
-        (out / "journal.json").write_text(json.dumps({"result": cases.scores(result), "records": records,
-                                                      "from_journal": result["predictions_from_journal"],
-                                                      "journal_lines": lines}))
+        (out / "journal.json").write_text(
+            json.dumps(
+                {
+                    "result": cases.scores(result),
+                    "records": records,
+                    "from_journal": result["predictions_from_journal"],
+                    "journal_lines": lines,
+                }
+            )
+        )
 
     # 2. an exception on one rank stops both, with the same message
     try:
@@ -57,8 +64,9 @@ def main(out: Path, journal: Path) -> None:
     # 3. training: two processes, no accumulation (the test trains one process with accumulation 2)
     for name, case in cases.TRAIN_CASES.items():
         model = cases.train_case(ws, case, dist)
-        state = {f"{k}.{n}": t for k, m in cases.trained_modules(model, case).items()
-                 for n, t in full_state(m, dist).items()}
+        state = {
+            f"{k}.{n}": t for k, m in cases.trained_modules(model, case).items() for n, t in full_state(m, dist).items()
+        }
         if dist.is_main:
             cases.save(state, out / f"{name}.safetensors")
 
@@ -72,8 +80,9 @@ def main(out: Path, journal: Path) -> None:
         except RuntimeError as exc:
             assert "injected crash" in str(exc)
         model = cases.train_case(ws, case, dist, checkpoint_dir=ckpt)
-        state = {f"{k}.{n}": t for k, m in cases.trained_modules(model, case).items()
-                 for n, t in full_state(m, dist).items()}
+        state = {
+            f"{k}.{n}": t for k, m in cases.trained_modules(model, case).items() for n, t in full_state(m, dist).items()
+        }
         if dist.is_main:
             cases.save(state, out / f"{name}-resumed.safetensors")
 

@@ -20,8 +20,13 @@ LLAMA3_STYLE_TEMPLATE = (
     "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
     "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
-CHAT_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-                 "<|finetune_right_pad_id|>"]
+CHAT_SPECIALS = [
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|finetune_right_pad_id|>",
+]
 
 
 def make_tokenizer(chat: bool = False, bos: bool = False):
@@ -40,12 +45,14 @@ def make_tokenizer(chat: bool = False, bos: bool = False):
     if bos:
         tok.add_special_tokens({"bos_token": "<s>"})
         tok._tokenizer.post_processor = processors.TemplateProcessing(
-            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.convert_tokens_to_ids("<s>"))])
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.convert_tokens_to_ids("<s>"))]
+        )
     return tok
 
 
-def save_pair(root: Path, chat: bool = False, image_size: int = 32, patch: int = 16, full_siglip: bool = False,
-              bos: bool = False) -> tuple[Path, Path]:
+def save_pair(
+    root: Path, chat: bool = False, image_size: int = 32, patch: int = 16, full_siglip: bool = False, bos: bool = False
+) -> tuple[Path, Path]:
     """(vision folder, llm folder): a SigLIP tower of (image_size / patch)^2 patches and a 1-layer Llama."""
     import torch
     from transformers import (
@@ -60,19 +67,40 @@ def save_pair(root: Path, chat: bool = False, image_size: int = 32, patch: int =
 
     torch.manual_seed(0)
     root = Path(root)
-    vcfg = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                image_size=image_size, patch_size=patch)
+    vcfg = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch,
+    )
     if full_siglip:  # the full SigLIP checkpoint (text and vision), as google/siglip-so400m-patch14-384 is
-        vision = SiglipModel(SiglipConfig(vision_config=vcfg, text_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)))
+        vision = SiglipModel(
+            SiglipConfig(
+                vision_config=vcfg,
+                text_config=dict(
+                    hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64
+                ),
+            )
+        )
     else:
         vision = SiglipVisionModel(SiglipVisionConfig(**vcfg))
     vision.save_pretrained(root / "vision")
     SiglipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(root / "vision")
     tok = make_tokenizer(chat, bos)
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=1,
-                                       num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False,
-                                       eos_token_id=tok.eos_token_id))
+    llm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
     llm.save_pretrained(root / "llm")
     tok.save_pretrained(root / "llm")
     return root / "vision", root / "llm"
@@ -111,12 +139,23 @@ def m4_chartqa(ds):
     """ChartQA rows in HuggingFaceM4/ChartQA's train schema: query, label (a list), human_or_machine (class label)."""
     import datasets
 
-    rows = [{"image": r["image"], "query": r["question"], "label": [r["answer"]],
-             "human_or_machine": 0 if r["type"] == "human_test" else 1}
-            for r in ds.cast_column("image", datasets.Image(decode=False))]
-    features = datasets.Features({"image": datasets.Image(), "query": datasets.Value("string"),
-                                  "label": datasets.Sequence(datasets.Value("string")),
-                                  "human_or_machine": datasets.ClassLabel(names=["human", "machine"])})
+    rows = [
+        {
+            "image": r["image"],
+            "query": r["question"],
+            "label": [r["answer"]],
+            "human_or_machine": 0 if r["type"] == "human_test" else 1,
+        }
+        for r in ds.cast_column("image", datasets.Image(decode=False))
+    ]
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "query": datasets.Value("string"),
+            "label": datasets.Sequence(datasets.Value("string")),
+            "human_or_machine": datasets.ClassLabel(names=["human", "machine"]),
+        }
+    )
     return datasets.Dataset.from_list(rows, features=features)
 
 
@@ -132,8 +171,13 @@ def cache_hub_dataset(hf_home: Path, repo_id: str, config: str | None, splits: d
         files[name] = str(workdir / f"{name}.parquet")
         ds.to_parquet(files[name])
     org, name = repo_id.split("/")
-    builder = Parquet(cache_dir=str(workdir / "build"), dataset_name=name, config_name=config or "default",
-                      hash="0000000000000000000000000000000000000000", data_files=files)
+    builder = Parquet(
+        cache_dir=str(workdir / "build"),
+        dataset_name=name,
+        config_name=config or "default",
+        hash="0000000000000000000000000000000000000000",
+        data_files=files,
+    )
     builder.download_and_prepare()
     target = Path(hf_home) / "datasets" / f"{org}___{camelcase_to_snakecase(name)}" / (config or "default") / "0.0.0"
     target.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,17 @@ from alignbench.run.outputs import new_run_dir
 def append_rows(output: str, writer: int, rows: int, gate) -> None:
     gate.wait()
     for k in range(rows):
-        append_leaderboard(Path(output), {"run_id": f"w{writer}-r{k}", "connector": "mlp", "task": "docvqa",
-                                          "metric": "anls", "score": writer + k / 10,
-                                          "per_split": json.dumps({"a": {"b": 1, "c": 2}})})
+        append_leaderboard(
+            Path(output),
+            {
+                "run_id": f"w{writer}-r{k}",
+                "connector": "mlp",
+                "task": "docvqa",
+                "metric": "anls",
+                "score": writer + k / 10,
+                "per_split": json.dumps({"a": {"b": 1, "c": 2}}),
+            },
+        )
 
 
 def read_continuously(output: str, stop, problems) -> None:
@@ -33,8 +41,10 @@ def read_continuously(output: str, stop, problems) -> None:
 
 def append_forever(output: str, writer: int, done) -> None:
     for k in range(10**6):
-        append_leaderboard(Path(output), {"run_id": f"w{writer}-r{k}", "connector": "mlp", "task": "docvqa",
-                                          "metric": "anls", "score": k})
+        append_leaderboard(
+            Path(output),
+            {"run_id": f"w{writer}-r{k}", "connector": "mlp", "task": "docvqa", "metric": "anls", "score": k},
+        )
         done.put(f"w{writer}-r{k}")
 
 

@@ -39,8 +39,9 @@ class Align(nn.Module):
         h = self.ln1(self.w1(features))
         if impl == "naive":
             return torch.softmax(self.ln2(self.w2(h)), -1) @ self.e_text
-        return align_attention(h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps,
-                               self.e_text, chunk, strategy)
+        return align_attention(
+            h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps, self.e_text, chunk, strategy
+        )
 
 
 def outputs_and_grads(model: Align, features, impl: str, **kw):
@@ -75,16 +76,35 @@ def test_chunked_matches_naive_in_float64(batch, T, d, D, V, chunk, strategy):
     out_c, grads_c = outputs_and_grads(model, features, "chunked", chunk=chunk, strategy=strategy)
     assert out_c.shape == out_n.shape == (*batch, T, D) and out_c.dtype == F64
     assert rel_err(out_c, out_n) < 1e-6
-    assert set(grads_c) == {"features", "w1.weight", "w1.bias", "ln1.weight", "ln1.bias", "w2.weight", "w2.bias",
-                            "ln2.weight", "ln2.bias", "e_text"}
+    assert set(grads_c) == {
+        "features",
+        "w1.weight",
+        "w1.bias",
+        "ln1.weight",
+        "ln1.bias",
+        "w2.weight",
+        "w2.bias",
+        "ln2.weight",
+        "ln2.bias",
+        "e_text",
+    }
     for name, g in grads_n.items():
         assert g.norm() > 0, name  # the comparison is not between zeros
         assert rel_err(grads_c[name], g) < 1e-6, name
 
 
-@pytest.mark.parametrize("dim,tokens,expected", [
-    (1024, 2916, "gram"), (1024, 1025, "gram"), (1024, 729, "hybrid"), (2048, 2916, "gram"), (2048, 1500, "hybrid"),
-    (2048, 729, "stream"), (1024, 1, "stream")])
+@pytest.mark.parametrize(
+    "dim,tokens,expected",
+    [
+        (1024, 2916, "gram"),
+        (1024, 1025, "gram"),
+        (1024, 729, "hybrid"),
+        (2048, 2916, "gram"),
+        (2048, 1500, "hybrid"),
+        (2048, 729, "stream"),
+        (1024, 1, "stream"),
+    ],
+)
 def test_auto_takes_the_cheapest_strategy(dim, tokens, expected):
     """Passes beyond the common 7: gram 1.5 (D+1)/T, stream 2, hybrid (D+1)/2T + 1."""
     assert resolve("auto", dim, tokens) == expected
@@ -108,9 +128,14 @@ def test_only_the_needed_gradients(strategy, needed):
     """Each input alone (and a few combinations) needs grad: every branch of the backward pass stays exact."""
     gen = torch.Generator().manual_seed(3)
     T, D, V = 6, 4, 31
-    inputs = [torch.randn(2, T, D, dtype=F64, generator=gen), torch.randn(V, D, dtype=F64, generator=gen) + 0.2,
-              torch.randn(V, dtype=F64, generator=gen), torch.rand(V, dtype=F64, generator=gen) + 0.5,
-              torch.randn(V, dtype=F64, generator=gen), torch.randn(V, D, dtype=F64, generator=gen)]
+    inputs = [
+        torch.randn(2, T, D, dtype=F64, generator=gen),
+        torch.randn(V, D, dtype=F64, generator=gen) + 0.2,
+        torch.randn(V, dtype=F64, generator=gen),
+        torch.rand(V, dtype=F64, generator=gen) + 0.5,
+        torch.randn(V, dtype=F64, generator=gen),
+        torch.randn(V, D, dtype=F64, generator=gen),
+    ]
     for i in needed:
         inputs[i].requires_grad_()
     h, w2, b2, g, beta, e = inputs
@@ -255,11 +280,16 @@ def test_connector_auto_uses_chunked_only_beyond_one_chunk_and_a_large_p(ctx, mo
     assert calls == [1]  # forward follows the choice: the kernel for the large batch only
 
 
-@pytest.mark.parametrize("args,match", [({"impl": "fast"}, "impl='fast' is not one of auto, naive, chunked"),
-                                        ({"impl": "Chunked"}, "is not one of"),
-                                        ({"chunk_size": "0"}, "must be a positive integer"),
-                                        ({"chunk_size": "-4"}, "must be a positive integer"),
-                                        ({"chunk_size": "big"}, "not a valid int")])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ({"impl": "fast"}, "impl='fast' is not one of auto, naive, chunked"),
+        ({"impl": "Chunked"}, "is not one of"),
+        ({"chunk_size": "0"}, "must be a positive integer"),
+        ({"chunk_size": "-4"}, "must be a positive integer"),
+        ({"chunk_size": "big"}, "not a valid int"),
+    ],
+)
 def test_connector_rejects_bad_impl_options(args, match, ctx):
     with pytest.raises(AlignBenchError, match=match):
         parse_connector_args(CONNECTORS.get("align"), args)

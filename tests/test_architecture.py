@@ -99,11 +99,14 @@ def test_every_module_has_a_layer():
 
 
 def test_no_import_climbs_to_a_higher_layer():
-    climbing = [f"{name} (layer {_layer(name)}) imports {target} (layer {_layer(target)})"
-                + (" inside a function" if in_function else "")
-                for name, edges in GRAPH.items() for target, in_function in edges
-                if _layer(target) > _layer(name)
-                and not (in_function and name.startswith("alignbench.config.") and target in REGISTRY_LOOKUPS)]
+    climbing = [
+        f"{name} (layer {_layer(name)}) imports {target} (layer {_layer(target)})"
+        + (" inside a function" if in_function else "")
+        for name, edges in GRAPH.items()
+        for target, in_function in edges
+        if _layer(target) > _layer(name)
+        and not (in_function and name.startswith("alignbench.config.") and target in REGISTRY_LOOKUPS)
+    ]
     assert not climbing, "\n".join(climbing)
 
 
@@ -118,7 +121,7 @@ def test_no_import_circle():
         path.append(name)
         for target, _ in GRAPH[name]:
             if state.get(target) == 1:
-                circles.append(" -> ".join(path[path.index(target):] + [target]))
+                circles.append(" -> ".join(path[path.index(target) :] + [target]))
             elif target not in state:
                 visit(target)
         path.pop()
@@ -141,9 +144,13 @@ def test_no_file_over_400_lines(path):
 def test_package_inits_are_light():
     """A package's __init__ imports at most its own modules and the bottom layer (a registry), so importing one
     submodule never drags another package in."""
-    heavy = [f"{name} imports {target}" for name, path in MODULES.items() if path.name == "__init__.py"
-             for target, in_function in GRAPH[name]
-             if not in_function and not target.startswith(f"{name}.") and _layer(target) > 0]
+    heavy = [
+        f"{name} imports {target}"
+        for name, path in MODULES.items()
+        if path.name == "__init__.py"
+        for target, in_function in GRAPH[name]
+        if not in_function and not target.startswith(f"{name}.") and _layer(target) > 0
+    ]
     assert not heavy, "\n".join(heavy)
 
 
@@ -151,8 +158,10 @@ def test_importing_the_cli_or_a_configuration_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, alignbench.cli, alignbench.config.run, alignbench.config.cost, alignbench.config.launch, "
-            "alignbench.backbones; print('torch' in sys.modules)")
+    code = (
+        "import sys, alignbench.cli, alignbench.config.run, alignbench.config.cost, alignbench.config.launch, "
+        "alignbench.backbones; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

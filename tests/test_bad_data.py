@@ -42,6 +42,7 @@ def _encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height pixels (a decompression bomb as PIL sees it on open)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -84,13 +85,27 @@ IMAGES = {  # image faults -> bytes
 
 # Row faults and what must become of them: None = kept (normalised), else the skip reason.
 FAULTS = {
-    "ok": None, "gray": None, "rgba": None, "cmyk": None, "16bit": None, "palette_transparent": None,
-    "bilevel": None, "int_answer_text": None,
-    "corrupt": "unreadable image", "truncated": "unreadable image", "not_an_image": "unreadable image",
-    "missing_image": "missing image", "missing_file": "missing image",
-    "bomb": "image too large", "bomb_warning": "image too large",
-    "empty_question": "empty question", "blank_question": "empty question", "none_question": "empty question",
-    "empty_answers": "no gold answers", "blank_answers": "no gold answers", "none_answers": "no gold answers",
+    "ok": None,
+    "gray": None,
+    "rgba": None,
+    "cmyk": None,
+    "16bit": None,
+    "palette_transparent": None,
+    "bilevel": None,
+    "int_answer_text": None,
+    "corrupt": "unreadable image",
+    "truncated": "unreadable image",
+    "not_an_image": "unreadable image",
+    "missing_image": "missing image",
+    "missing_file": "missing image",
+    "bomb": "image too large",
+    "bomb_warning": "image too large",
+    "empty_question": "empty question",
+    "blank_question": "empty question",
+    "none_question": "empty question",
+    "empty_answers": "no gold answers",
+    "blank_answers": "no gold answers",
+    "none_answers": "no gold answers",
 }
 
 
@@ -101,11 +116,21 @@ def _row(task: str, i: int, fault: str, tmp_path) -> dict:
     elif fault == "missing_file":
         image = {"bytes": None, "path": str(tmp_path / f"gone-{i}.png")}
     question = {"empty_question": "", "blank_question": "  \t", "none_question": None}.get(fault, f"What is {i}?")
-    answers = {"empty_answers": [], "blank_answers": ["", "  "], "none_answers": None,
-               "int_answer_text": ["42"]}.get(fault, [f"answer {i}"])
+    answers = {"empty_answers": [], "blank_answers": ["", "  "], "none_answers": None, "int_answer_text": ["42"]}.get(
+        fault, [f"answer {i}"]
+    )
     if task == "docvqa":
-        return {"questionId": f"q{i}", "question": question, "question_types": ["other"], "image": image, "docId": i,
-                "ucsf_document_id": "x", "ucsf_document_page_no": "1", "answers": answers, "data_split": "val"}
+        return {
+            "questionId": f"q{i}",
+            "question": question,
+            "question_types": ["other"],
+            "image": image,
+            "docId": i,
+            "ucsf_document_id": "x",
+            "ucsf_document_page_no": "1",
+            "answers": answers,
+            "data_split": "val",
+        }
     answer = None if answers is None else (answers[0] if answers else "")
     return {"type": "human_test", "question": question, "answer": answer, "image": image}
 
@@ -120,13 +145,16 @@ def _uid(task: str, i: int) -> str:
     return f"q{i}" if task == "docvqa" else str(i)
 
 
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+FAST = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @FAST
-@given(task=st.sampled_from(["docvqa", "chartqa"]), faults=st.lists(st.sampled_from(sorted(FAULTS)), min_size=1,
-                                                                    max_size=8))
+@given(
+    task=st.sampled_from(["docvqa", "chartqa"]),
+    faults=st.lists(st.sampled_from(sorted(FAULTS)), min_size=1, max_size=8),
+)
 def test_every_faulty_row_is_normalised_or_skipped_and_counted(task, faults, tmp_path):
     rows = [_row(task, i, f, tmp_path) for i, f in enumerate(faults)]
     expected = {_uid(task, i): FAULTS[f] for i, f in enumerate(faults)}
@@ -154,8 +182,9 @@ def test_image_modes_are_normalised_faithfully(tmp_path):
     """Conversion keeps what a reader sees: transparency becomes white paper, 16-bit grey stays grey (not the
     white a plain 8-bit clip gives), CMYK and palette colours survive."""
     faults = ["rgba", "16bit", "cmyk", "palette_transparent", "gray", "bilevel"]
-    split = to_split(_dataset("docvqa", [_row("docvqa", i, f, tmp_path) for i, f in enumerate(faults)]),
-                     TASKS.get("docvqa"))
+    split = to_split(
+        _dataset("docvqa", [_row("docvqa", i, f, tmp_path) for i, f in enumerate(faults)]), TASKS.get("docvqa")
+    )
     img = {faults[int(s.uid[1:])]: split.images[s.image] for s in split.samples}
     assert img["rgba"].getpixel((0, 0)) == (255, 255, 255)
     assert img["rgba"].getpixel((20, 20)) == (20, 20, 20)
@@ -170,14 +199,18 @@ def test_image_modes_are_normalised_faithfully(tmp_path):
 
 
 @FAST
-@given(values=st.lists(st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True)),
-                       max_size=4))
+@given(
+    values=st.lists(st.one_of(st.integers(-(10**6), 10**6), st.floats(allow_nan=True, allow_infinity=True)), max_size=4)
+)
 def test_numeric_answers_become_text(values, tmp_path):
     """A DocVQA-schema source whose answers column is numeric: numbers become text, NaN/inf are dropped,
     a row left with no answer is skipped and counted."""
     rows = [_row("docvqa", 0, "ok", tmp_path), _row("docvqa", 1, "ok", tmp_path)]
-    ds = _dataset("docvqa", [rows[0] | {"answers": [float(v) for v in values]}, rows[1] | {"answers": [1.0]}],
-                  {"answers": datasets.Sequence(datasets.Value("float64"))})
+    ds = _dataset(
+        "docvqa",
+        [rows[0] | {"answers": [float(v) for v in values]}, rows[1] | {"answers": [1.0]}],
+        {"answers": datasets.Sequence(datasets.Value("float64"))},
+    )
     split = to_split(ds, TASKS.get("docvqa"))
     finite = [float(v) for v in values if math.isfinite(float(v))]
     kept = {s.uid: s.answers for s in split.samples}
@@ -189,10 +222,13 @@ def test_numeric_answers_become_text(values, tmp_path):
         assert [s["uid"] for s in split.skipped] == ["q0"] and split.skipped[0]["reason"] == "no gold answers"
 
 
-@given(st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
-                    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner,
-                                                                                           max_size=2)),
-                    max_leaves=6))
+@given(
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=2)),
+        max_leaves=6,
+    )
+)
 def test_answer_texts_is_text_or_refuses(value):
     out = _answer_texts(value)
     assert out is None or all(isinstance(a, str) and a.strip() for a in out)
@@ -202,8 +238,11 @@ def test_answer_texts_is_text_or_refuses(value):
 
 def test_chartqa_float_answer_column(tmp_path):
     rows = [_row("chartqa", i, "ok", tmp_path) for i in range(3)]
-    ds = _dataset("chartqa", [r | {"answer": v} for r, v in zip(rows, [12.0, 0.25, float("nan")])],
-                  {"answer": datasets.Value("float64")})
+    ds = _dataset(
+        "chartqa",
+        [r | {"answer": v} for r, v in zip(rows, [12.0, 0.25, float("nan")])],
+        {"answer": datasets.Value("float64")},
+    )
     split = to_split(ds, TASKS.get("chartqa"))
     assert [s.answers for s in split.samples] == [["12"], ["0.25"]]
     assert split.skipped == [{"uid": "2", "reason": "no gold answers", "detail": "nan"}]

@@ -11,16 +11,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_train_mfu_smoke_runs_the_training_step_on_the_cpu():
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_mfu.py"), "--smoke"], capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_mfu.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert '"tokens_per_s"' in res.stdout and "nothing written" in res.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="only without CUDA")
 def test_train_mfu_without_cuda_says_so_and_writes_nothing(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_mfu.py")], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_mfu.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0 and "skipped, CUDA is not available" in res.stdout
 
 
@@ -31,14 +40,47 @@ def test_cell_readout_reads_every_ink_cell_of_a_trained_run(tmp_path):
 
     runs = []
     for connector in ("mlp", "perceiver"):
-        res = subprocess.run([sys.executable, "-m", "alignbench", "run", "--connector", connector, "--steps", "2",
-                              "--batch-size", "2", "--train-docs", "4", "--eval-questions", "5", "--output",
-                              str(tmp_path), "--no-blind"], capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "alignbench",
+                "run",
+                "--connector",
+                connector,
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--train-docs",
+                "4",
+                "--eval-questions",
+                "5",
+                "--output",
+                str(tmp_path),
+                "--no-blind",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         runs.append(next(p for p in (tmp_path / "runs").iterdir() if p not in runs))
     out = tmp_path / "readout"
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cell_readout.py"), *map(str, runs), "--docs", "3",
-                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "cell_readout.py"),
+            *map(str, runs),
+            "--docs",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     mlp, perceiver = rows

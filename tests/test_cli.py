@@ -18,8 +18,9 @@ SMALL = ["--steps", "3", "--batch-size", "4", "--train-docs", "6", "--eval-quest
 def cli(*args, cwd=None):
     """Run the real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
     env = {**os.environ, "COLUMNS": "250"}  # a wide console, so rich tables are not elided
-    return subprocess.run([sys.executable, "-m", "alignbench", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *args], capture_output=True, text=True, cwd=cwd, timeout=600, env=env
+    )
 
 
 def test_list_shows_connectors_and_tasks():
@@ -29,19 +30,26 @@ def test_list_shows_connectors_and_tasks():
         assert name in out.output
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["run", "--connector", "alignn"],
-     "unknown connector 'alignn'; known connectors: " + ", ".join(CONNECTORS.names())),
-    (["run", "--task", "docvqa_val"], "unknown task 'docvqa_val'; known tasks: chartqa, docvqa, infovqa"),
-    (["run", "--stage", "half"], "unknown stage 'half'"),
-    (["run", "--steps", "0"], "--steps must be at least 1"),
-    (["run", "--connector", "perceiver", "--connector-arg", "depth=deep"], "not a valid int"),
-    (["run", "--device", "tpu"], "unknown device 'tpu'"),
-    (["sweep", "--connectors", "mlp,nope"], "unknown connector 'nope'"),
-    (["run", "--stage", "lora", "--llm-steps", "2", "--connector-tasks", "chartqa"],
-     "--connector-tasks chartqa is not among the training tasks"),
-    (["leaderboard", "--output", "does-not-exist"], "no leaderboard at"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (
+            ["run", "--connector", "alignn"],
+            "unknown connector 'alignn'; known connectors: " + ", ".join(CONNECTORS.names()),
+        ),
+        (["run", "--task", "docvqa_val"], "unknown task 'docvqa_val'; known tasks: chartqa, docvqa, infovqa"),
+        (["run", "--stage", "half"], "unknown stage 'half'"),
+        (["run", "--steps", "0"], "--steps must be at least 1"),
+        (["run", "--connector", "perceiver", "--connector-arg", "depth=deep"], "not a valid int"),
+        (["run", "--device", "tpu"], "unknown device 'tpu'"),
+        (["sweep", "--connectors", "mlp,nope"], "unknown connector 'nope'"),
+        (
+            ["run", "--stage", "lora", "--llm-steps", "2", "--connector-tasks", "chartqa"],
+            "--connector-tasks chartqa is not among the training tasks",
+        ),
+        (["leaderboard", "--output", "does-not-exist"], "no leaderboard at"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     res = cli(*args, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
@@ -79,8 +87,9 @@ def test_run_writes_run_dir_and_appends_leaderboard(tmp_path):
     assert (out / "leaderboard.csv").read_bytes() == before
 
     # a second identical run gets its own directory and a second row
-    assert cli("run", "--connector", "mlp", "--task", "docvqa", *SMALL, "--output", str(out),
-               cwd=tmp_path).returncode == 0
+    assert (
+        cli("run", "--connector", "mlp", "--task", "docvqa", *SMALL, "--output", str(out), cwd=tmp_path).returncode == 0
+    )
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) == 2 and board.run_id.nunique() == 2
     shown = cli("leaderboard", "--output", str(out), cwd=tmp_path)
@@ -91,12 +100,32 @@ def test_config_dump_rebuilds_the_run(tmp_path):
     from alignbench.config.run import RunConfig
 
     out = tmp_path / "out"
-    assert cli("run", "--connector", "perceiver", "--task", "chartqa", *SMALL, "--connector-arg", "num_latents=16",
-               "--output", str(out), cwd=tmp_path).returncode == 0
+    assert (
+        cli(
+            "run",
+            "--connector",
+            "perceiver",
+            "--task",
+            "chartqa",
+            *SMALL,
+            "--connector-arg",
+            "num_latents=16",
+            "--output",
+            str(out),
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     run_dir = next((out / "runs").iterdir())
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["connector_config"] == {"num_latents": 16, "depth": 2, "heads": 4, "ff_mult": 4,
-                                         "latents_init_std": 0.02, "norm_gain_init": 1.0}
+    assert config["connector_config"] == {
+        "num_latents": 16,
+        "depth": 2,
+        "heads": 4,
+        "ff_mult": 4,
+        "latents_init_std": 0.02,
+        "norm_gain_init": 1.0,
+    }
     assert config["connector_tokens"] == 16
     rebuilt = RunConfig.from_dict(config)
     assert rebuilt.connector_args == {"num_latents": 16} and rebuilt.data.train_docs == 6
@@ -106,8 +135,9 @@ def test_config_dump_rebuilds_the_run(tmp_path):
 
 def test_sweep_writes_the_comparison_table(tmp_path):
     out = tmp_path / "sweep"
-    res = cli("sweep", "--connectors", "mlp,align", "--tasks", "docvqa,chartqa", *SMALL, "--output", str(out),
-              cwd=tmp_path)
+    res = cli(
+        "sweep", "--connectors", "mlp,align", "--tasks", "docvqa,chartqa", *SMALL, "--output", str(out), cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     table = pd.read_csv(out / "table.csv")
     assert list(table.connector) == ["mlp", "align"]
@@ -127,8 +157,19 @@ def test_sweep_writes_the_comparison_table(tmp_path):
 
 def test_sweep_can_train_each_pair_on_its_own_task(tmp_path):
     out = tmp_path / "each"
-    res = cli("sweep", "--connectors", "mlp", "--tasks", "docvqa,chartqa", "--train-tasks", "each", *SMALL,
-              "--output", str(out), cwd=tmp_path)
+    res = cli(
+        "sweep",
+        "--connectors",
+        "mlp",
+        "--tasks",
+        "docvqa,chartqa",
+        "--train-tasks",
+        "each",
+        *SMALL,
+        "--output",
+        str(out),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.train_tasks) == ["docvqa", "chartqa"] and board.trained_in.isna().all()
@@ -149,8 +190,21 @@ def test_parallel_sweep_matches_serial_sweep(tmp_path):
 
 def test_tune_scores_on_the_validation_split(tmp_path):
     out = tmp_path / "tune"
-    res = cli("tune", "--connectors", "mlp,align", "--lrs", "1e-3,1e-2", "--task", "chartqa", *SMALL,
-              "--connector-arg", "align.ln2_lr_mult=10", "--output", str(out), cwd=tmp_path)
+    res = cli(
+        "tune",
+        "--connectors",
+        "mlp,align",
+        "--lrs",
+        "1e-3,1e-2",
+        "--task",
+        "chartqa",
+        *SMALL,
+        "--connector-arg",
+        "align.ln2_lr_mult=10",
+        "--output",
+        str(out),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     df = pd.read_csv(out / "lr_search.csv")
     assert len(df) == 4 and set(df.lr) == {1e-3, 1e-2}
@@ -164,19 +218,44 @@ def test_tune_scores_on_the_validation_split(tmp_path):
 
 def test_tune_reuses_a_sweeps_training_of_the_same_setting(tmp_path):
     study, search = tmp_path / "study", tmp_path / "search"
-    res = cli("sweep", "--connectors", "mlp", "--tasks", "chartqa", "--lr", "1e-3", *SMALL, "--output", str(study),
-              cwd=tmp_path)
+    res = cli(
+        "sweep",
+        "--connectors",
+        "mlp",
+        "--tasks",
+        "chartqa",
+        "--lr",
+        "1e-3",
+        *SMALL,
+        "--output",
+        str(study),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
-    res = cli("tune", "--connectors", "mlp", "--lrs", "1e-3,1e-2", "--task", "chartqa", *SMALL, "--output",
-              str(search), "--reuse-from", str(study), cwd=tmp_path)
+    res = cli(
+        "tune",
+        "--connectors",
+        "mlp",
+        "--lrs",
+        "1e-3,1e-2",
+        "--task",
+        "chartqa",
+        *SMALL,
+        "--output",
+        str(search),
+        "--reuse-from",
+        str(study),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     trials = {json.loads((p / "config.json").read_text())["train"]["lr"]: p for p in (search / "runs").iterdir()}
     result = {lr: json.loads((p / "results.json").read_text()) for lr, p in trials.items()}
     (trained,) = (study / "runs").iterdir()
     assert result[1e-3]["trained_in"] == str(trained) and result[1e-2].get("trained_in") is None
     assert (trials[1e-3] / "connector.safetensors").read_bytes() == (trained / "connector.safetensors").read_bytes()
-    bad = cli("tune", "--connectors", "mlp", "--reuse-from", str(tmp_path / "nowhere"), "--output", str(search),
-              cwd=tmp_path)
+    bad = cli(
+        "tune", "--connectors", "mlp", "--reuse-from", str(tmp_path / "nowhere"), "--output", str(search), cwd=tmp_path
+    )
     assert bad.returncode == 2 and "--reuse-from" in bad.stderr and "Traceback" not in bad.stderr
 
 

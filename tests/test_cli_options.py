@@ -36,8 +36,20 @@ COMMAND_LIST = _commands()
 
 
 def test_every_command_is_generated():
-    assert {path for path, _, _ in COMMAND_LIST} == {"run", "sweep", "tune", "eval", "list", "leaderboard", "prepare",
-                                                     "probe noise", "probe image", "probe vocab", "cost", "report"}
+    assert {path for path, _, _ in COMMAND_LIST} == {
+        "run",
+        "sweep",
+        "tune",
+        "eval",
+        "list",
+        "leaderboard",
+        "prepare",
+        "probe noise",
+        "probe image",
+        "probe vocab",
+        "cost",
+        "report",
+    }
 
 
 @pytest.mark.parametrize("path,command,generated", COMMAND_LIST, ids=[c[0] for c in COMMAND_LIST])
@@ -64,19 +76,36 @@ def test_a_field_has_one_help_and_one_flag_in_every_command():
 
 
 def test_help_starts_without_torch():
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom alignbench.cli import app\n"
-            "for args in (['--help'], ['run', '--help'], ['sweep', '--help'], ['probe', 'noise', '--help']):\n"
-            "    out = CliRunner().invoke(app, args)\n"
-            "    assert out.exit_code == 0 and '--' in out.output, out.output\n"
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom alignbench.cli import app\n"
+        "for args in (['--help'], ['run', '--help'], ['sweep', '--help'], ['probe', 'noise', '--help']):\n"
+        "    out = CliRunner().invoke(app, args)\n"
+        "    assert out.exit_code == 0 and '--' in out.output, out.output\n"
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
 
 def test_options_build_typed_configs():
-    cmd = parse(app, ["sweep", "--connectors", "mlp,align", "--seeds", "0,2", "--connector-arg", "align.ln2_lr_mult=10",
-                      "--slurm-arg", "account=lab", "--steps", "5", "--no-feature-cache"])
+    cmd = parse(
+        app,
+        [
+            "sweep",
+            "--connectors",
+            "mlp,align",
+            "--seeds",
+            "0,2",
+            "--connector-arg",
+            "align.ln2_lr_mult=10",
+            "--slurm-arg",
+            "account=lab",
+            "--steps",
+            "5",
+            "--no-feature-cache",
+        ],
+    )
     assert cmd.selection.connectors == ["mlp", "align"] and cmd.seeds == [0, 2]
     assert cmd.selection.connector_args == ["align.ln2_lr_mult=10"] and cmd.launch.slurm_args == {"account": "lab"}
     assert cmd.run.train.steps == 5 and cmd.run.train.batch_size is None  # left to the backbone's recipe
@@ -88,13 +117,16 @@ def test_options_build_typed_configs():
     assert run.run.eval.blind is False
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["tune", "--lrs", "1e-3,fast"], "--lrs '1e-3,fast' must be comma-separated numbers, e.g. 1e-3,3e-3"),
-    (["sweep", "--seeds", "0,one"], "--seeds '0,one' must be comma-separated integers, e.g. 0,1,2"),
-    (["sweep", "--tasks", " , "], "--tasks is empty; give a comma-separated list"),
-    (["run", "--connector-arg", "num_latents"], "--connector-arg 'num_latents' is not KEY=VALUE"),
-    (["probe", "vocab", "--run", "x", "--top-k", "5,big"], "--top-k '5,big' must be comma-separated integers"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["tune", "--lrs", "1e-3,fast"], "--lrs '1e-3,fast' must be comma-separated numbers, e.g. 1e-3,3e-3"),
+        (["sweep", "--seeds", "0,one"], "--seeds '0,one' must be comma-separated integers, e.g. 0,1,2"),
+        (["sweep", "--tasks", " , "], "--tasks is empty; give a comma-separated list"),
+        (["run", "--connector-arg", "num_latents"], "--connector-arg 'num_latents' is not KEY=VALUE"),
+        (["probe", "vocab", "--run", "x", "--top-k", "5,big"], "--top-k '5,big' must be comma-separated integers"),
+    ],
+)
 def test_text_that_does_not_parse_is_one_message(argv, needle):
     from alignbench.errors import AlignBenchError
 

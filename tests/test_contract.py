@@ -3,6 +3,7 @@ one line before its run directory exists (also under `python -O`, and on a backb
 differ, where a missing projection shows); installed entry points that collide with a built-in, are not
 connectors or fail to import are reported as broken by `list`, block only their own name, and name the
 distribution to uninstall. Property-based: hypothesis generates connectors that break the contract."""
+
 import os
 import subprocess
 import sys
@@ -23,8 +24,13 @@ SMALL = ["--steps", "2", "--batch-size", "2", "--train-docs", "3", "--eval-quest
 
 def cli(*args, env=None, optimize=False) -> subprocess.CompletedProcess:
     flags = ["-O"] if optimize else []
-    return subprocess.run([sys.executable, *flags, "-m", "alignbench", *map(str, args)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "COLUMNS": "250", **(env or {})})
+    return subprocess.run(
+        [sys.executable, *flags, "-m", "alignbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "250", **(env or {})},
+    )
 
 
 def one_line(done, *needles) -> str:
@@ -46,11 +52,18 @@ class _Fake:
 
 
 @settings(max_examples=200, deadline=None)
-@given(batch=st.integers(1, 3), patches=st.integers(1, 40), width=st.integers(1, 16),
-       declared_extra=st.integers(-3, 3), emitted_extra=st.integers(-3, 3), width_extra=st.integers(-2, 2),
-       ndim=st.sampled_from([2, 3, 4]))
-def test_check_output_accepts_exactly_the_declared_shape(batch, patches, width, declared_extra, emitted_extra,
-                                                         width_extra, ndim):
+@given(
+    batch=st.integers(1, 3),
+    patches=st.integers(1, 40),
+    width=st.integers(1, 16),
+    declared_extra=st.integers(-3, 3),
+    emitted_extra=st.integers(-3, 3),
+    width_extra=st.integers(-2, 2),
+    ndim=st.sampled_from([2, 3, 4]),
+)
+def test_check_output_accepts_exactly_the_declared_shape(
+    batch, patches, width, declared_extra, emitted_extra, width_extra, ndim
+):
     declared = max(0, patches + declared_extra)
     emitted = max(0, patches + emitted_extra)
     out_width = max(1, width + width_extra)
@@ -73,7 +86,7 @@ def test_a_non_tensor_output_is_named():
         check_output(_Fake(lambda n: n), torch.zeros(1, 4, 2), (torch.zeros(1, 4, 3),), 3)
 
 
-WRONG_COUNT = '''
+WRONG_COUNT = """
 import torch
 from dataclasses import dataclass
 from torch import nn
@@ -92,9 +105,9 @@ class HalfTokens(Connector):
 
     def forward(self, features):  # emits half the patches but declares one token per patch (the default)
         return self.proj(features[:, ::2])
-'''
+"""
 
-NO_PROJECTION = '''
+NO_PROJECTION = """
 from dataclasses import dataclass
 import torch
 from torch import nn
@@ -113,7 +126,7 @@ class NoProjection(Connector):
 
     def forward(self, features):  # forgets to project to the LLM's width
         return features * self.scale
-'''
+"""
 
 
 @pytest.mark.parametrize("optimize", [False, True])
@@ -137,8 +150,21 @@ def test_a_connector_without_projection_is_caught_where_the_widths_differ(tmp_pa
     plugin.write_text(NO_PROJECTION)
     vision, llm = pair
     out = tmp_path / "out"
-    done = cli("run", "--plugin", plugin, "--connector", "noproj", "--vision", vision, "--llm", llm, *SMALL,
-               "--output", out, env={"HF_HUB_OFFLINE": "1"})
+    done = cli(
+        "run",
+        "--plugin",
+        plugin,
+        "--connector",
+        "noproj",
+        "--vision",
+        vision,
+        "--llm",
+        llm,
+        *SMALL,
+        "--output",
+        out,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     one_line(done, "connector 'noproj'", "of the LLM's width 48", ", 32]")
     assert not (out / "runs").exists() or not any((out / "runs").iterdir())
 
@@ -157,11 +183,20 @@ def _install(site: Path, name: str, entry_points: str, module: str | None = None
 def site(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    _install(site, "shadow-mlp", "[alignbench.connectors]\nmlp = shadow_mlp:Other\n", "shadow_mlp",
-             "from alignbench.connectors.mlp import MLPConnector\nclass Other(MLPConnector):\n    pass\n")
-    _install(site, "not-a-connector", "[alignbench.connectors]\nanint = not_a_connector:VALUE\n"
-             "amodule = not_a_connector:Plain\n", "not_a_connector",
-             "import torch\nVALUE = 3\nclass Plain(torch.nn.Module):\n    pass\n")
+    _install(
+        site,
+        "shadow-mlp",
+        "[alignbench.connectors]\nmlp = shadow_mlp:Other\n",
+        "shadow_mlp",
+        "from alignbench.connectors.mlp import MLPConnector\nclass Other(MLPConnector):\n    pass\n",
+    )
+    _install(
+        site,
+        "not-a-connector",
+        "[alignbench.connectors]\nanint = not_a_connector:VALUE\namodule = not_a_connector:Plain\n",
+        "not_a_connector",
+        "import torch\nVALUE = 3\nclass Plain(torch.nn.Module):\n    pass\n",
+    )
     _install(site, "broken-plugin", "[alignbench.connectors]\nbroken = not_a_module_anywhere:Thing\n")
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
@@ -176,15 +211,32 @@ def test_list_shows_broken_plugins_and_keeps_working(site):
     assert "broken" in rows["mlp"]  # the collision: neither is used silently
 
 
-@pytest.mark.parametrize("name, needles", [
-    ("mlp", ["'mlp' is claimed by the built-in module alignbench.connectors.mlp and by the installed package "
-             "'shadow-mlp'", "pip uninstall shadow-mlp"]),
-    ("anint", ["'anint' from the installed package 'not-a-connector'", "is int 3, not a subclass of "
-               "alignbench.connector.Connector", "pip uninstall not-a-connector"]),
-    ("amodule", ["is type", "not a subclass of alignbench.connector.Connector"]),
-    ("broken", ["'broken' from the installed package 'broken-plugin'", "failed to import",
-                "pip uninstall broken-plugin"]),
-])
+@pytest.mark.parametrize(
+    "name, needles",
+    [
+        (
+            "mlp",
+            [
+                "'mlp' is claimed by the built-in module alignbench.connectors.mlp and by the installed package "
+                "'shadow-mlp'",
+                "pip uninstall shadow-mlp",
+            ],
+        ),
+        (
+            "anint",
+            [
+                "'anint' from the installed package 'not-a-connector'",
+                "is int 3, not a subclass of alignbench.connector.Connector",
+                "pip uninstall not-a-connector",
+            ],
+        ),
+        ("amodule", ["is type", "not a subclass of alignbench.connector.Connector"]),
+        (
+            "broken",
+            ["'broken' from the installed package 'broken-plugin'", "failed to import", "pip uninstall broken-plugin"],
+        ),
+    ],
+)
 def test_a_broken_plugin_blocks_only_its_own_name(site, tmp_path, name, needles):
     one_line(cli("run", "--connector", name, *SMALL, "--output", tmp_path / "out", env=site), *needles)
     assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").iterdir())

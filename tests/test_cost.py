@@ -12,13 +12,29 @@ from alignbench.connector import build_connector
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alignbench", *map(str, args)], capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_the_cost_table_measures_every_connector_it_names(tmp_path, tiny_backbone):
-    res = cli("cost", "--connectors", "mlp,cabstractor", "--tiles", 2, "--train-steps", 2, "--eval-samples", 4,
-              "--output", tmp_path)
+    res = cli(
+        "cost",
+        "--connectors",
+        "mlp,cabstractor",
+        "--tiles",
+        2,
+        "--train-steps",
+        2,
+        "--eval-samples",
+        4,
+        "--output",
+        tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     table = pd.read_csv(tmp_path / "cost.csv")
     assert table.connector.tolist() == ["mlp", "cabstractor"]
@@ -32,15 +48,17 @@ def test_the_cost_table_measures_every_connector_it_names(tmp_path, tiny_backbon
         assert row.train_s_step > 0 and row.eval_s_sample > 0 and row.eval_tokens_s > 0 and row.peak_mib > 100
     mlp = table.set_index("connector").loc["mlp"]
     # the MLP's FLOPs per page are its two matrix products: 2 x N x (d x D + D x D)
-    assert mlp.gflops_page * 1e9 == pytest.approx(2 * n * (ctx.vision_dim * ctx.llm_dim + ctx.llm_dim ** 2))
+    assert mlp.gflops_page * 1e9 == pytest.approx(2 * n * (ctx.vision_dim * ctx.llm_dim + ctx.llm_dim**2))
     meta = json.loads((tmp_path / "cost.json").read_text())
     assert meta["machine"]["cpu_count"] and meta["device"] == "cpu"
     md = (tmp_path / "cost.md").read_text()
     assert "| cabstractor " in md and meta["machine"]["cpu"] in md
 
 
-@pytest.mark.parametrize("args,needle", [(["--tiles", "0"], "--tiles must be at least 1"),
-                                         (["--connectors", "mlp,nope"], "unknown connector 'nope'")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [(["--tiles", "0"], "--tiles must be at least 1"), (["--connectors", "mlp,nope"], "unknown connector 'nope'")],
+)
 def test_bad_cost_options_are_one_line(tmp_path, args, needle):
     res = cli("cost", *args, "--output", tmp_path)
     assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr

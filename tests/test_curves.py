@@ -26,15 +26,32 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alignbench", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_a_run_keeps_its_curve_and_streams_it_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    res = cli("run", "--connector", "pixelshuffle", "--task", "docvqa", "--steps", 5, *SMALL, "--output", tmp_path,
-              "--report-to", "tensorboard")
+    res = cli(
+        "run",
+        "--connector",
+        "pixelshuffle",
+        "--task",
+        "docvqa",
+        "--steps",
+        5,
+        *SMALL,
+        "--output",
+        tmp_path,
+        "--report-to",
+        "tensorboard",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     run_dir = next((tmp_path / "runs").iterdir())
     curve = pd.read_csv(run_dir / "train_curve.csv")
@@ -55,8 +72,20 @@ def test_a_run_keeps_its_curve_and_streams_it_to_tensorboard(tmp_path):
 
 
 def test_a_run_that_re_uses_weights_holds_the_curve_that_trained_them(tmp_path):
-    res = cli("sweep", "--connectors", "hreducer", "--tasks", "docvqa,chartqa", "--steps", 3, *SMALL, "--output",
-              tmp_path, "--limit", 4)
+    res = cli(
+        "sweep",
+        "--connectors",
+        "hreducer",
+        "--tasks",
+        "docvqa,chartqa",
+        "--steps",
+        3,
+        *SMALL,
+        "--output",
+        tmp_path,
+        "--limit",
+        4,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     runs = sorted((tmp_path / "runs").iterdir())
     curves = [(r / "train_curve.csv").read_text() for r in runs]
@@ -84,11 +113,19 @@ def test_a_resumed_training_returns_the_whole_curve(tmp_path):
     def fresh():
         return VLM(ws.backbone, build_connector("cabstractor", ws.backbone.connector_context(), {}, 1234))
 
-    first = train(fresh(), [TrainSource(task, split, feats)], cfg, 0, checkpoint_dir=tmp_path, checkpoint_every=2,
-                  **QUIET)
+    first = train(
+        fresh(), [TrainSource(task, split, feats)], cfg, 0, checkpoint_dir=tmp_path, checkpoint_every=2, **QUIET
+    )
     # the run directory now holds the checkpoint after step 4: a second call resumes there and trains no step
-    again = train(fresh(), [TrainSource(task, split, feats)], dataclasses.replace(cfg), 0, checkpoint_dir=tmp_path,
-                  checkpoint_every=2, **QUIET)
+    again = train(
+        fresh(),
+        [TrainSource(task, split, feats)],
+        dataclasses.replace(cfg),
+        0,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=2,
+        **QUIET,
+    )
     assert again["resumed_from_step"] == 4
     assert [r["step"] for r in again["curve"]] == [1, 2, 3, 4]
     assert [r["loss"] for r in again["curve"]] == [r["loss"] for r in first["curve"]]

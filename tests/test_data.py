@@ -1,6 +1,5 @@
 """Embedded sets: the real schemas, determinism, disjoint splits, glyph pages; parametrised over tasks."""
 
-
 import pytest
 
 from alignbench.config.data import DataConfig
@@ -35,13 +34,16 @@ def test_deterministic_and_splits_disjoint(task, tmp_path):
     a = embedded_dataset(task, "train", CFG, PageSpec(), tmp_path / "a")
     b = embedded_dataset(task, "train", CFG, PageSpec(), tmp_path / "b")
     assert a["question"] == b["question"]
-    assert a.cast_column("image", a.features["image"].__class__(decode=False))["image"] == \
-        b.cast_column("image", b.features["image"].__class__(decode=False))["image"]
+    assert (
+        a.cast_column("image", a.features["image"].__class__(decode=False))["image"]
+        == b.cast_column("image", b.features["image"].__class__(decode=False))["image"]
+    )
     ev = to_split(embedded_dataset(task, "eval", CFG, PageSpec(), tmp_path / "a"), TASKS.get(task))
     tr = to_split(a, TASKS.get(task))
     assert not {im.tobytes() for im in ev.images} & {im.tobytes() for im in tr.images}
-    other_seed = embedded_dataset(task, "train", DataConfig(train_docs=12, eval_questions=10, seed=1), PageSpec(),
-                                  tmp_path / "a")
+    other_seed = embedded_dataset(
+        task, "train", DataConfig(train_docs=12, eval_questions=10, seed=1), PageSpec(), tmp_path / "a"
+    )
     assert other_seed["question"] != a["question"] or other_seed[0]["image"] != a[0]["image"]
 
 
@@ -89,8 +91,10 @@ def test_no_top_level_connectors_or_tasks_package(tmp_path):
     import subprocess
     import sys
 
-    code = ("import importlib.util as u; print(u.find_spec('connectors'), u.find_spec('tasks'), "
-            "u.find_spec('alignbench.connectors') is not None, u.find_spec('alignbench.tasks') is not None)")
+    code = (
+        "import importlib.util as u; print(u.find_spec('connectors'), u.find_spec('tasks'), "
+        "u.find_spec('alignbench.connectors') is not None, u.find_spec('alignbench.tasks') is not None)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout.split()
     assert out == ["None", "None", "True", "True"]
 

@@ -117,15 +117,30 @@ def test_every_world_size_cuts_the_same_pages_into_the_same_micro_batches(world,
     assert spread == alone and sum(spread, []) == pages
 
 
-@pytest.mark.parametrize("batch,micro,accum,world,needle", [
-    (6, None, None, 4, "--batch-size 6 (pages per step, all processes together) does not divide over 4 processes; "
-                       "use a multiple of 4"),
-    (8, 3, None, 2, "--micro-batch-size 3 does not divide the 4 pages each of 2 processes takes per step "
-                    "(--batch-size 8); use one of 1, 2, 4"),
-    (8, None, 3, 1, "--grad-accum 3 does not divide the 8 pages each of 1 process takes per step"),
-    (8, 2, 3, 1, "--micro-batch-size 2 x --grad-accum 3 must equal --batch-size 8 / 1 processes = 8"),
-    (8, 0, None, 1, "--micro-batch-size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "batch,micro,accum,world,needle",
+    [
+        (
+            6,
+            None,
+            None,
+            4,
+            "--batch-size 6 (pages per step, all processes together) does not divide over 4 processes; "
+            "use a multiple of 4",
+        ),
+        (
+            8,
+            3,
+            None,
+            2,
+            "--micro-batch-size 3 does not divide the 4 pages each of 2 processes takes per step "
+            "(--batch-size 8); use one of 1, 2, 4",
+        ),
+        (8, None, 3, 1, "--grad-accum 3 does not divide the 8 pages each of 1 process takes per step"),
+        (8, 2, 3, 1, "--micro-batch-size 2 x --grad-accum 3 must equal --batch-size 8 / 1 processes = 8"),
+        (8, 0, None, 1, "--micro-batch-size must be at least 1"),
+    ],
+)
 def test_a_layout_that_does_not_divide_is_one_message(batch, micro, accum, world, needle):
     with pytest.raises(AlignBenchError) as info:
         batch_layout(batch, micro, accum, world)
@@ -139,20 +154,35 @@ def test_layout_defaults():
     assert batch_layout(16, 2, None, 2) == (2, 4)
 
 
-@pytest.mark.parametrize("env,args,needle", [
-    ({"WORLD_SIZE": "2", "RANK": "0"}, ["run", "--batch-size", "3"],
-     "--batch-size 3 (pages per step, all processes together) does not divide over 2 processes"),
-    ({"WORLD_SIZE": "2", "RANK": "0"}, ["leaderboard"], "alignbench leaderboard runs as one process"),
-    ({"ACCELERATE_USE_DEEPSPEED": "true"}, ["run", "--steps", "1"], "accelerate is configured for DeepSpeed"),
-    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, ["run", "--steps", "1"], "set fsdp_version: 2"),
-    ({}, ["run", "--parallel", "zero3"], "unknown --parallel 'zero3'; use auto, ddp, fsdp"),
-    ({}, ["sweep", "--launcher", "slurm"], "unknown --launcher 'slurm'; use inline, local, submitit"),
-    ({}, ["sweep", "--nproc-per-job", "2"], "--nproc-per-job and --nodes-per-job need --launcher local or submitit"),
-])
+@pytest.mark.parametrize(
+    "env,args,needle",
+    [
+        (
+            {"WORLD_SIZE": "2", "RANK": "0"},
+            ["run", "--batch-size", "3"],
+            "--batch-size 3 (pages per step, all processes together) does not divide over 2 processes",
+        ),
+        ({"WORLD_SIZE": "2", "RANK": "0"}, ["leaderboard"], "alignbench leaderboard runs as one process"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, ["run", "--steps", "1"], "accelerate is configured for DeepSpeed"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, ["run", "--steps", "1"], "set fsdp_version: 2"),
+        ({}, ["run", "--parallel", "zero3"], "unknown --parallel 'zero3'; use auto, ddp, fsdp"),
+        ({}, ["sweep", "--launcher", "slurm"], "unknown --launcher 'slurm'; use inline, local, submitit"),
+        (
+            {},
+            ["sweep", "--nproc-per-job", "2"],
+            "--nproc-per-job and --nodes-per-job need --launcher local or submitit",
+        ),
+    ],
+)
 def test_bad_distributed_input_is_one_line_exit_2(env, args, needle, tmp_path):
-    res = subprocess.run(alignbench(*args, "--output", tmp_path / "out") if args[0] != "leaderboard" else
-                         alignbench(*args), capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                         env={**_env(), **env})
+    res = subprocess.run(
+        alignbench(*args, "--output", tmp_path / "out") if args[0] != "leaderboard" else alignbench(*args),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**_env(), **env},
+    )
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr + res.stdout, res.stderr
     assert needle in " ".join(res.stderr.split())
@@ -197,8 +227,12 @@ def _max_diff(a: dict, b: dict) -> float:
 
 def _single_reference(ws, case) -> dict:
     model = cases.train_case(ws, case, SINGLE)  # one process, accumulating the micro-batches of both
-    return {f"{k}.{n}": t.detach() for k, m in cases.trained_modules(model, case).items()
-            for n, t in m.state_dict().items() if not (k == "llm" and n == "lm_head.weight")}
+    return {
+        f"{k}.{n}": t.detach()
+        for k, m in cases.trained_modules(model, case).items()
+        for n, t in m.state_dict().items()
+        if not (k == "llm" and n == "lm_head.weight")
+    }
 
 
 @pytest.mark.parametrize("name", list(cases.TRAIN_CASES))
@@ -230,14 +264,32 @@ def test_two_processes_resume_from_rank_0s_checkpoint(two_ranks, name):
 def test_align_refuses_an_embedding_matrix_sharded_outside_its_unit(two_ranks):
     checks = json.loads((two_ranks / "checks.json").read_text())
     for rank in (0, 1):
-        assert "ALIGN reads the LLM's input-embedding matrix, but it is sharded here (DTensor" in \
-            checks[f"align_sharded_{rank}"]
+        assert (
+            "ALIGN reads the LLM's input-embedding matrix, but it is sharded here (DTensor"
+            in checks[f"align_sharded_{rank}"]
+        )
 
 
 # ---------------------------------------------------------------- the commands, launched as users launch them
 
-RUN = ["--steps", 3, "--batch-size", 4, "--micro-batch-size", 2, "--train-docs", 6, "--eval-questions", 7,
-       "--eval-batch-size", 3, "--device", "cpu", "--checkpoint-every", 1]
+RUN = [
+    "--steps",
+    3,
+    "--batch-size",
+    4,
+    "--micro-batch-size",
+    2,
+    "--train-docs",
+    6,
+    "--eval-questions",
+    7,
+    "--eval-batch-size",
+    3,
+    "--device",
+    "cpu",
+    "--checkpoint-every",
+    1,
+]
 
 
 def _only_run(output: Path) -> Path:
@@ -252,11 +304,15 @@ def _compare_runs(one: Path, two: Path, world: int, accum_one: int, strategy: st
         if (a / file).exists():
             assert _max_diff(load_file(str(a / file)), load_file(str(b / file))) < ATOL_FLOAT32, file
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
-    assert ra["distributed"] == {"world_size": 1, "grad_accum": accum_one, "micro_batch_size": 2,
-                                 "strategy": "single"}
+    assert ra["distributed"] == {"world_size": 1, "grad_accum": accum_one, "micro_batch_size": 2, "strategy": "single"}
     fsdp = {"fsdp_reshard_after_forward": True, "fsdp_cpu_offload": False} if strategy == "fsdp" else {}
-    assert rb["distributed"] == {"world_size": world, "grad_accum": accum_one // world, "micro_batch_size": 2,
-                                 "strategy": strategy, **fsdp}
+    assert rb["distributed"] == {
+        "world_size": world,
+        "grad_accum": accum_one // world,
+        "micro_batch_size": 2,
+        "strategy": strategy,
+        **fsdp,
+    }
     assert json.loads((b / "config.json").read_text())["distributed"] == rb["distributed"]
     preds_a, preds_b = ((d / "predictions.jsonl").read_text().splitlines() for d in (a, b))
     assert preds_a == preds_b and len(preds_b) == 7
@@ -275,8 +331,9 @@ def test_torchrun_run_equals_one_process_with_accumulation(tmp_path):
     two = run_cmd(torchrun("-m", "alignbench", *args, "--output", tmp_path / "two"), cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("AlignBench results") == 1  # rank 0 alone prints
-    assert "2 processes (ddp), 4 pages per step: micro-batches of 2 pages, gradient accumulation 1" in \
-        " ".join(two.stdout.split())
+    assert "2 processes (ddp), 4 pages per step: micro-batches of 2 pages, gradient accumulation 1" in " ".join(
+        two.stdout.split()
+    )
     _compare_runs(tmp_path / "one", tmp_path / "two", 2, 2, "ddp")
 
 
@@ -286,12 +343,25 @@ def test_accelerate_launch_fsdp_trains_the_llm_with_align_like_one_process(tmp_p
     one = run_cmd(alignbench(*args, "--output", tmp_path / "one"), cwd=tmp_path)
     assert one.returncode == 0, one.stderr
     config = tmp_path / "fsdp.yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_machines: 1\n"
-                      "num_processes: 2\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: false\n"
-                      "fsdp_config:\n  fsdp_version: 2\n  fsdp_reshard_after_forward: true\n"
-                      "  fsdp_offload_params: false\n")
-    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(config), "--main_process_port",
-           str(_free_port()), "-m", "alignbench", *map(str, args), "--output", str(tmp_path / "two")]
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_machines: 1\n"
+        "num_processes: 2\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: false\n"
+        "fsdp_config:\n  fsdp_version: 2\n  fsdp_reshard_after_forward: true\n"
+        "  fsdp_offload_params: false\n"
+    )
+    cmd = [
+        str(BIN / "accelerate"),
+        "launch",
+        "--config_file",
+        str(config),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "alignbench",
+        *map(str, args),
+        "--output",
+        str(tmp_path / "two"),
+    ]
     two = run_cmd(cmd, cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 processes (fsdp)" in " ".join(two.stdout.split())
@@ -315,8 +385,21 @@ def test_torchrun_eval_of_a_checkpoint_equals_one_process(tmp_path):
 
 # ---------------------------------------------------------------- sweep launchers
 
-SWEEP = ["sweep", "--tasks", "docvqa", "--steps", 2, "--batch-size", 2, "--train-docs", 4, "--eval-questions", 5,
-         "--device", "cpu"]
+SWEEP = [
+    "sweep",
+    "--tasks",
+    "docvqa",
+    "--steps",
+    2,
+    "--batch-size",
+    2,
+    "--train-docs",
+    4,
+    "--eval-questions",
+    5,
+    "--device",
+    "cpu",
+]
 
 
 def _sweep_board(output: Path, results_expected: int) -> pd.DataFrame:
@@ -330,16 +413,20 @@ def _sweep_board(output: Path, results_expected: int) -> pd.DataFrame:
 
 def test_local_launcher_runs_each_job_as_its_own_processes(tmp_path):
     out = tmp_path / "out"
-    res = run_cmd(alignbench(*SWEEP, "--connectors", "mlp,ovis", "--launcher", "local", "--jobs", 2, "--output", out),
-                  cwd=tmp_path)
+    res = run_cmd(
+        alignbench(*SWEEP, "--connectors", "mlp,ovis", "--launcher", "local", "--jobs", 2, "--output", out),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     board = _sweep_board(out, 2)
     assert sorted(board.connector) == ["mlp", "ovis"]
     logs = list((out / "launch").glob("sweep-*/*.log"))
     assert len(logs) == 2 and all("run directory:" in log.read_text() for log in logs)
     # a job of two processes (torchrun --standalone), in the same leaderboard
-    res = run_cmd(alignbench(*SWEEP, "--connectors", "mlp", "--launcher", "local", "--nproc-per-job", 2,
-                             "--output", out), cwd=tmp_path)
+    res = run_cmd(
+        alignbench(*SWEEP, "--connectors", "mlp", "--launcher", "local", "--nproc-per-job", 2, "--output", out),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) == 3
@@ -349,14 +436,30 @@ def test_local_launcher_runs_each_job_as_its_own_processes(tmp_path):
 
 def test_submitit_launcher_collects_every_job_into_the_leaderboard(tmp_path):
     out = tmp_path / "out"
-    res = run_cmd(alignbench(*SWEEP, "--connectors", "mlp,ovis", "--launcher", "submitit", "--cluster", "local",
-                             "--output", out), cwd=tmp_path)
+    res = run_cmd(
+        alignbench(*SWEEP, "--connectors", "mlp,ovis", "--launcher", "submitit", "--cluster", "local", "--output", out),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     assert _sweep_board(out, 2).connector.tolist() in (["mlp", "ovis"], ["ovis", "mlp"])
     assert "submitted 000-docvqa-mlp-s0" in " ".join(res.stdout.split())
     # a job of two SLURM-style tasks (submitit's TorchDistributedEnvironment)
-    res = run_cmd(alignbench(*SWEEP, "--connectors", "mlp", "--launcher", "submitit", "--cluster", "local",
-                             "--nproc-per-job", 2, "--output", out), cwd=tmp_path)
+    res = run_cmd(
+        alignbench(
+            *SWEEP,
+            "--connectors",
+            "mlp",
+            "--launcher",
+            "submitit",
+            "--cluster",
+            "local",
+            "--nproc-per-job",
+            2,
+            "--output",
+            out,
+        ),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     board = pd.read_csv(out / "leaderboard.csv")
     latest = json.loads((out / "runs" / board.run_id.iloc[-1] / "results.json").read_text())
@@ -368,20 +471,37 @@ def test_failed_jobs_are_named_with_their_log_and_lose_nothing(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("a file of the user's")
     before = sorted(p.name for p in out.iterdir())
-    res = run_cmd(alignbench(*SWEEP, "--connectors", "mlp", "--launcher", "local", "--train-data",
-                             tmp_path / "missing.parquet", "--output", out), cwd=tmp_path)
+    res = run_cmd(
+        alignbench(
+            *SWEEP,
+            "--connectors",
+            "mlp",
+            "--launcher",
+            "local",
+            "--train-data",
+            tmp_path / "missing.parquet",
+            "--output",
+            out,
+        ),
+        cwd=tmp_path,
+    )
     assert res.returncode == 2
     msg = " ".join(res.stderr.split())
     assert "every job failed: 000-docvqa-mlp-s0: exit code 2: error: dataset" in msg and ".log)" in msg
     assert "Traceback" not in res.stderr
     assert not (out / "leaderboard.csv").exists() and sorted(p.name for p in out.iterdir()) == sorted(
-        before + ["launch", "runs"])
+        before + ["launch", "runs"]
+    )
 
 
 def test_an_error_under_torchrun_is_one_line_from_rank_0_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
-    res = run_cmd(torchrun("-m", "alignbench", "run", "--train-data", tmp_path / "missing.parquet", "--device", "cpu",
-                           "--output", out), cwd=tmp_path)
+    res = run_cmd(
+        torchrun(
+            "-m", "alignbench", "run", "--train-data", tmp_path / "missing.parquet", "--device", "cpu", "--output", out
+        ),
+        cwd=tmp_path,
+    )
     assert res.returncode != 0  # torchrun's own code (1), after its summary of the failed processes
     ours = [line for line in (res.stderr + res.stdout).splitlines() if line.startswith("error:")]
     assert len(ours) == 1 and "missing.parquet" in ours[0] and "(rank" not in ours[0], ours
@@ -398,8 +518,13 @@ def test_a_run_interrupted_on_one_process_resumes_on_two(ws, tmp_path, monkeypat
     from alignbench.model.vlm import VLM
     from alignbench.run.pipeline import run
 
-    cfg = RunConfig(connector="ovis", data=DataConfig(train_docs=6, eval_questions=7), device="cpu",
-                    train=TrainConfig(steps=3, batch_size=4, micro_batch_size=2), eval=EvalConfig(batch_size=3))
+    cfg = RunConfig(
+        connector="ovis",
+        data=DataConfig(train_docs=6, eval_questions=7),
+        device="cpu",
+        train=TrainConfig(steps=3, batch_size=4, micro_batch_size=2),
+        eval=EvalConfig(batch_size=3),
+    )
     quiet = {"log": lambda *a, **k: None}
     run(cfg, tmp_path / "whole", ws, checkpoint_every=1, **quiet)
     real_loss, calls = VLM.loss, {"n": 0}
@@ -419,8 +544,10 @@ def test_a_run_interrupted_on_one_process_resumes_on_two(ws, tmp_path, monkeypat
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming from the checkpoint after step 2 of 3" in " ".join(res.stdout.split())
     whole = _only_run(tmp_path / "whole")
-    assert _max_diff(load_file(str(whole / "connector.safetensors")),
-                     load_file(str(run_dir / "connector.safetensors"))) < ATOL_FLOAT32
+    assert (
+        _max_diff(load_file(str(whole / "connector.safetensors")), load_file(str(run_dir / "connector.safetensors")))
+        < ATOL_FLOAT32
+    )
     assert (whole / "predictions.jsonl").read_text() == (run_dir / "predictions.jsonl").read_text()
     result = json.loads((run_dir / "results.json").read_text())
     assert result["resumed_from_step"] == 2 and result["distributed"]["world_size"] == 2

@@ -203,12 +203,29 @@ def test_the_command_line_switch(tmp_path):
     import sys
 
     env = {**os.environ, "ALIGNBENCH_CACHE": str(tmp_path / "cache"), "COLUMNS": "250", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "alignbench", "run", "--connector", "mlp", "--task", "docvqa", "--steps", "2",
-            "--batch-size", "2", "--train-docs", "3", "--eval-questions", "3"]
+    args = [
+        sys.executable,
+        "-m",
+        "alignbench",
+        "run",
+        "--connector",
+        "mlp",
+        "--task",
+        "docvqa",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--train-docs",
+        "3",
+        "--eval-questions",
+        "3",
+    ]
     outputs = {}
     for name, extra in (("off", ["--no-feature-cache"]), ("on", [])):
-        res = subprocess.run([*args, *extra, "--output", str(tmp_path / name)], capture_output=True, text=True,
-                             env=env, timeout=600)
+        res = subprocess.run(
+            [*args, *extra, "--output", str(tmp_path / name)], capture_output=True, text=True, env=env, timeout=600
+        )
         assert res.returncode == 0, res.stderr
         (run_dir,) = (tmp_path / name / "runs").iterdir()
         outputs[name] = run_dir
@@ -275,8 +292,12 @@ def test_tiling_and_processor_settings_are_part_of_the_key(pair):
     from alignbench.backbones import load_backbone
 
     pages = _tiled_pages()
-    keys = {tiles: feature_key(load_backbone(BackboneConfig("hf", str(pair[0]), str(pair[1]), max_tiles=tiles)),
-                               pages, "cpu") for tiles in (1, 2, 4)}
+    keys = {
+        tiles: feature_key(
+            load_backbone(BackboneConfig("hf", str(pair[0]), str(pair[1]), max_tiles=tiles)), pages, "cpu"
+        )
+        for tiles in (1, 2, 4)
+    }
     assert len(set(keys.values())) == 3  # the same tower and pages cut into other tiles
     backbone = load_backbone(BackboneConfig("hf", str(pair[0]), str(pair[1]), max_tiles=4))
     processor = next(c.cell_contents for c in backbone.image_transform.__closure__)
@@ -295,8 +316,13 @@ def test_a_task_mixture_caches_each_training_split(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path / "cache"))
     data = DataConfig(train_docs=3, eval_questions=3, train_tasks=["docvqa", "chartqa"])
-    cfg = RunConfig(connector="mlp", task="docvqa", data=data, device="cpu",
-                    train=TrainConfig(steps=2, batch_size=2, warmup_steps=1))
+    cfg = RunConfig(
+        connector="mlp",
+        task="docvqa",
+        data=data,
+        device="cpu",
+        train=TrainConfig(steps=2, batch_size=2, warmup_steps=1),
+    )
     quiet = {"log": lambda *a, **k: None}
     first = Workspace(BackboneConfig(), data, "cpu", **quiet)
     a = run(cfg, tmp_path / "a", first, **quiet)

@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 GPU_PY = ROOT / "benchmarks" / "gpu.py"
 GPU_SH = ROOT / "benchmarks" / "gpu.sh"
 OUT_FILES = {"machine_cuda.json", "steps_cuda.json", "bench_cuda.json", "bench_cuda.md", "log_cuda.txt"}
-REPORTS = ("align_memory_cuda", "train_mfu_cuda", "eval_throughput_cuda", "eval_throughput_preset_cuda",
-           "process_scaling_cuda", "sweep_cuda")
+REPORTS = (
+    "align_memory_cuda",
+    "train_mfu_cuda",
+    "eval_throughput_cuda",
+    "eval_throughput_preset_cuda",
+    "process_scaling_cuda",
+    "sweep_cuda",
+)
 
 
 def gpu_module():
@@ -49,8 +55,14 @@ def rehearsal(tmp_path_factory):
     with FileLock(str(shared / "gpu-rehearsal.lock")):
         if not record.exists():
             out.mkdir()
-            res = subprocess.run(["bash", str(GPU_SH), "--dry-run", "--skip", "sweep_smollm2"], capture_output=True,
-                                 text=True, env=_env(out), cwd=shared, timeout=900)
+            res = subprocess.run(
+                ["bash", str(GPU_SH), "--dry-run", "--skip", "sweep_smollm2"],
+                capture_output=True,
+                text=True,
+                env=_env(out),
+                cwd=shared,
+                timeout=900,
+            )
             record.write_text(json.dumps({"rc": res.returncode, "output": res.stdout[-3000:] + res.stderr[-3000:]}))
     result = json.loads(record.read_text())
     assert result["rc"] == 0, result["output"]
@@ -93,8 +105,12 @@ def test_every_report_is_bundled_with_its_rows(rehearsal):
     assert "OOM" in bundle["md"]["align_memory_cuda.md"]
 
     mfu = reports["train_mfu_cuda"]["rows"]
-    assert [(r["stage"], r["connector"]) for r in mfu] == [("connector", "mlp"), ("connector", "align"),
-                                                           ("full", "mlp"), ("full", "align")]
+    assert [(r["stage"], r["connector"]) for r in mfu] == [
+        ("connector", "mlp"),
+        ("connector", "align"),
+        ("full", "mlp"),
+        ("full", "align"),
+    ]
     assert all(r["tokens_per_s"] > 0 and r["model_flops_per_step"]["llm_weights"] > 0 for r in mfu)
     assert "align_mixing" in mfu[1]["model_flops_per_step"]
 
@@ -112,37 +128,64 @@ def test_every_report_is_bundled_with_its_rows(rehearsal):
 
     sweep = reports["sweep_cuda"]["rows"]
     assert len(sweep) == 1 and sweep[0]["runs"] == 12
-    assert [line.split(",")[0] for line in sweep[0]["table"].splitlines()[1:]] == ["mlp", "perceiver", "ovis",
-                                                                                   "align"]
+    assert [line.split(",")[0] for line in sweep[0]["table"].splitlines()[1:]] == ["mlp", "perceiver", "ovis", "align"]
 
 
 def test_collect_names_the_gpu_and_refuses_a_rehearsal(rehearsal, tmp_path):
-    res = subprocess.run([sys.executable, str(GPU_PY), "collect", str(rehearsal), "--dest", str(tmp_path / "bench")],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(GPU_PY), "collect", str(rehearsal), "--dest", str(tmp_path / "bench")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0 and "CPU rehearsal" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bench").exists()
 
     returned = tmp_path / "files_at"
     shutil.copytree(rehearsal, returned)
     machine = json.loads((returned / "machine_cuda.json").read_text())
-    (returned / "machine_cuda.json").write_text(json.dumps(machine | {"rehearsal": False,
-                                                                      "gpu": "NVIDIA H100 80GB HBM3"}))
-    res = subprocess.run([sys.executable, str(GPU_PY), "collect", str(returned), "--dest", str(tmp_path / "bench")],
-                         capture_output=True, text=True, timeout=60)
+    (returned / "machine_cuda.json").write_text(
+        json.dumps(machine | {"rehearsal": False, "gpu": "NVIDIA H100 80GB HBM3"})
+    )
+    res = subprocess.run(
+        [sys.executable, str(GPU_PY), "collect", str(returned), "--dest", str(tmp_path / "bench")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     written = {p.name for p in (tmp_path / "bench").iterdir()}
     tag = "h100-80gb-hbm3"
-    assert written == ({f"{r.removesuffix('_cuda')}_{tag}_cuda.{ext}" for r in REPORTS for ext in ("json", "md")}
-                       | {f"machine_{tag}_cuda.json", f"gpu_steps_{tag}_cuda.json", f"gpu_{tag}_cuda.md"})
+    assert written == (
+        {f"{r.removesuffix('_cuda')}_{tag}_cuda.{ext}" for r in REPORTS for ext in ("json", "md")}
+        | {f"machine_{tag}_cuda.json", f"gpu_steps_{tag}_cuda.json", f"gpu_{tag}_cuda.md"}
+    )
     bundle = json.loads((rehearsal / "bench_cuda.json").read_text())
-    assert json.loads((tmp_path / "bench" / "train_mfu_h100-80gb-hbm3_cuda.json").read_text()) == \
-        bundle["json"]["train_mfu_cuda.json"]
+    assert (
+        json.loads((tmp_path / "bench" / "train_mfu_h100-80gb-hbm3_cuda.json").read_text())
+        == bundle["json"]["train_mfu_cuda.json"]
+    )
 
 
 def test_a_timed_out_step_is_recorded_and_the_next_one_runs(tmp_path):
-    res = subprocess.run([sys.executable, str(GPU_PY), "run", "--rehearsal", "--out", str(tmp_path), "--only",
-                          "train_mfu,eval_throughput_preset", "--timeout", "train_mfu=1"],
-                         capture_output=True, text=True, env=_env(), timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(GPU_PY),
+            "run",
+            "--rehearsal",
+            "--out",
+            str(tmp_path),
+            "--only",
+            "train_mfu,eval_throughput_preset",
+            "--timeout",
+            "train_mfu=1",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
     steps = {s["name"]: s for s in json.loads((tmp_path / "steps_cuda.json").read_text())["steps"]}
     assert steps["train_mfu"]["status"] == "timeout" and steps["train_mfu"]["seconds"] < 15
@@ -153,14 +196,21 @@ def test_a_timed_out_step_is_recorded_and_the_next_one_runs(tmp_path):
     assert "| train_mfu | timeout |" in (tmp_path / "bench_cuda.md").read_text()
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["run", "--out", "{tmp}", "--only", "nosuch"], "unknown step(s) nosuch; the steps are machine, align_memory"),
-    (["run", "--out", "{tmp}", "--timeout", "sweep=soon"], "--timeout 'sweep=soon': use NAME=SECONDS"),
-    (["collect", "{tmp}"], "holds no machine_cuda.json"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["run", "--out", "{tmp}", "--only", "nosuch"], "unknown step(s) nosuch; the steps are machine, align_memory"),
+        (["run", "--out", "{tmp}", "--timeout", "sweep=soon"], "--timeout 'sweep=soon': use NAME=SECONDS"),
+        (["collect", "{tmp}"], "holds no machine_cuda.json"),
+    ],
+)
 def test_bad_input_is_one_line(argv, needle, tmp_path):
-    res = subprocess.run([sys.executable, str(GPU_PY), *(a.format(tmp=tmp_path) for a in argv)], capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(GPU_PY), *(a.format(tmp=tmp_path) for a in argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert needle in res.stderr and "Traceback" not in res.stderr
 

@@ -21,8 +21,11 @@ def test_token_count_is_what_the_connector_declares_on_any_grid(name, grid, tile
     conn = build_connector(name, c)
     out = conn(torch.randn(2, tiles * c.num_patches, c.vision_dim))
     rows, cols = grid
-    per_tile = {"hreducer": rows * -(-cols // 4), "pixelshuffle": -(-rows // 2) * -(-cols // 2),
-                "cabstractor": -(-rows // 2) * -(-cols // 2)}[name]
+    per_tile = {
+        "hreducer": rows * -(-cols // 4),
+        "pixelshuffle": -(-rows // 2) * -(-cols // 2),
+        "cabstractor": -(-rows // 2) * -(-cols // 2),
+    }[name]
     assert out.shape == (2, tiles * per_tile, c.llm_dim) and conn.num_tokens(tiles * c.num_patches) == tiles * per_tile
     assert torch.isfinite(out).all()
 
@@ -33,12 +36,12 @@ def test_tiles_are_never_mixed(name):
     conn = build_connector(name, c).eval()
     feats = torch.randn(1, 3 * c.num_patches, c.vision_dim)
     changed = feats.clone()
-    changed[:, c.num_patches: 2 * c.num_patches] = torch.randn(1, c.num_patches, c.vision_dim)  # tile 2 only
+    changed[:, c.num_patches : 2 * c.num_patches] = torch.randn(1, c.num_patches, c.vision_dim)  # tile 2 only
     a, b = conn(feats), conn(changed)
     per_tile = conn.num_tokens(c.num_patches)
     same = (a - b).abs().amax(-1) < 1e-6  # [1, T]
-    assert same[0, :per_tile].all() and same[0, 2 * per_tile:].all()  # tiles 1 and 3 are untouched
-    assert not same[0, per_tile: 2 * per_tile].all()
+    assert same[0, :per_tile].all() and same[0, 2 * per_tile :].all()  # tiles 1 and 3 are untouched
+    assert not same[0, per_tile : 2 * per_tile].all()
 
 
 @pytest.mark.parametrize("name,block", [("hreducer", (1, 4)), ("pixelshuffle", (2, 2))])
@@ -93,9 +96,14 @@ def test_patches_that_are_not_whole_tiles_are_one_message():
         conn(torch.randn(1, 20, 8))
 
 
-@pytest.mark.parametrize("option,needle", [("grid_out=9", "larger than the patch grid"),
-                                           ("depth=-1", "depth=-1 must be an integer"),
-                                           ("mlp_depth=0", "mlp_depth=0")])
+@pytest.mark.parametrize(
+    "option,needle",
+    [
+        ("grid_out=9", "larger than the patch grid"),
+        ("depth=-1", "depth=-1 must be an integer"),
+        ("mlp_depth=0", "mlp_depth=0"),
+    ],
+)
 def test_cabstractor_options_are_checked(option, needle):
     key, value = option.split("=")
     with pytest.raises(AlignBenchError, match=needle):

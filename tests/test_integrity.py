@@ -4,6 +4,7 @@ leaderboard, saved by a spreadsheet, a row cut short, binary) stops a run before
 checkpoint, a leaderboard that is a directory, an unusable cache, a missing folder) and bad option values are one
 line with exit 2; Ctrl-C names the exact resume command; paths read back from the output directory stay inside
 it; a flipped bit in a checkpoint and a missing checkpoint pointer are refused, not resumed or restarted."""
+
 import json
 import os
 import shutil
@@ -22,16 +23,26 @@ SMALL = ["--steps", "2", "--batch-size", "2", "--train-docs", "4", "--eval-quest
 
 
 def cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alignbench", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**ENV, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**ENV, **(env or {})},
+    )
 
 
 def cli_start(*args) -> subprocess.Popen:
     # Ctrl-C as a terminal delivers it: a suite started in the background (`pytest &`) inherits SIGINT ignored, and
     # Python then installs no KeyboardInterrupt handler in the child, so the default disposition is restored first.
-    return subprocess.Popen([sys.executable, "-m", "alignbench", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "alignbench", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def one_line_error(done, *needles: str) -> str:
@@ -45,8 +56,24 @@ def one_line_error(done, *needles: str) -> str:
 
 def start_until_checkpoint(output: Path, connector: str) -> subprocess.Popen:
     """A long run started in the background, returned once its first checkpoint is published."""
-    run = cli_start("run", "--connector", connector, "--steps", "3000", "--batch-size", "2", "--train-docs", "4",
-                    "--eval-questions", "6", "--no-blind", "--checkpoint-every", "2", "--output", output)
+    run = cli_start(
+        "run",
+        "--connector",
+        connector,
+        "--steps",
+        "3000",
+        "--batch-size",
+        "2",
+        "--train-docs",
+        "4",
+        "--eval-questions",
+        "6",
+        "--no-blind",
+        "--checkpoint-every",
+        "2",
+        "--output",
+        output,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(output.glob("runs/*/checkpoints/latest.json")):
         assert run.poll() is None, run.communicate()
@@ -77,7 +104,7 @@ def output(finished, tmp_path) -> Path:
 
 def _cut_inside_quotes(text: str) -> str:
     start = text.index('"{')  # the first quoted per_split cell
-    return text[:start + 8]
+    return text[: start + 8]
 
 
 DAMAGES = {
@@ -86,8 +113,10 @@ DAMAGES = {
     "saved by a spreadsheet": (lambda text: "\ufeff" + text.replace("\n", "\r\n"), "byte-order mark"),
     "CRLF line ends": (lambda text: text.replace("\n", "\r\n"), "CRLF"),
     "a row cut short without quotes": (lambda text: text.rstrip("\n").rsplit(",", 3)[0] + "\n", "ragged row at line"),
-    "a row without a score": (lambda text: text + "x-run" + "," * (text.splitlines()[0].count(",")) + "\n",
-                              "no finite score"),
+    "a row without a score": (
+        lambda text: text + "x-run" + "," * (text.splitlines()[0].count(",")) + "\n",
+        "no finite score",
+    ),
 }
 
 
@@ -135,14 +164,29 @@ def test_an_append_never_merges_into_a_cut_row(output, monkeypatch):
     board.write_bytes(_cut_inside_quotes(board.read_text()).encode())
     before = board.read_bytes()
     with pytest.raises(results.AlignBenchError, match="cut short"):
-        results.append_leaderboard(output, {"run_id": "x", "connector": "mlp", "task": "docvqa", "metric": "anls",
-                                            "score": 0.5})
+        results.append_leaderboard(
+            output, {"run_id": "x", "connector": "mlp", "task": "docvqa", "metric": "anls", "score": 0.5}
+        )
     assert board.read_bytes() == before
 
 
 def test_a_second_writer_is_refused_naming_the_pid(output):
-    first = cli_start("run", "--connector", "mlp", "--steps", "4000", "--batch-size", "2", "--train-docs", "4",
-                      "--eval-questions", "6", "--no-blind", "--output", output)
+    first = cli_start(
+        "run",
+        "--connector",
+        "mlp",
+        "--steps",
+        "4000",
+        "--batch-size",
+        "2",
+        "--train-docs",
+        "4",
+        "--eval-questions",
+        "6",
+        "--no-blind",
+        "--output",
+        output,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -184,11 +228,19 @@ def test_disk_full_at_the_leaderboard_is_one_line_and_loses_nothing(output, tmp_
         "    if 'leaderboard' in os.readlink(f'/proc/self/fd/{fd}'):\n"
         "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
         "    return _fsync(fd)\n"
-        "os.fsync = fsync\n")
+        "os.fsync = fsync\n"
+    )
     board = output / "leaderboard.csv"
     before = board.read_bytes()
-    done = cli("run", "--connector", "mlp", *SMALL, "--output", output,
-               env={"PYTHONPATH": f"{hook}{os.pathsep}{ENV.get('PYTHONPATH', '')}"})
+    done = cli(
+        "run",
+        "--connector",
+        "mlp",
+        *SMALL,
+        "--output",
+        output,
+        env={"PYTHONPATH": f"{hook}{os.pathsep}{ENV.get('PYTHONPATH', '')}"},
+    )
     one_line_error(done, "No space left on device", str(board))
     assert board.read_bytes() == before and not list(output.glob(".leaderboard.csv.tmp*"))
     newest = max(runs_in(output), key=lambda d: d.stat().st_mtime)
@@ -223,10 +275,18 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_one(ws, tmp_path, monkeypa
         return real(tensors, path, *a, **k)
 
     monkeypatch.setattr(st, "save_file", full_disk)
-    with pytest.raises(AlignBenchError, match="could not write the checkpoint of step 4.*previous checkpoint is "
-                                              "intact"):
-        train(model, [TrainSource(task, split, feats)], cfg, 0, checkpoint_dir=tmp_path, checkpoint_every=2,
-              log=lambda *a: None)
+    with pytest.raises(
+        AlignBenchError, match="could not write the checkpoint of step 4.*previous checkpoint is intact"
+    ):
+        train(
+            model,
+            [TrainSource(task, split, feats)],
+            cfg,
+            0,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=2,
+            log=lambda *a: None,
+        )
     assert checkpoint.latest_checkpoint(tmp_path)[0] == 2
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest.json", "step-0000002"]
 
@@ -247,14 +307,23 @@ def test_file_system_errors_are_one_line(output, tmp_path):
     one_line_error(cli("run", "--connector", "mlp", *SMALL, "--output", output), "is a directory")
     a_file = tmp_path / "plain-file"
     a_file.write_text("")
-    done = cli("run", "--connector", "mlp", *SMALL, "--output", tmp_path / "o2",
-               env={"ALIGNBENCH_CACHE": str(a_file / "cache")})
+    done = cli(
+        "run",
+        "--connector",
+        "mlp",
+        *SMALL,
+        "--output",
+        tmp_path / "o2",
+        env={"ALIGNBENCH_CACHE": str(a_file / "cache")},
+    )
     one_line_error(done, str(a_file))
     shutil.rmtree(board)
     done = cli("leaderboard", "--repair", "--output", output)
     assert done.returncode == 0, done.stderr
-    one_line_error(cli("leaderboard", "--output", output, "--markdown", tmp_path / "missing" / "board.md"),
-                   str(tmp_path / "missing" / "board.md"))
+    one_line_error(
+        cli("leaderboard", "--output", output, "--markdown", tmp_path / "missing" / "board.md"),
+        str(tmp_path / "missing" / "board.md"),
+    )
 
 
 def test_a_config_field_of_the_wrong_type_is_refused_on_resume(output):
@@ -265,22 +334,25 @@ def test_a_config_field_of_the_wrong_type_is_refused_on_resume(output):
     one_line_error(cli("run", "--resume", run_dir), "config.json", "--steps must be at least 1")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295"),
-    (["--seed", str(2**64 + 1)], "--seed must be an integer from 0 to 4294967295"),
-    (["--init-seed", "-5"], "--init-seed must be an integer"),
-    (["--connector", "perceiver", "--connector-arg", "num_latents=-3"], "num_latents=-3 must be a positive"),
-    (["--connector", "perceiver", "--connector-arg", "num_latents=0"], "num_latents=0 must be a positive"),
-    (["--connector", "perceiver", "--connector-arg", "depth=-1"], "depth=-1 must be a positive"),
-    (["--connector", "perceiver", "--connector-arg", "heads=3"], "heads=3 must divide the LLM width 128"),
-    (["--connector", "ovis", "--connector-arg", "vocab_size=0"], "vocab_size=0 must be an integer of at least 2"),
-    (["--connector", "align", "--connector-arg", "ln2_lr_mult=-1"], "ln2_lr_mult=-1.0 must be positive"),
-    (["--lr", "abc"], "'--lr'"),
-    (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
-    (["--llm-lr", "nan", "--stage", "full"], "--llm-lr must be a positive number"),
-    (["--checkpoint-every", "-1"], "--checkpoint-every must be 0"),
-    (["--limit", "0"], "--limit must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295"),
+        (["--seed", str(2**64 + 1)], "--seed must be an integer from 0 to 4294967295"),
+        (["--init-seed", "-5"], "--init-seed must be an integer"),
+        (["--connector", "perceiver", "--connector-arg", "num_latents=-3"], "num_latents=-3 must be a positive"),
+        (["--connector", "perceiver", "--connector-arg", "num_latents=0"], "num_latents=0 must be a positive"),
+        (["--connector", "perceiver", "--connector-arg", "depth=-1"], "depth=-1 must be a positive"),
+        (["--connector", "perceiver", "--connector-arg", "heads=3"], "heads=3 must divide the LLM width 128"),
+        (["--connector", "ovis", "--connector-arg", "vocab_size=0"], "vocab_size=0 must be an integer of at least 2"),
+        (["--connector", "align", "--connector-arg", "ln2_lr_mult=-1"], "ln2_lr_mult=-1.0 must be positive"),
+        (["--lr", "abc"], "'--lr'"),
+        (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
+        (["--llm-lr", "nan", "--stage", "full"], "--llm-lr must be a positive number"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every must be 0"),
+        (["--limit", "0"], "--limit must be at least 1"),
+    ],
+)
 def test_bad_option_values_stop_before_any_run_directory(tmp_path, args, needle):
     out = tmp_path / "out"
     one_line_error(cli("run", *SMALL, *args, "--output", out), needle)
@@ -288,8 +360,9 @@ def test_bad_option_values_stop_before_any_run_directory(tmp_path, args, needle)
 
 
 def test_probe_vocab_refuses_non_positive_top_k(output):
-    one_line_error(cli("probe", "vocab", "--run", runs_in(output)[0], "--top-k", "0,-5"),
-                   "--top-k '0,-5' must be positive")
+    one_line_error(
+        cli("probe", "vocab", "--run", runs_in(output)[0], "--top-k", "0,-5"), "--top-k '0,-5' must be positive"
+    )
 
 
 def test_paths_read_back_stay_inside_the_output_directory(output, tmp_path):
@@ -333,7 +406,9 @@ def test_every_run_reports_both_metric_definitions(output):
     for run_dir in runs_in(output):
         result = json.loads((run_dir / "results.json").read_text())
         variant = result["lmms_eval_metric"]
-        assert variant["metric"] == {"anls": "anls_lmms_eval", "relaxed_accuracy": "relaxed_accuracy_lmms_eval"}[
-            result["metric"]]
+        assert (
+            variant["metric"]
+            == {"anls": "anls_lmms_eval", "relaxed_accuracy": "relaxed_accuracy_lmms_eval"}[result["metric"]]
+        )
         assert 0 <= variant["score"] <= 1 and variant["n"] == result["n"]
         assert board.set_index("run_id").loc[run_dir.name, "score_lmms_eval"] == pytest.approx(variant["score"])

@@ -25,8 +25,9 @@ from alignbench.metrics import anls
 ROOT = Path(__file__).resolve().parents[1]
 # Connectors the project's own sweep trained on the embedded backbone (results/embedded): they answer, so the
 # two evaluators are compared on real predictions, not on empty ones.
-CHECKPOINTS = {task: next((ROOT / "results" / "embedded" / "runs").glob(f"{task}-mlp-s0-*")) for task in
-               ("docvqa", "chartqa")}
+CHECKPOINTS = {
+    task: next((ROOT / "results" / "embedded" / "runs").glob(f"{task}-mlp-s0-*")) for task in ("docvqa", "chartqa")
+}
 
 
 def _need_lmms_eval():
@@ -58,8 +59,10 @@ def local_task(root: Path, lmms_eval, name: str = "docvqa_val_local") -> Path:
     definition = Path(lmms_eval.__file__).parent / "tasks" / "docvqa" / "docvqa_val.yaml"
     folder = root / "tasks"
     folder.mkdir(exist_ok=True)
-    (folder / f"{name}.yaml").write_text(f"include: {definition}\ntask: {name}\ndataset_path: {root / 'data'}\n"
-                                         "dataset_name: null\ndataset_kwargs:\n  load_from_disk: true\n")
+    (folder / f"{name}.yaml").write_text(
+        f"include: {definition}\ntask: {name}\ndataset_path: {root / 'data'}\n"
+        "dataset_name: null\ndataset_kwargs:\n  load_from_disk: true\n"
+    )
     return folder
 
 
@@ -80,21 +83,51 @@ def test_lmms_eval_cli_scores_a_checkpoint_on_a_local_task(lmms, local_docvqa, t
     tasks = local_task(local_docvqa, lmms)
     cli = Path(sys.executable).with_name("lmms-eval")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    res = subprocess.run([str(cli), "--model", "alignbench", "--model_args", f"checkpoint={CHECKPOINTS['docvqa']}",
-                          "--tasks", "docvqa_val_local", "--include_path", str(tasks), "--limit", "12",
-                          "--batch_size", "12", "--output_path", str(tmp_path / "out")],
-                         capture_output=True, text=True, env=env, timeout=900)
+    res = subprocess.run(
+        [
+            str(cli),
+            "--model",
+            "alignbench",
+            "--model_args",
+            f"checkpoint={CHECKPOINTS['docvqa']}",
+            "--tasks",
+            "docvqa_val_local",
+            "--include_path",
+            str(tasks),
+            "--limit",
+            "12",
+            "--batch_size",
+            "12",
+            "--output_path",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     results = json.loads(next((tmp_path / "out").rglob("*results*.json")).read_text())
     score = results["results"]["docvqa_val_local"]["anls,none"]
     assert results["n-samples"]["docvqa_val_local"]["effective"] == 12 and score > 0.5  # the checkpoint reads
 
 
-def test_eval_via_lmms_eval_agrees_with_alignbench_on_the_same_checkpoint_and_data(lmms, local_docvqa, tmp_path,
-                                                                                  monkeypatch, capsys):
+def test_eval_via_lmms_eval_agrees_with_alignbench_on_the_same_checkpoint_and_data(
+    lmms, local_docvqa, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "out"
-    args = ["eval", "--checkpoint", CHECKPOINTS["docvqa"], "--data", local_docvqa / "data", "--limit", 60, "--output",
-            out, "--no-blind"]
+    args = [
+        "eval",
+        "--checkpoint",
+        CHECKPOINTS["docvqa"],
+        "--data",
+        local_docvqa / "data",
+        "--limit",
+        60,
+        "--output",
+        out,
+        "--no-blind",
+    ]
     for via in ("alignbench", "lmms-eval"):
         code, _, err = main_in_process(monkeypatch, capsys, *args, "--via", via)
         assert code in (0, None), err
@@ -116,8 +149,19 @@ def test_eval_via_lmms_eval_agrees_with_alignbench_on_the_same_checkpoint_and_da
 
 
 def test_chartqa_via_lmms_eval_reports_its_splits(lmms, tmp_path, monkeypatch, capsys):
-    code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", CHECKPOINTS["chartqa"], "--via",
-                                   "lmms-eval", "--limit", 20, "--output", tmp_path)
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--checkpoint",
+        CHECKPOINTS["chartqa"],
+        "--via",
+        "lmms-eval",
+        "--limit",
+        20,
+        "--output",
+        tmp_path,
+    )
     assert code in (0, None), err
     row = pd.read_csv(tmp_path / "leaderboard.csv").iloc[-1]
     assert row.metric == "relaxed_overall" and row.evaluator == "lmms-eval" and row.n == 20
@@ -125,16 +169,32 @@ def test_chartqa_via_lmms_eval_reports_its_splits(lmms, tmp_path, monkeypatch, c
 
 
 def test_an_unknown_lmms_eval_task_is_one_line(lmms, tmp_path, monkeypatch, capsys):
-    code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", CHECKPOINTS["docvqa"], "--via",
-                                   "lmms-eval", "--lmms-task", "docvqa_nope", "--limit", 2, "--output", tmp_path)
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--checkpoint",
+        CHECKPOINTS["docvqa"],
+        "--via",
+        "lmms-eval",
+        "--lmms-task",
+        "docvqa_nope",
+        "--limit",
+        2,
+        "--output",
+        tmp_path,
+    )
     assert code == 2 and "lmms-eval has no task 'docvqa_nope'" in one_line(err)
 
 
-@pytest.mark.parametrize("pred,gold,lmms_eval_score,anls_score", [
-    ("abcd", "abcx", 0.75, 0.75),  # one edit in four characters: both definitions agree
-    ("ab", "ax", 0.5, 0.0),  # NL is exactly 0.5: lmms-eval keeps 0.5, the anls package drops it
-    ("ax", "ab   ", 0.8, 0.0),  # lmms-eval divides by the raw length (5), anls by the normalised one (2)
-])
+@pytest.mark.parametrize(
+    "pred,gold,lmms_eval_score,anls_score",
+    [
+        ("abcd", "abcx", 0.75, 0.75),  # one edit in four characters: both definitions agree
+        ("ab", "ax", 0.5, 0.0),  # NL is exactly 0.5: lmms-eval keeps 0.5, the anls package drops it
+        ("ax", "ab   ", 0.8, 0.0),  # lmms-eval divides by the raw length (5), anls by the normalised one (2)
+    ],
+)
 def test_the_two_anls_definitions_differ_only_where_stated(lmms, pred, gold, lmms_eval_score, anls_score):
     from lmms_eval.api.metrics import anls as lmms_eval_anls
 
@@ -144,8 +204,19 @@ def test_the_two_anls_definitions_differ_only_where_stated(lmms, pred, gold, lmm
 
 def test_without_the_extra_the_message_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "lmms_eval", None)  # as if not installed
-    code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", CHECKPOINTS["docvqa"], "--via",
-                                   "lmms-eval", "--limit", 2, "--output", tmp_path)
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--checkpoint",
+        CHECKPOINTS["docvqa"],
+        "--via",
+        "lmms-eval",
+        "--limit",
+        2,
+        "--output",
+        tmp_path,
+    )
     assert code == 2 and 'pip install -e ".[lmms-eval]"' in one_line(err)
 
 
@@ -153,23 +224,62 @@ def test_without_the_extra_the_message_says_how_to_install_it(tmp_path, monkeypa
 def every_connector(tmp_path_factory):
     """Every registered connector trained briefly on the same pages (one sweep), each in its own run directory."""
     out = tmp_path_factory.mktemp("zoo")
-    res = subprocess.run([sys.executable, "-m", "alignbench", "sweep", "--connectors", "all", "--tasks", "docvqa",
-                          "--steps", "2", "--batch-size", "4", "--train-docs", "8", "--eval-questions", "300",
-                          "--limit", "4", "--output", str(out)], capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "COLUMNS": "250"})
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alignbench",
+            "sweep",
+            "--connectors",
+            "all",
+            "--tasks",
+            "docvqa",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--train-docs",
+            "8",
+            "--eval-questions",
+            "300",
+            "--limit",
+            "4",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return out
 
 
 @pytest.mark.parametrize("connector", CONNECTORS.names())
-def test_every_connector_reads_the_same_through_lmms_eval(lmms, local_docvqa, every_connector, connector, tmp_path,
-                                                          monkeypatch, capsys):
+def test_every_connector_reads_the_same_through_lmms_eval(
+    lmms, local_docvqa, every_connector, connector, tmp_path, monkeypatch, capsys
+):
     """The same trained connector, the same 8 pages: lmms-eval's task and loop give AlignBench's predictions."""
     run = next((every_connector / "runs").glob(f"docvqa-{connector}-*"))
     out = tmp_path / "out"
     for via in ("alignbench", "lmms-eval"):
-        code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", run, "--data",
-                                       local_docvqa / "data", "--limit", 8, "--output", out, "--no-blind", "--via", via)
+        code, _, err = main_in_process(
+            monkeypatch,
+            capsys,
+            "eval",
+            "--checkpoint",
+            run,
+            "--data",
+            local_docvqa / "data",
+            "--limit",
+            8,
+            "--output",
+            out,
+            "--no-blind",
+            "--via",
+            via,
+        )
         assert code in (0, None), err
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.evaluator) == ["alignbench", "lmms-eval"] and set(board.connector) == {connector}

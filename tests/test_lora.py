@@ -1,5 +1,6 @@
 """Stage `lora` and the two-stage protocol (`llm_steps`): what trains when, what a run writes, and that the written
 run rebuilds the model that produced its predictions. Resume inside the LLM stage is in test_reliability.py."""
+
 import copy
 import dataclasses
 import json
@@ -27,8 +28,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alignbench", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "250", "OMP_NUM_THREADS": "1"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +83,11 @@ def test_the_connector_stage_computes_no_llm_gradient(ws, stage):
     task = TASKS.get("docvqa")
     split, feats = ws.split(task, "train")
     cfg = TrainConfig(stage=stage, steps=5, llm_steps=2, batch_size=2, warmup_steps=1, lr=3e-3, llm_lr=1e-3)
-    backbone = training_backbone(ws.backbone, dataclasses.asdict(cfg)) if stage == "lora" else dataclasses.replace(
-        ws.backbone, llm=copy.deepcopy(ws.backbone.llm))
+    backbone = (
+        training_backbone(ws.backbone, dataclasses.asdict(cfg))
+        if stage == "lora"
+        else dataclasses.replace(ws.backbone, llm=copy.deepcopy(ws.backbone.llm))
+    )
     model = VLM(backbone, build_connector("mlp", backbone.connector_context(), {}, 1234))
     trained = adapters(model.llm) if stage == "lora" else model.llm
     weight = next(p for p in trained.parameters())
@@ -96,14 +105,35 @@ def test_a_lora_run_writes_its_adapters_and_rebuilds_its_predictions(tmp_path):
     """`run --stage lora`: the config states the protocol, lora.safetensors holds only the adapters, and the
     model rebuilt from the run directory alone (`eval --checkpoint`) predicts what the run predicted."""
     out = tmp_path / "out"
-    args = ["--connector", "mlp", "--task", "docvqa", "--steps", "6", "--batch-size", "2", "--train-docs", "6",
-            "--eval-questions", "8", "--no-blind", "--stage", "lora", "--llm-steps", "3", "--llm-lr", "1e-2"]
+    args = [
+        "--connector",
+        "mlp",
+        "--task",
+        "docvqa",
+        "--steps",
+        "6",
+        "--batch-size",
+        "2",
+        "--train-docs",
+        "6",
+        "--eval-questions",
+        "8",
+        "--no-blind",
+        "--stage",
+        "lora",
+        "--llm-steps",
+        "3",
+        "--llm-lr",
+        "1e-2",
+    ]
     done = cli("run", *args, "--output", out)
     assert done.returncode == 0, done.stderr
     run_dir = next((out / "runs").iterdir())
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["train"].items() >= {"stage": "lora", "llm_steps": 3, "lora_rank": 16,
-                                       "lora_targets": "all-linear"}.items()
+    assert (
+        config["train"].items()
+        >= {"stage": "lora", "llm_steps": 3, "lora_rank": 16, "lora_targets": "all-linear"}.items()
+    )
     saved = load_file(str(run_dir / LORA_FILE))
     assert saved and all("__A" in k or "__B" in k for k in saved)
     assert any(k.endswith("__B.weight") and v.abs().max() > 0 for k, v in saved.items())
@@ -127,9 +157,16 @@ def test_load_trained_applies_the_adapters(ws, tmp_path):
     from alignbench.model.checkpoint import save_trained
 
     save_trained(tmp_path, model, "lora")
-    (tmp_path / "config.json").write_text(json.dumps({
-        "connector": "mlp", "connector_args": {}, "backbone_key": ws.backbone.key,
-        "train": dataclasses.asdict(cfg)}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "connector": "mlp",
+                "connector_args": {},
+                "backbone_key": ws.backbone.key,
+                "train": dataclasses.asdict(cfg),
+            }
+        )
+    )
     rebuilt, _ = load_trained(tmp_path, ws.backbone)
     ids = torch.tensor([[5, 6, 7, 8]])
     model.eval()
@@ -141,12 +178,15 @@ def test_load_trained_applies_the_adapters(ws, tmp_path):
     assert not adapters(ws.backbone.llm)  # the shared backbone's LLM is never modified
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--llm-steps", "2"], "--llm-steps needs a stage in which the LLM trains"),
-    (["--stage", "lora", "--llm-steps", "9"], "--llm-steps must be between 1 and --steps (4)"),
-    (["--stage", "lora", "--llm-steps", "0"], "--llm-steps must be between 1 and --steps (4)"),
-    (["--stage", "lorax"], "unknown stage 'lorax'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--llm-steps", "2"], "--llm-steps needs a stage in which the LLM trains"),
+        (["--stage", "lora", "--llm-steps", "9"], "--llm-steps must be between 1 and --steps (4)"),
+        (["--stage", "lora", "--llm-steps", "0"], "--llm-steps must be between 1 and --steps (4)"),
+        (["--stage", "lorax"], "unknown stage 'lorax'"),
+    ],
+)
 def test_bad_stage_options_are_one_line_before_any_run_directory(tmp_path, args, message):
     done = cli("run", "--connector", "mlp", "--steps", "4", "--stage", "connector", *args, "--output", tmp_path)
     lines = done.stderr.strip().splitlines()
@@ -158,9 +198,25 @@ def test_sweep_trains_each_connector_with_its_best_searched_trial(tmp_path):
     """`tune` writes lr_search.csv; `sweep --tuned` reads each connector's best trial (its learning rate and
     options), as the leaderboard and config.json it writes show."""
     search = tmp_path / "tune"
-    done = cli("tune", "--connectors", "mlp,perceiver", "--lrs", "1e-3,3e-2", "--steps", "3", "--batch-size", "2",
-               "--train-docs", "4", "--eval-questions", "6", "--grid", "perceiver.num_latents=4,8",
-               "--output", search)
+    done = cli(
+        "tune",
+        "--connectors",
+        "mlp,perceiver",
+        "--lrs",
+        "1e-3,3e-2",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--train-docs",
+        "4",
+        "--eval-questions",
+        "6",
+        "--grid",
+        "perceiver.num_latents=4,8",
+        "--output",
+        search,
+    )
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(search / "lr_search.csv", keep_default_na=False)
     assert len(table) == 2 + 4
@@ -169,17 +225,34 @@ def test_sweep_trains_each_connector_with_its_best_searched_trial(tmp_path):
         top = rows.sort_values(["val_score", "final_loss"], ascending=[False, True]).iloc[0]
         best[c] = (top.lr, top.options)
     out = tmp_path / "sweep"
-    done = cli("sweep", "--connectors", "mlp,perceiver", "--tasks", "docvqa", "--steps", "2", "--batch-size", "2",
-               "--train-docs", "4", "--eval-questions", "6", "--tuned", search / "lr_search.csv", "--output", out)
+    done = cli(
+        "sweep",
+        "--connectors",
+        "mlp,perceiver",
+        "--tasks",
+        "docvqa",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--train-docs",
+        "4",
+        "--eval-questions",
+        "6",
+        "--tuned",
+        search / "lr_search.csv",
+        "--output",
+        out,
+    )
     assert done.returncode == 0, done.stderr
     for run_dir in (out / "runs").iterdir():
         config = json.loads((run_dir / "config.json").read_text())
         lr, options = best[config["connector"]]
         assert config["train"]["lr"] == pytest.approx(lr)
-        assert {k: str(v) for k, v in config["connector_args"].items()} == dict(
-            kv.split("=") for kv in options.split())
-    missing = cli("sweep", "--connectors", "mlp,ovis", "--tasks", "docvqa", "--tuned", search / "lr_search.csv",
-                  "--output", out)
+        assert {k: str(v) for k, v in config["connector_args"].items()} == dict(kv.split("=") for kv in options.split())
+    missing = cli(
+        "sweep", "--connectors", "mlp,ovis", "--tasks", "docvqa", "--tuned", search / "lr_search.csv", "--output", out
+    )
     assert missing.returncode == 2 and "has no trial of ovis" in missing.stderr.strip()
     bad = tmp_path / "bad.csv"
     bad.write_text("hello\n1\n")

@@ -1,6 +1,7 @@
 """`anls_lmms_eval` and `relaxed_accuracy_lmms_eval` agree exactly with lmms-eval's own functions on 2,000 generated
 prediction / answer pairs each (strings built from the characters where the definitions part: spaces, case,
 digits, '.', ',', '%', '_', and the words nan and inf), and every run reports both definitions."""
+
 import os
 import random
 
@@ -41,9 +42,16 @@ def test_relaxed_accuracy_agrees_with_lmms_eval_exactly():
     assert 0 < sum(relaxed_accuracy_lmms_eval(p, [t]) for p, t in pairs) < len(pairs)
 
 
-@pytest.mark.parametrize("prediction, gold, ours, lmms", [
-    ("1,200", "1200", 1.0, 0.0), ("0.0", "0", 1.0, 0.0), (" Yes", "yes", 1.0, 0.0), ("nan", "nan", 1.0, 0.0),
-    ("1_000", "1000", 0.0, 1.0)])
+@pytest.mark.parametrize(
+    "prediction, gold, ours, lmms",
+    [
+        ("1,200", "1200", 1.0, 0.0),
+        ("0.0", "0", 1.0, 0.0),
+        (" Yes", "yes", 1.0, 0.0),
+        ("nan", "nan", 1.0, 0.0),
+        ("1_000", "1000", 0.0, 1.0),
+    ],
+)
 def test_the_readme_examples_of_the_relaxed_accuracy_differences(prediction, gold, ours, lmms):
     from alignbench.metrics import relaxed_accuracy
 

@@ -20,8 +20,10 @@ def test_loss_counts_answer_tokens_only(tiny_backbone, name):
     torch.manual_seed(0)
     model = _model(tiny_backbone, name)
     task = TASKS.get("docvqa")
-    samples = [Sample(0, "What is the TOTAL amount?", ["12.40"], None, "a"),
-               Sample(1, "Who signed the letter?", ["ANNA"], None, "b")]
+    samples = [
+        Sample(0, "What is the TOTAL amount?", ["12.40"], None, "a"),
+        Sample(1, "Who signed the letter?", ["ANNA"], None, "b"),
+    ]
     ids, mask, labels = collate(model.tokenizer, task, samples)
     feats = torch.randn(2, tiny_backbone.num_patches, tiny_backbone.vision_dim)
     loss = model.loss(feats, ids, mask, labels)
@@ -43,8 +45,12 @@ def test_batched_generation_equals_one_at_a_time(tiny_backbone, name):
     torch.manual_seed(0)
     model = _model(tiny_backbone, name)
     task = TASKS.get("chartqa")
-    questions = ["What is the value of CAR?", "Which category has the highest value?", "Why?",
-                 "What is the difference between the largest and the smallest value?"]
+    questions = [
+        "What is the value of CAR?",
+        "Which category has the highest value?",
+        "Why?",
+        "What is the difference between the largest and the smallest value?",
+    ]
     prompts = [encode_prompt(model.tokenizer, task, q) for q in questions]
     assert len({len(p) for p in prompts}) == 4  # different lengths exercise left padding
     feats = torch.randn(3, tiny_backbone.num_patches, tiny_backbone.vision_dim)

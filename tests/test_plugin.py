@@ -26,16 +26,53 @@ def test_readme_plugin_example_works_as_written(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(body)
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-                    str(site), str(tmp_path / "alignbench-meanpool")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(tmp_path / "alignbench-meanpool"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     env = _env(site)
     listed = subprocess.run([sys.executable, "-m", "alignbench", "list"], capture_output=True, text=True, env=env)
     assert listed.returncode == 0, listed.stderr
     assert "meanpool" in listed.stdout
     out = tmp_path / "out"
-    ran = subprocess.run([sys.executable, "-m", "alignbench", "run", "--connector", "meanpool", "--task", "docvqa",
-                          "--steps", "2", "--batch-size", "4", "--train-docs", "4", "--eval-questions", "4",
-                          "--output", str(out)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alignbench",
+            "run",
+            "--connector",
+            "meanpool",
+            "--task",
+            "docvqa",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--train-docs",
+            "4",
+            "--eval-questions",
+            "4",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert ran.returncode == 0, ran.stderr
     assert "meanpool" in (out / "leaderboard.csv").read_text()
 
@@ -46,12 +83,20 @@ def test_plugin_that_fails_to_import_is_one_message(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[alignbench.connectors]\nbroken = not_a_module_anywhere:Thing\n")
-    res = subprocess.run([sys.executable, "-m", "alignbench", "list"], capture_output=True, text=True,
-                         env={**_env(tmp_path), "COLUMNS": "250"})
+    res = subprocess.run(
+        [sys.executable, "-m", "alignbench", "list"],
+        capture_output=True,
+        text=True,
+        env={**_env(tmp_path), "COLUMNS": "250"},
+    )
     assert res.returncode == 0, res.stderr
     assert any("broken" in line and "failed to import" in line for line in res.stdout.splitlines())
-    res = subprocess.run([sys.executable, "-m", "alignbench", "run", "--connector", "broken"], capture_output=True,
-                         text=True, env=_env(tmp_path))
+    res = subprocess.run(
+        [sys.executable, "-m", "alignbench", "run", "--connector", "broken"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+    )
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "plug-in 'broken'" in res.stderr and "failed to import" in res.stderr
     assert "pip uninstall broken-plugin" in res.stderr and "Traceback" not in res.stderr

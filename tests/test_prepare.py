@@ -20,10 +20,21 @@ def test_shipped_backbone_matches_its_manifest():
 
 def test_prepare_runs_on_a_reduced_budget(tmp_path):
     out = tmp_path / "tiny"
-    args = ["--output", str(out), "--llm-steps", "3", "--vision-steps", "3", "--soft-input-steps", "2",
-            "--vision-pool", "4"]
-    res = subprocess.run([sys.executable, "-m", "alignbench", "prepare", *args], capture_output=True, text=True,
-                         timeout=600)
+    args = [
+        "--output",
+        str(out),
+        "--llm-steps",
+        "3",
+        "--vision-steps",
+        "3",
+        "--soft-input-steps",
+        "2",
+        "--vision-pool",
+        "4",
+    ]
+    res = subprocess.run(
+        [sys.executable, "-m", "alignbench", "prepare", *args], capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     cfg = TinyConfig(**manifest["config"])

@@ -20,8 +20,9 @@ SMALL = ["--steps", "3", "--batch-size", "4", "--train-docs", "6", "--eval-quest
 
 def cli(*args, cwd=None):
     env = {**os.environ, "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "alignbench", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *args], capture_output=True, text=True, cwd=cwd, timeout=600, env=env
+    )
 
 
 # ---------------------------------------------------------------- statistics
@@ -104,8 +105,17 @@ def _configs(connectors):
     from alignbench.config.train import TrainConfig
     from alignbench.run.sweep import run_config
 
-    return [run_config(RunConfig(connector=c, device="cpu", data=DataConfig(train_docs=6, eval_questions=8),
-                                 train=TrainConfig(steps=3, batch_size=4))) for c in connectors]
+    return [
+        run_config(
+            RunConfig(
+                connector=c,
+                device="cpu",
+                data=DataConfig(train_docs=6, eval_questions=8),
+                train=TrainConfig(steps=3, batch_size=4),
+            )
+        )
+        for c in connectors
+    ]
 
 
 def test_noise_probe_reuses_runs_and_matches_their_clean_scores(trained_output):
@@ -210,9 +220,11 @@ def test_vocab_probe_statistics_and_pruning(trained_output):
     assert blank == model.tokenizer.convert_tokens_to_ids(" ")  # glyph pages: one character per cell
     ink = ids != blank
     assert probe["reading"]["top_token_is_cell_glyph"] == pytest.approx(
-        (probs.argmax(-1) == ids)[ink].double().mean().item())
+        (probs.argmax(-1) == ids)[ink].double().mean().item()
+    )
     assert probe["reading"]["mean_prob_of_cell_glyph"] == pytest.approx(
-        probs.gather(-1, ids[..., None])[..., 0][ink].mean().item(), rel=1e-4)
+        probs.gather(-1, ids[..., None])[..., 0][ink].mean().item(), rel=1e-4
+    )
 
     from alignbench.model.checkpoint import load_trained
 
@@ -228,15 +240,18 @@ def test_vocab_probe_refuses_a_non_align_run(trained_output):
     assert res.returncode == 2 and "needs an ALIGN run" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["probe", "noise", "--sigmas", "0,abc"], "--sigmas"),
-    (["probe", "noise", "--sigmas", "-1"], "non-negative"),
-    (["probe", "noise", "--sigma-mode", "sideways"], "--sigma-mode"),
-    (["probe", "noise", "--seeds", "a,b"], "--seeds"),
-    (["probe", "image", "--corruptions", "smudge"], "unknown corruption"),
-    (["probe", "vocab", "--run", "nowhere"], "not a run directory"),
-    (["report", "--runs", "nowhere"], "no leaderboard"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["probe", "noise", "--sigmas", "0,abc"], "--sigmas"),
+        (["probe", "noise", "--sigmas", "-1"], "non-negative"),
+        (["probe", "noise", "--sigma-mode", "sideways"], "--sigma-mode"),
+        (["probe", "noise", "--seeds", "a,b"], "--seeds"),
+        (["probe", "image", "--corruptions", "smudge"], "unknown corruption"),
+        (["probe", "vocab", "--run", "nowhere"], "not a run directory"),
+        (["report", "--runs", "nowhere"], "no leaderboard"),
+    ],
+)
 def test_probe_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     res = cli(*args, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
@@ -256,21 +271,47 @@ def _fake_output(tmp_path, means: dict[str, float], n=200, seed=0):
         d = tmp_path / "runs" / run_id
         d.mkdir(parents=True)
         scores = np.clip(mean + 0.3 * (difficulty - 0.5) + rng.normal(0, 0.05, n), 0, 1)
-        recs = [{"uid": f"q{i}", "question": "?", "answers": ["a"], "prediction": "a", "score": float(s),
-                 "blind_prediction": "zzz"} for i, s in enumerate(scores)]
+        recs = [
+            {
+                "uid": f"q{i}",
+                "question": "?",
+                "answers": ["a"],
+                "prediction": "a",
+                "score": float(s),
+                "blind_prediction": "zzz",
+            }
+            for i, s in enumerate(scores)
+        ]
         (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-        rows.append({"run_id": run_id, "connector": c, "task": "docvqa", "seed": 0, "metric": "anls",
-                     "score": float(scores.mean()), "stderr": 0.01, "n": n, "blind_score": 0.0,
-                     "evaluator": "alignbench", "stage": "connector", "steps": 3, "backbone": "b"})
+        rows.append(
+            {
+                "run_id": run_id,
+                "connector": c,
+                "task": "docvqa",
+                "seed": 0,
+                "metric": "anls",
+                "score": float(scores.mean()),
+                "stderr": 0.01,
+                "n": n,
+                "blind_score": 0.0,
+                "evaluator": "alignbench",
+                "stage": "connector",
+                "steps": 3,
+                "backbone": "b",
+            }
+        )
     pd.DataFrame(rows).to_csv(tmp_path / "leaderboard.csv", index=False)
     return tmp_path
 
 
-@pytest.mark.parametrize("means,verdict", [
-    ({"mlp": 0.5, "perceiver": 0.3, "ovis": 0.6, "align": 0.7}, "reproduces"),
-    ({"mlp": 0.7, "perceiver": 0.3, "ovis": 0.6, "align": 0.2}, "does not reproduce"),
-    ({"mlp": 0.5, "perceiver": 0.5, "ovis": 0.5, "align": 0.5}, "inconclusive"),
-])
+@pytest.mark.parametrize(
+    "means,verdict",
+    [
+        ({"mlp": 0.5, "perceiver": 0.3, "ovis": 0.6, "align": 0.7}, "reproduces"),
+        ({"mlp": 0.7, "perceiver": 0.3, "ovis": 0.6, "align": 0.2}, "does not reproduce"),
+        ({"mlp": 0.5, "perceiver": 0.5, "ovis": 0.5, "align": 0.5}, "inconclusive"),
+    ],
+)
 def test_report_states_whether_the_ordering_reproduces(tmp_path, means, verdict):
     from alignbench.reporting.report import write_report
 
@@ -287,20 +328,42 @@ def test_report_states_whether_the_ordering_reproduces(tmp_path, means, verdict)
 
 
 def test_report_on_real_runs_and_probes(trained_output):
-    res = cli("probe", "noise", "--connectors", "mlp,align", "--sigmas", "0,3", *SMALL, "--output",
-              str(trained_output), cwd=trained_output)
+    res = cli(
+        "probe",
+        "noise",
+        "--connectors",
+        "mlp,align",
+        "--sigmas",
+        "0,3",
+        *SMALL,
+        "--output",
+        str(trained_output),
+        cwd=trained_output,
+    )
     assert res.returncode == 0, res.stderr
     assert "re-using" in res.stdout and "0 trained" in res.stdout
-    res = cli("report", "--runs", str(trained_output), "--connectors", "mlp,align", "--tasks", "docvqa",
-              cwd=trained_output)
+    res = cli(
+        "report", "--runs", str(trained_output), "--connectors", "mlp,align", "--tasks", "docvqa", cwd=trained_output
+    )
     assert res.returncode == 0, res.stderr
     text = (trained_output / "REPORT.md").read_text()
     assert "MLP's drop minus ALIGN's" in text and (trained_output / "figures" / "noise_docvqa.png").is_file()
 
 
 def test_sweep_with_seeds_reports_mean_and_std(tmp_path):
-    res = cli("sweep", "--connectors", "mlp", "--tasks", "docvqa", "--seeds", "0,1", *SMALL, "--output",
-              str(tmp_path), cwd=tmp_path)
+    res = cli(
+        "sweep",
+        "--connectors",
+        "mlp",
+        "--tasks",
+        "docvqa",
+        "--seeds",
+        "0,1",
+        *SMALL,
+        "--output",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert sorted(board.seed) == [0, 1] and sorted(board.init_seed) == [1234, 1235]

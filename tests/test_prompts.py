@@ -72,10 +72,27 @@ def _model(tok) -> VLM:
     from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
     torch.manual_seed(0)
-    vision = SiglipVisionModel(SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                                  num_attention_heads=2, image_size=16, patch_size=8))
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                       num_attention_heads=2, num_key_value_heads=2, eos_token_id=tok.eos_token_id))
+    vision = SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+        )
+    )
+    llm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
     backbone = Backbone.build(vision.eval(), llm.eval(), tok, glyph_transform, key="prompt-test")
     assert (backbone.num_patches, backbone.vision_dim) == (4, 16)  # read off the tower
     return VLM(backbone, build_connector("mlp", backbone.connector_context()))
@@ -153,7 +170,7 @@ def _generation_snapshot(kind: str) -> str:
     model.generate(torch.randn(1, 4, 16), prompts, max_new_tokens=1, pages=[0, 0])
     fed.handle.remove()
     (page, _), (prompt, mask) = fed.calls[0], fed.calls[1]
-    return fed.decode(page[0]) + fed.decode(prompt[0], mask[0, -prompt.shape[1]:])
+    return fed.decode(page[0]) + fed.decode(prompt[0], mask[0, -prompt.shape[1] :])
 
 
 # ---------------------------------------------------------------- the pinned sequences
@@ -168,10 +185,18 @@ PREFIX = {
 }
 # What follows the answer (trained: the end of the assistant turn), and opens the next question's user turn.
 ANSWER_END = {"tiny": "<eos>", "llama-bos": "<eos>", "llama3-style": "<|eot_id|>", "smollm2": "<|im_end|>"}
-NEXT_TURN = {"tiny": "", "llama-bos": "", "llama3-style": "<|start_header_id|>user<|end_header_id|>\n\n",
-             "smollm2": "\n<|im_start|>user\n"}
-ASSISTANT = {"tiny": "", "llama-bos": "", "llama3-style": "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-             "smollm2": "<|im_end|>\n<|im_start|>assistant\n"}
+NEXT_TURN = {
+    "tiny": "",
+    "llama-bos": "",
+    "llama3-style": "<|start_header_id|>user<|end_header_id|>\n\n",
+    "smollm2": "\n<|im_start|>user\n",
+}
+ASSISTANT = {
+    "tiny": "",
+    "llama-bos": "",
+    "llama3-style": "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+    "smollm2": "<|im_end|>\n<|im_start|>assistant\n",
+}
 KINDS = list(PREFIX)
 
 
@@ -184,8 +209,17 @@ def _turn(kind: str, i: int) -> str:
 def test_a_training_batch_feeds_each_question_as_its_own_turn(kind):
     sequence, alone, spans = _training_snapshot(kind)
     (_, a1), (_, a2) = QUESTIONS
-    expected = (PREFIX[kind] + "[visual]" + _turn(kind, 0) + a1 + ANSWER_END[kind] + NEXT_TURN[kind]
-                + _turn(kind, 1) + a2 + ANSWER_END[kind])
+    expected = (
+        PREFIX[kind]
+        + "[visual]"
+        + _turn(kind, 0)
+        + a1
+        + ANSWER_END[kind]
+        + NEXT_TURN[kind]
+        + _turn(kind, 1)
+        + a2
+        + ANSWER_END[kind]
+    )
     assert sequence == expected
     assert alone == PREFIX[kind] + "[visual]" + _turn(kind, 1) + a2 + ANSWER_END[kind]  # pads are not fed
     assert spans == [a1 + ANSWER_END[kind], a2 + ANSWER_END[kind]]  # the answers and their end, nothing else

@@ -42,8 +42,11 @@ def one_line(text: str) -> str:
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pairs")
-    return {"plain": save_pair(root / "plain"), "chat": save_pair(root / "chat", chat=True),
-            "full": save_pair(root / "full", full_siglip=True, bos=True)}
+    return {
+        "plain": save_pair(root / "plain"),
+        "chat": save_pair(root / "chat", chat=True),
+        "full": save_pair(root / "full", full_siglip=True, bos=True),
+    }
 
 
 def hf_args(pair):
@@ -54,16 +57,18 @@ def hf_args(pair):
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "hf-plain", "hf-chat"])
-def test_the_same_run_command_serves_the_embedded_and_a_saved_hf_backbone(backbone, pairs, tmp_path, monkeypatch,
-                                                                          capsys):
+def test_the_same_run_command_serves_the_embedded_and_a_saved_hf_backbone(
+    backbone, pairs, tmp_path, monkeypatch, capsys
+):
     from alignbench.run import pipeline as pipeline
 
     calls = []
     real_run = pipeline.run
     monkeypatch.setattr(pipeline, "run", lambda cfg, *a, **k: calls.append(cfg.backbone.name) or real_run(cfg, *a, **k))
     args = [] if backbone == "tiny" else hf_args(pairs[backbone.split("-")[1]])
-    code, out, err = main_in_process(monkeypatch, capsys, "run", "--connector", "mlp", "--task", "docvqa", *args,
-                                     *SMALL, "--output", tmp_path)
+    code, out, err = main_in_process(
+        monkeypatch, capsys, "run", "--connector", "mlp", "--task", "docvqa", *args, *SMALL, "--output", tmp_path
+    )
     assert code in (0, None), err
     assert calls == [backbone.split("-")[0]]  # one pipeline.run, whatever the backbone
     board = pd.read_csv(tmp_path / "leaderboard.csv")
@@ -81,12 +86,17 @@ def test_the_same_run_command_serves_the_embedded_and_a_saved_hf_backbone(backbo
 def test_presets_name_the_papers_pairs_and_fill_what_is_not_given():
     assert set(PRESETS) == {"siglip-llama3.2-1b", "siglip-llama3.2-3b", "siglip-llama3.1-8b"}
     cfg = BackboneConfig("siglip-llama3.2-3b").resolved()
-    assert (cfg.name, cfg.vision, cfg.llm) == ("hf", "google/siglip-so400m-patch14-384",
-                                               "meta-llama/Llama-3.2-3B-Instruct")
+    assert (cfg.name, cfg.vision, cfg.llm) == (
+        "hf",
+        "google/siglip-so400m-patch14-384",
+        "meta-llama/Llama-3.2-3B-Instruct",
+    )
     local = BackboneConfig("siglip-llama3.1-8b", llm="/models/llama").resolved()
     assert local.llm == "/models/llama" and local.vision == "google/siglip-so400m-patch14-384"
-    with pytest.raises(AlignBenchError, match="known backbones: hf, siglip-llama3.1-8b, siglip-llama3.2-1b, "
-                                              "siglip-llama3.2-3b, smollm2, tiny"):
+    with pytest.raises(
+        AlignBenchError,
+        match="known backbones: hf, siglip-llama3.1-8b, siglip-llama3.2-1b, siglip-llama3.2-3b, smollm2, tiny",
+    ):
         BackboneConfig("siglip-llama").validate()
 
 
@@ -97,9 +107,25 @@ def test_a_preset_runs_offline_from_the_hub_cache(pairs, tmp_path):
     cache_hub_model(hf_home, vision_id, pairs["full"][0])
     cache_hub_model(hf_home, llm_id, pairs["chat"][1])
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
-    res = subprocess.run([sys.executable, "-m", "alignbench", "run", "--connector", "ovis", "--backbone",
-                          "siglip-llama3.2-1b", *SMALL, "--output", str(tmp_path / "out")], capture_output=True,
-                         text=True, env=env, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alignbench",
+            "run",
+            "--connector",
+            "ovis",
+            "--backbone",
+            "siglip-llama3.2-1b",
+            *SMALL,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     config = json.loads(next((tmp_path / "out" / "runs").iterdir()).joinpath("config.json").read_text())
     assert config["backbone"]["name"] == "siglip-llama3.2-1b"
@@ -118,8 +144,19 @@ def test_auto_precision_is_bfloat16_on_cuda_and_float32_on_the_cpu():
 
 
 def test_a_bfloat16_backbone_trains_and_evaluates(pairs, tmp_path, monkeypatch, capsys):
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "align", *hf_args(pairs["chat"]),
-                                   "--dtype", "bfloat16", *SMALL, "--output", tmp_path)
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--connector",
+        "align",
+        *hf_args(pairs["chat"]),
+        "--dtype",
+        "bfloat16",
+        *SMALL,
+        "--output",
+        tmp_path,
+    )
     assert code in (0, None), err
     run_dir = next((tmp_path / "runs").iterdir())
     result = json.loads((run_dir / "results.json").read_text())
@@ -140,8 +177,21 @@ def test_the_llm_trains_in_float32_when_its_backbone_is_bfloat16(pairs, tmp_path
         return real(model, *a, **k)
 
     monkeypatch.setattr("alignbench.run.pipeline.train", spy)
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "mlp", *hf_args(pairs["plain"]),
-                                   "--dtype", "bfloat16", "--stage", "full", *SMALL, "--output", tmp_path)
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--connector",
+        "mlp",
+        *hf_args(pairs["plain"]),
+        "--dtype",
+        "bfloat16",
+        "--stage",
+        "full",
+        *SMALL,
+        "--output",
+        tmp_path,
+    )
     assert code in (0, None), err
     assert seen == [torch.float32]
 
@@ -156,8 +206,10 @@ def test_a_chat_model_reads_the_image_inside_its_user_turn(pairs):
     backbone = load_backbone(BackboneConfig("hf", *map(str, pairs["chat"])))
     tok = backbone.tokenizer
     fmt = prompt_format(tok)
-    assert tok.decode(fmt.prefix) == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nToday Date: "
-                                      "26 Jul 2024<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n")
+    assert tok.decode(fmt.prefix) == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nToday Date: "
+        "26 Jul 2024<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    )
     ids = fmt.prompt_ids(tok, "What is the DATE?")
     assert tok.decode(ids) == "What is the DATE?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
     # The merge puts [prefix][visual tokens][prompt]: the prompt starts after both.
@@ -175,8 +227,10 @@ def test_a_plain_model_gets_its_bos_before_the_visual_tokens_and_the_embedded_on
     assert fmt.prefix == [backbone.tokenizer.convert_tokens_to_ids("<s>")]
     assert backbone.tokenizer.convert_tokens_to_ids("<s>") not in fmt.prompt_ids(backbone.tokenizer, "What is it?")
     assert prompt_format(tiny_backbone.tokenizer).prefix == []  # the embedded format is unchanged
-    assert load_backbone(BackboneConfig("hf", *map(str, pairs["chat"]), chat_template="none")).tokenizer.chat_template \
+    assert (
+        load_backbone(BackboneConfig("hf", *map(str, pairs["chat"]), chat_template="none")).tokenizer.chat_template
         is None
+    )
 
 
 def test_a_tokenizer_without_pad_token_gets_a_reserved_one_or_eos(pairs):
@@ -194,12 +248,14 @@ def test_a_tokenizer_without_pad_token_gets_a_reserved_one_or_eos(pairs):
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "hf-chat"])
-def test_eval_checkpoint_rebuilds_the_model_from_the_run_directory_alone(backbone, pairs, tmp_path, monkeypatch,
-                                                                        capsys):
+def test_eval_checkpoint_rebuilds_the_model_from_the_run_directory_alone(
+    backbone, pairs, tmp_path, monkeypatch, capsys
+):
     args = [] if backbone == "tiny" else hf_args(pairs["chat"])
     out = tmp_path / "out"
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "perceiver", "--stage", "full", *args,
-                                   *SMALL, "--output", out)
+    code, _, err = main_in_process(
+        monkeypatch, capsys, "run", "--connector", "perceiver", "--stage", "full", *args, *SMALL, "--output", out
+    )
     assert code in (0, None), err
     run_dir = next((out / "runs").iterdir())
     original = json.loads((run_dir / "results.json").read_text())
@@ -214,8 +270,9 @@ def test_eval_checkpoint_rebuilds_the_model_from_the_run_directory_alone(backbon
     preds = [json.loads(x)["prediction"] for x in (out / "runs" / board.run_id[1] / "predictions.jsonl").open()]
     assert preds == [json.loads(x)["prediction"] for x in (run_dir / "predictions.jsonl").open()]
     # ... and on another task, with a seeded subset
-    code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", run_dir, "--task", "chartqa",
-                                   "--limit", 3, "--no-blind")
+    code, _, err = main_in_process(
+        monkeypatch, capsys, "eval", "--checkpoint", run_dir, "--task", "chartqa", "--limit", 3, "--no-blind"
+    )
     assert code in (0, None), err
     row = pd.read_csv(out / "leaderboard.csv").iloc[-1]
     assert row.task == "chartqa" and row.n == 3 and row.connector == "perceiver" and row.stage == "full"
@@ -224,8 +281,9 @@ def test_eval_checkpoint_rebuilds_the_model_from_the_run_directory_alone(backbon
 def test_eval_of_something_that_is_not_a_run_is_one_line(tmp_path, monkeypatch, capsys):
     code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", tmp_path)
     assert code == 2 and "is not a run directory (no config.json)" in one_line(err)
-    (tmp_path / "config.json").write_text(json.dumps({"connector": "mlp", "task": "docvqa", "backbone": {},
-                                                      "data": {}, "train": {}, "eval": {}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"connector": "mlp", "task": "docvqa", "backbone": {}, "data": {}, "train": {}, "eval": {}})
+    )
     code, _, err = main_in_process(monkeypatch, capsys, "eval", "--checkpoint", tmp_path, "--output", tmp_path / "o")
     assert code == 2 and "holds no trained weights" in one_line(err)
 
@@ -233,12 +291,14 @@ def test_eval_of_something_that_is_not_a_run_is_one_line(tmp_path, monkeypatch, 
 # ---------------------------------------------------------------- the hub, offline or unreachable
 
 
-def test_a_missing_hub_model_offline_says_which_id_that_the_hub_is_unreachable_and_what_to_do(tmp_path, monkeypatch,
-                                                                                              capsys):
+def test_a_missing_hub_model_offline_says_which_id_that_the_hub_is_unreachable_and_what_to_do(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--backbone", "siglip-llama3.2-1b", "--output",
-                                   tmp_path / "out")
+    code, _, err = main_in_process(
+        monkeypatch, capsys, "run", "--backbone", "siglip-llama3.2-1b", "--output", tmp_path / "out"
+    )
     msg = one_line(err)
     assert code == 2
     assert "cannot load vision tower 'google/siglip-so400m-patch14-384'" in msg
@@ -247,8 +307,19 @@ def test_a_missing_hub_model_offline_says_which_id_that_the_hub_is_unreachable_a
 
 
 def test_a_missing_local_folder_is_named(tmp_path, monkeypatch, capsys):
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--backbone", "hf", "--vision", tmp_path / "nope",
-                                   "--llm", tmp_path / "nope2", "--output", tmp_path / "out")
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--backbone",
+        "hf",
+        "--vision",
+        tmp_path / "nope",
+        "--llm",
+        tmp_path / "nope2",
+        "--output",
+        tmp_path / "out",
+    )
     assert code == 2 and f"cannot load vision tower '{tmp_path / 'nope'}': no such folder" in one_line(err)
 
 
@@ -258,15 +329,37 @@ def test_an_unreachable_hub_fails_fast_without_hf_hub_offline(tmp_path):
     with socket.socket() as s:  # a local port with nothing listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                                                            "TRANSFORMERS_OFFLINE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
     env |= {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "home")}
     t0 = time.time()
-    res = subprocess.run([sys.executable, "-m", "alignbench", "run", "--backbone", "hf", "--vision", "org/vision",
-                          "--llm", "org/llm", "--output", str(tmp_path / "out")], capture_output=True, text=True,
-                         env=env, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alignbench",
+            "run",
+            "--backbone",
+            "hf",
+            "--vision",
+            "org/vision",
+            "--llm",
+            "org/llm",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 2, res.stderr
     msg = one_line(res.stderr)
-    assert "cannot load vision tower 'org/vision': it is not in the local Hugging Face cache and the hub is " \
-           f"unreachable (cannot connect to 127.0.0.1:{port}" in msg
+    assert (
+        "cannot load vision tower 'org/vision': it is not in the local Hugging Face cache and the hub is "
+        f"unreachable (cannot connect to 127.0.0.1:{port}" in msg
+    )
     assert time.time() - t0 < 60

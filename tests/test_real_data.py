@@ -29,8 +29,9 @@ SMALL = ["--steps", "2", "--batch-size", "2", "--eval-batch-size", "8"]
 def docvqa_copy(tmp_path_factory):
     """A local copy of a DocVQA-schema dataset with train and validation splits (save_to_disk)."""
     path = tmp_path_factory.mktemp("data") / "docvqa"
-    datasets.DatasetDict({"train": real_schema_rows("docvqa", "train", 6),
-                          "validation": real_schema_rows("docvqa", "eval", 12)}).save_to_disk(str(path))
+    datasets.DatasetDict(
+        {"train": real_schema_rows("docvqa", "train", 6), "validation": real_schema_rows("docvqa", "eval", 12)}
+    ).save_to_disk(str(path))
     return path
 
 
@@ -53,8 +54,10 @@ def test_a_local_copy_in_any_usual_form_is_read_with_the_tasks_definition(form, 
     else:  # a hub repository downloaded as files (huggingface-cli download --local-dir): README configs + parquet
         (tmp_path / "repo" / "DocVQA").mkdir(parents=True)
         validation.to_parquet(str(tmp_path / "repo" / "DocVQA" / "validation-00000-of-00001.parquet"))
-        (tmp_path / "repo" / "README.md").write_text("---\nconfigs:\n- config_name: DocVQA\n  data_files:\n  - split: "
-                                                     "validation\n    path: DocVQA/validation-*\n---\n")
+        (tmp_path / "repo" / "README.md").write_text(
+            "---\nconfigs:\n- config_name: DocVQA\n  data_files:\n  - split: "
+            "validation\n    path: DocVQA/validation-*\n---\n"
+        )
         spec = f"{tmp_path / 'repo'}:DocVQA"
     source = resolve_source(task, "eval", DataConfig(source=spec))
     split = to_split(load_source(source, task), task, source=source.describe(), lazy_images=True)
@@ -66,8 +69,20 @@ def test_a_local_copy_in_any_usual_form_is_read_with_the_tasks_definition(form, 
 def test_run_on_a_local_copy_evaluates_a_seeded_subset(docvqa_copy, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     for connector in ("mlp", "ovis"):
-        code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", connector, "--data", docvqa_copy,
-                                       "--limit", 5, *SMALL, "--output", out)
+        code, _, err = main_in_process(
+            monkeypatch,
+            capsys,
+            "run",
+            "--connector",
+            connector,
+            "--data",
+            docvqa_copy,
+            "--limit",
+            5,
+            *SMALL,
+            "--output",
+            out,
+        )
         assert code in (0, None), err
     board = pd.read_csv(out / "leaderboard.csv")
     first, second = (uids(out / "runs" / r) for r in board.run_id)
@@ -81,10 +96,13 @@ def test_run_on_a_local_copy_evaluates_a_seeded_subset(docvqa_copy, tmp_path, mo
 
 def test_a_single_split_copy_is_never_trained_on(tmp_path, monkeypatch, capsys):
     real_schema_rows("docvqa", "eval", 4).to_parquet(str(tmp_path / "val.parquet"))
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--data", tmp_path / "val.parquet", "--output",
-                                   tmp_path / "out")
-    assert code == 2 and "holds a single split, so training would use the evaluation rows; pass --train-data" \
-        in one_line(err)
+    code, _, err = main_in_process(
+        monkeypatch, capsys, "run", "--data", tmp_path / "val.parquet", "--output", tmp_path / "out"
+    )
+    assert (
+        code == 2
+        and "holds a single split, so training would use the evaluation rows; pass --train-data" in one_line(err)
+    )
 
 
 def test_chartqa_trains_on_huggingfacem4_schema(tmp_path, monkeypatch, capsys):
@@ -96,9 +114,22 @@ def test_chartqa_trains_on_huggingfacem4_schema(tmp_path, monkeypatch, capsys):
     assert {s.split for s in split.samples} <= {"human", "machine"}  # class labels by name
     m4.save_to_disk(str(tmp_path / "m4-train"))
     real_schema_rows("chartqa", "eval", 6).to_parquet(str(tmp_path / "test.parquet"))
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--task", "chartqa", "--connector", "mlp", "--data",
-                                   tmp_path / "test.parquet", "--train-data", tmp_path / "m4-train", *SMALL,
-                                   "--output", tmp_path / "out")
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--task",
+        "chartqa",
+        "--connector",
+        "mlp",
+        "--data",
+        tmp_path / "test.parquet",
+        "--train-data",
+        tmp_path / "m4-train",
+        *SMALL,
+        "--output",
+        tmp_path / "out",
+    )
     assert code in (0, None), err
     result = json.loads(next((tmp_path / "out" / "runs").iterdir()).joinpath("results.json").read_text())
     assert result["n"] == 6 and set(result["per_split"]) <= {"human_test", "augmented_test"}
@@ -126,10 +157,11 @@ def test_a_page_that_does_not_decode_is_skipped_and_counted(tmp_path):
 
 
 def test_source_specs():
-    assert (parse_source("lmms-lab/DocVQA:InfographicVQA@test", "validation").path,
-            parse_source("lmms-lab/DocVQA:InfographicVQA@test", "validation").config,
-            parse_source("lmms-lab/DocVQA:InfographicVQA@test", "validation").split) == \
-        ("lmms-lab/DocVQA", "InfographicVQA", "test")
+    assert (
+        parse_source("lmms-lab/DocVQA:InfographicVQA@test", "validation").path,
+        parse_source("lmms-lab/DocVQA:InfographicVQA@test", "validation").config,
+        parse_source("lmms-lab/DocVQA:InfographicVQA@test", "validation").split,
+    ) == ("lmms-lab/DocVQA", "InfographicVQA", "test")
     source = resolve_source(TASKS.get("infovqa"), "eval", DataConfig(source="hf"))
     assert (source.path, source.config, source.split) == ("lmms-lab/DocVQA", "InfographicVQA", "validation")
     train = resolve_source(TASKS.get("chartqa"), "train", DataConfig(source="hf"))
@@ -151,9 +183,29 @@ def test_data_hf_runs_offline_from_the_hub_cache(task, tmp_path):
         train = m4_chartqa(train)
     cache_hub_dataset(home, definition.train_source.path, definition.train_source.config, {"train": train}, tmp_path)
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
-    res = subprocess.run([sys.executable, "-m", "alignbench", "run", "--task", task, "--connector", "mlp", "--data",
-                          "hf", "--limit", "4", *SMALL, "--output", str(tmp_path / "out")], capture_output=True,
-                         text=True, env=env, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alignbench",
+            "run",
+            "--task",
+            task,
+            "--connector",
+            "mlp",
+            "--data",
+            "hf",
+            "--limit",
+            "4",
+            *SMALL,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     run_dir = next((tmp_path / "out" / "runs").iterdir())
     assert json.loads((run_dir / "results.json").read_text())["n"] == 4
@@ -166,8 +218,10 @@ def test_a_missing_dataset_offline_names_the_id_and_how_to_use_a_local_copy(tmp_
     code, _, err = main_in_process(monkeypatch, capsys, "run", "--data", "hf", "--output", tmp_path / "out")
     msg = one_line(err)
     assert code == 2
-    assert ("cannot load dataset 'HuggingFaceM4/DocumentVQA': it is not in the local Hugging Face cache and the hub "
-            "is unreachable (HF_HUB_OFFLINE=1 is set)") in msg
+    assert (
+        "cannot load dataset 'HuggingFaceM4/DocumentVQA': it is not in the local Hugging Face cache and the hub "
+        "is unreachable (HF_HUB_OFFLINE=1 is set)"
+    ) in msg
     assert "pass --data / --train-data with a local copy" in msg
     assert not (tmp_path / "out" / "leaderboard.csv").exists()
 
@@ -181,13 +235,17 @@ def test_an_unreachable_hub_is_not_waited_for(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     task = TASKS.get("docvqa")
-    with pytest.raises(AlignBenchError, match=rf"cannot load dataset 'lmms-lab/DocVQA': it is not in the local "
-                                              rf"Hugging Face cache and the hub is unreachable \(cannot connect to "
-                                              rf"127.0.0.1:{port}"):
+    with pytest.raises(
+        AlignBenchError,
+        match=rf"cannot load dataset 'lmms-lab/DocVQA': it is not in the local "
+        rf"Hugging Face cache and the hub is unreachable \(cannot connect to "
+        rf"127.0.0.1:{port}",
+    ):
         load_source(task.eval_source, task)
 
 
 def test_a_missing_local_path_is_named(tmp_path, monkeypatch, capsys):
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--data", tmp_path / "nope", "--output",
-                                   tmp_path / "out")
+    code, _, err = main_in_process(
+        monkeypatch, capsys, "run", "--data", tmp_path / "nope", "--output", tmp_path / "out"
+    )
     assert code == 2 and f"dataset '{tmp_path / 'nope'}' not found" in one_line(err)

@@ -63,13 +63,25 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alignbench", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600, env=_cli_env())
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env=_cli_env(),
+    )
 
 
 def cli_start(*args, cwd=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "alignbench", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=_cli_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "alignbench", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=_cli_env(),
+    )
 
 
 def main_in_process(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -138,8 +150,23 @@ def ws():
 def test_training_killed_at_a_random_step_resumes_to_the_same_weights_and_scores(tmp_path):
     steps = 20
     kill_after = random.randint(1, steps - 8)  # a different step on every run of the suite
-    common = ["run", "--connector", "ovis", "--task", "docvqa", "--steps", steps, "--batch-size", 2,
-              "--train-docs", 4, "--eval-questions", 6, "--eval-batch-size", 3]
+    common = [
+        "run",
+        "--connector",
+        "ovis",
+        "--task",
+        "docvqa",
+        "--steps",
+        steps,
+        "--batch-size",
+        2,
+        "--train-docs",
+        4,
+        "--eval-questions",
+        6,
+        "--eval-batch-size",
+        3,
+    ]
     ref = cli_start(*common, "--checkpoint-every", 0, "--output", tmp_path / "ref", cwd=tmp_path)
     victim = cli_start(*common, "--checkpoint-every", 1, "--output", tmp_path / "victim", cwd=tmp_path)
 
@@ -187,8 +214,9 @@ def test_in_process_crash_and_resume_without_pickle(ws, tmp_path, monkeypatch, s
     connector = "ovis"  # the stage `connector` is resumed by the subprocess test above
     task = TASKS.get("docvqa")
     split, feats = ws.split(task, "train")
-    cfg = TrainConfig(stage=stage, steps=4, batch_size=2, lr=3e-3, warmup_steps=2,
-                      llm_steps=3 if stage == "lora" else None)
+    cfg = TrainConfig(
+        stage=stage, steps=4, batch_size=2, lr=3e-3, warmup_steps=2, llm_steps=3 if stage == "lora" else None
+    )
 
     def fresh():
         backbone = ws.backbone
@@ -215,16 +243,24 @@ def test_in_process_crash_and_resume_without_pickle(ws, tmp_path, monkeypatch, s
     with monkeypatch.context() as m:
         m.setattr(VLM, "loss", loss_then_crash)
         with pytest.raises(RuntimeError, match="injected crash"):
-            train(crashing, [TrainSource(task, split, feats)], cfg, 0, checkpoint_dir=tmp_path, checkpoint_every=2,
-                  **QUIET)
+            train(
+                crashing,
+                [TrainSource(task, split, feats)],
+                cfg,
+                0,
+                checkpoint_dir=tmp_path,
+                checkpoint_every=2,
+                **QUIET,
+            )
     assert latest_checkpoint(tmp_path)[0] == 2
 
     resumed = fresh()
     with monkeypatch.context() as m:
         for target, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")]:
             m.setattr(target, name, _blocked)
-        stats = train(resumed, [TrainSource(task, split, feats)], cfg, 0, checkpoint_dir=tmp_path,
-                      checkpoint_every=2, **QUIET)
+        stats = train(
+            resumed, [TrainSource(task, split, feats)], cfg, 0, checkpoint_dir=tmp_path, checkpoint_every=2, **QUIET
+        )
     assert stats["resumed_from_step"] == 2
     for (name, a), b in zip(ref.connector.state_dict().items(), resumed.connector.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), name
@@ -261,8 +297,23 @@ def _raise_interrupt(*args, **kwargs):
 
 
 def test_evaluation_killed_resumes_with_only_the_missing_predictions(tmp_path):
-    common = ["run", "--connector", "ovis", "--task", "docvqa", "--steps", 2, "--batch-size", 2, "--train-docs", 4,
-              "--eval-questions", 16, "--eval-batch-size", 1]
+    common = [
+        "run",
+        "--connector",
+        "ovis",
+        "--task",
+        "docvqa",
+        "--steps",
+        2,
+        "--batch-size",
+        2,
+        "--train-docs",
+        4,
+        "--eval-questions",
+        16,
+        "--eval-batch-size",
+        1,
+    ]
     ref = cli_start(*common, "--output", tmp_path / "ref", cwd=tmp_path)
     victim = cli_start(*common, "--output", tmp_path / "victim", cwd=tmp_path)
     target = random.randint(2, 20)  # of 32 predictions (16 questions, 16 blind)
@@ -328,8 +379,9 @@ def test_evaluation_crash_regenerates_only_missing_batches(ws, tmp_path, monkeyp
     result, records = evaluate(model, task, split, feats, cfg, journal=journal)
     assert sum(generated) == total - done and result["predictions_from_journal"] == done
     assert records == ref_records
-    assert {k: result[k] for k in ("score", "stderr", "n", "blind", "per_split")} == \
-        {k: ref_result[k] for k in ("score", "stderr", "n", "blind", "per_split")}
+    assert {k: result[k] for k in ("score", "stderr", "n", "blind", "per_split")} == {
+        k: ref_result[k] for k in ("score", "stderr", "n", "blind", "per_split")
+    }
 
     # other weights: the journal is not reused
     generated.clear()
@@ -381,8 +433,9 @@ def test_writers_killed_mid_append_leave_a_whole_leaderboard(tmp_path):
     board = read_leaderboard(tmp_path / "leaderboard.csv")
     assert len(reported) >= 20 and reported <= set(board.run_id)  # every completed append is there
     assert board.run_id.is_unique and board.score.notna().all()
-    append_leaderboard(tmp_path, {"run_id": "after", "connector": "mlp", "task": "docvqa", "metric": "anls",
-                                  "score": 1})  # the lock died with its holders
+    append_leaderboard(
+        tmp_path, {"run_id": "after", "connector": "mlp", "task": "docvqa", "metric": "anls", "score": 1}
+    )  # the lock died with its holders
     assert read_leaderboard(tmp_path / "leaderboard.csv").run_id.iloc[-1] == "after"
 
 
@@ -458,9 +511,27 @@ def test_hub_offline_makes_no_network_call(twin_runs, tmp_path):
     # A hub id with HF_HUB_OFFLINE=1 set when the process starts, as a user runs it: the hub cache is
     # consulted, the network never (every socket connection is refused and recorded).
     env = {**_cli_env(), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
-    res = subprocess.run([sys.executable, "-c", OFFLINE_PROBE, "run", "--backbone", "hf", "--vision",
-                          "some-org/some-vision-model", "--llm", "some-org/some-llm", "--output", tmp_path / "out"],
-                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            OFFLINE_PROBE,
+            "run",
+            "--backbone",
+            "hf",
+            "--vision",
+            "some-org/some-vision-model",
+            "--llm",
+            "some-org/some-llm",
+            "--output",
+            tmp_path / "out",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert res.returncode == 2, res.stderr
     assert "cannot load vision tower 'some-org/some-vision-model'" in res.stderr
     assert "ATTEMPTS []" in res.stderr
@@ -480,12 +551,10 @@ def test_finished_run_reloads_without_pickle(twin_runs, ws, monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(bad, tmp_path, monkeypatch,
-                                                                                    capsys):
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(bad, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    append_leaderboard(out, {"run_id": "earlier", "connector": "mlp", "task": "docvqa", "metric": "anls",
-                             "score": 0.5})
+    append_leaderboard(out, {"run_id": "earlier", "connector": "mlp", "task": "docvqa", "metric": "anls", "score": 0.5})
     before = (out / "leaderboard.csv").read_bytes()
     calls = {"n": 0}
     real_loss = VLM.loss
@@ -496,8 +565,25 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         return loss * bad if calls["n"] == 5 else loss
 
     monkeypatch.setattr(VLM, "loss", loss_diverging_at_step_5)
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "ovis", "--steps", 8, "--batch-size", 2,
-                                   "--train-docs", 4, "--eval-questions", 4, "--checkpoint-every", 2, "--output", out)
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--connector",
+        "ovis",
+        "--steps",
+        8,
+        "--batch-size",
+        2,
+        "--train-docs",
+        4,
+        "--eval-questions",
+        4,
+        "--checkpoint-every",
+        2,
+        "--output",
+        out,
+    )
     assert code == 2
     msg = one_line(err)
     assert f"loss is {bad} at step 5 of 8" in msg and "last good checkpoint (after step 4)" in msg
@@ -514,10 +600,16 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 def test_leaderboard_refuses_a_result_without_a_finite_score(tmp_path):
     from alignbench.run.leaderboard import leaderboard_row
 
-    config = {"connector": "mlp", "task": "docvqa", "train": {"stage": "connector", "steps": 1, "lr": 1e-3,
-                                                               "init_seed": 1}, "data": {"seed": 0}}
-    for result in ({"metric": "anls", "score": float("nan"), "stderr": 0, "n": 0},
-                   {"metric": "anls", "score": 0.5, "stderr": 0, "n": 1, "status": "diverged"}):
+    config = {
+        "connector": "mlp",
+        "task": "docvqa",
+        "train": {"stage": "connector", "steps": 1, "lr": 1e-3, "init_seed": 1},
+        "data": {"seed": 0},
+    }
+    for result in (
+        {"metric": "anls", "score": float("nan"), "stderr": 0, "n": 0},
+        {"metric": "anls", "score": 0.5, "stderr": 0, "n": 1, "status": "diverged"},
+    ):
         with pytest.raises(AlignBenchError, match="not added to the leaderboard"):
             leaderboard_row(tmp_path, config, result)
 
@@ -565,8 +657,9 @@ def test_bad_rows_in_a_run_are_skipped_counted_and_reported(ws, tmp_path):
     assert saved["skipped"] == {"empty question": 1, "no gold answers": 1, "unreadable image": 1}
     scored = [json.loads(line)["uid"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(scored) == saved["n"] and len(faulty) == 3 and not set(faulty) & set(scored)
-    assert any("skipped 3 of 6 questions (1 empty question, 1 no gold answers, 1 unreadable image)" in str(x)
-               for x in logs)
+    assert any(
+        "skipped 3 of 6 questions (1 empty question, 1 no gold answers, 1 unreadable image)" in str(x) for x in logs
+    )
     assert read_leaderboard(tmp_path / "leaderboard.csv").n_skipped[0] == 3
 
 
@@ -574,10 +667,22 @@ def test_wrong_source_stops_the_cli_with_one_line(tmp_path, monkeypatch, capsys)
     from alignbench.data import splits as data_module
 
     real = data_module.embedded_dataset
-    monkeypatch.setattr(data_module, "embedded_dataset",
-                        lambda *a: real(*a).rename_column("answers", "answer_list"))
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "ovis", "--steps", 1, "--train-docs", 4,
-                                   "--eval-questions", 4, "--output", tmp_path / "out")
+    monkeypatch.setattr(data_module, "embedded_dataset", lambda *a: real(*a).rename_column("answers", "answer_list"))
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--connector",
+        "ovis",
+        "--steps",
+        1,
+        "--train-docs",
+        4,
+        "--eval-questions",
+        4,
+        "--output",
+        tmp_path / "out",
+    )
     assert code == 2
     assert "embedded docvqa/train set lacks column(s) ['answers']" in one_line(err)
     assert not (tmp_path / "out" / "leaderboard.csv").exists()
@@ -648,13 +753,13 @@ class PlugProj(Connector):
 
 PLUGIN_PACKAGE = {
     "__init__.py": "from . import definitions  # noqa: F401\n",
-    "definitions.py": '''
+    "definitions.py": """
 import dataclasses
 
 from alignbench.task import TASKS
 
 TASKS.add("docvqa_plug", dataclasses.replace(TASKS.get("docvqa"), description="from a plug-in package"))
-''',
+""",
 }
 
 
@@ -688,9 +793,25 @@ def test_plugins_load_only_when_named(tmp_path, clean_registries, monkeypatch, c
     # not named: not loaded, even from the working directory
     plain = cli("list", cwd=tmp_path)
     assert plain.returncode == 0 and "plugproj" not in plain.stdout and "docvqa_plug" not in plain.stdout
-    code, out, err = main_in_process(monkeypatch, capsys, "run", "--plugin", plugin_file, "--connector", "plugproj",
-                                     "--steps", 1, "--batch-size", 2, "--train-docs", 4, "--eval-questions", 4,
-                                     "--output", tmp_path / "out")
+    code, out, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--plugin",
+        plugin_file,
+        "--connector",
+        "plugproj",
+        "--steps",
+        1,
+        "--batch-size",
+        2,
+        "--train-docs",
+        4,
+        "--eval-questions",
+        4,
+        "--output",
+        tmp_path / "out",
+    )
     assert code == 0, err
     board = read_leaderboard(tmp_path / "out" / "leaderboard.csv")
     assert list(board.connector) == ["plugproj"]
@@ -706,12 +827,18 @@ def test_plugins_load_only_when_named(tmp_path, clean_registries, monkeypatch, c
     assert "plugproj" in listed.output and "docvqa_plug" in listed.output and "from a plug-in package" in listed.output
 
 
-@pytest.mark.parametrize("body,needle", [
-    (None, "not found; give a Python file"),
-    ("raise ZeroDivisionError('boom')\n", "failed to import: ZeroDivisionError: boom"),
-    ("from alignbench.connector import CONNECTORS\nfrom alignbench.connectors.mlp import MLPConnector\n"
-     "CONNECTORS.register('mlp')(type('Other', (MLPConnector,), {}))\n", "'mlp' is registered twice"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        (None, "not found; give a Python file"),
+        ("raise ZeroDivisionError('boom')\n", "failed to import: ZeroDivisionError: boom"),
+        (
+            "from alignbench.connector import CONNECTORS\nfrom alignbench.connectors.mlp import MLPConnector\n"
+            "CONNECTORS.register('mlp')(type('Other', (MLPConnector,), {}))\n",
+            "'mlp' is registered twice",
+        ),
+    ],
+)
 def test_bad_plugin_is_one_line_exit_2(body, needle, tmp_path, clean_registries, monkeypatch, capsys):
     path = tmp_path / "bad_plugin.py"
     if body is not None:
@@ -722,15 +849,34 @@ def test_bad_plugin_is_one_line_exit_2(body, needle, tmp_path, clean_registries,
 
 def test_parallel_sweep_with_a_plugin_is_refused(tmp_path, clean_registries, monkeypatch, capsys):
     plugin_file, _ = _write_plugins(tmp_path)
-    code, _, err = main_in_process(monkeypatch, capsys, "sweep", "--plugin", plugin_file, "--connectors", "plugproj",
-                                   "--tasks", "docvqa", "--jobs", 2, "--output", tmp_path / "out")
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "sweep",
+        "--plugin",
+        plugin_file,
+        "--connectors",
+        "plugproj",
+        "--tasks",
+        "docvqa",
+        "--jobs",
+        2,
+        "--output",
+        tmp_path / "out",
+    )
     assert code == 2 and "--jobs 1" in one_line(err)
 
 
 def test_names_cannot_write_outside_the_output_directory(tmp_path, ws):
     out = tmp_path / "out"
-    for task, connector in [("../../evil", "mlp"), ("docvqa", "../evil"), ("docvqa", "a/b"), ("..", "mlp"),
-                            ("docvqa", ""), ("/abs", "mlp")]:
+    for task, connector in [
+        ("../../evil", "mlp"),
+        ("docvqa", "../evil"),
+        ("docvqa", "a/b"),
+        ("..", "mlp"),
+        ("docvqa", ""),
+        ("/abs", "mlp"),
+    ]:
         with pytest.raises(AlignBenchError, match="invalid (task|connector) name"):
             new_run_dir(out, task, connector, 0)
     for run_id in ["../x", "..", "a/../../x", "/etc", "", "x/../../y"]:

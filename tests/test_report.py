@@ -30,14 +30,37 @@ def _output(tmp_path, seeds=(0,), pages=100, questions=2, with_pages=True, seed_
             d = tmp_path / "runs" / run_id
             d.mkdir(parents=True)
             scores = np.clip(mean + rng.normal(0, seed_sd) + difficulty, 0, 1)
-            recs = [{"uid": f"q{i}", **({"page": i // questions} if with_pages else {}), "question": "?",
-                     "answers": ["a"], "prediction": "a", "score": float(x), "blind_prediction": "zzz"}
-                    for i, x in enumerate(scores)]
+            recs = [
+                {
+                    "uid": f"q{i}",
+                    **({"page": i // questions} if with_pages else {}),
+                    "question": "?",
+                    "answers": ["a"],
+                    "prediction": "a",
+                    "score": float(x),
+                    "blind_prediction": "zzz",
+                }
+                for i, x in enumerate(scores)
+            ]
             (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-            rows.append({"run_id": run_id, "finished": f"2026-11-{10 + s:02d} 12:00:00", "connector": c,
-                         "task": "docvqa", "seed": s, "metric": "anls", "score": float(scores.mean()), "stderr": 0.01,
-                         "n": scores.size, "blind_score": 0.0, "evaluator": "alignbench", "stage": "connector",
-                         "steps": 3, "backbone": "b"})
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "finished": f"2026-11-{10 + s:02d} 12:00:00",
+                    "connector": c,
+                    "task": "docvqa",
+                    "seed": s,
+                    "metric": "anls",
+                    "score": float(scores.mean()),
+                    "stderr": 0.01,
+                    "n": scores.size,
+                    "blind_score": 0.0,
+                    "evaluator": "alignbench",
+                    "stage": "connector",
+                    "steps": 3,
+                    "backbone": "b",
+                }
+            )
     pd.DataFrame(rows).to_csv(tmp_path / "leaderboard.csv", index=False)
     return tmp_path
 
@@ -94,7 +117,7 @@ def test_three_seed_report_treats_seeds_as_a_random_factor(tmp_path):
 def test_seeds_that_disagree_widen_the_interval(tmp_path):
     def width(seed_sd, folder):
         row = _rows(_report(_output(tmp_path / folder, seeds=(0, 1, 2), seed_sd=seed_sd)), "| mlp |")[0][1]
-        low, high = (float(x) for x in row[row.index("[") + 1:row.index("]")].split(","))
+        low, high = (float(x) for x in row[row.index("[") + 1 : row.index("]")].split(","))
         return high - low
 
     assert width(0.1, "disagree") > 2 * width(0.01, "agree")
@@ -107,8 +130,14 @@ def test_records_without_pages_are_said_once(tmp_path):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "alignbench", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300, env={**os.environ, "COLUMNS": "250"})
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "250"},
+    )
 
 
 def test_plan_prints_the_power_plan_and_writes_no_report(tmp_path):
@@ -136,22 +165,44 @@ def test_report_includes_the_cost_table_and_the_training_curves(tmp_path):
     out = _output(tmp_path, seeds=(0, 1))
     for run in (out / "runs").iterdir():  # each run holds the curve of its weights
         steps = np.arange(1, 21)
-        pd.DataFrame({"step": steps, "task": "docvqa", "loss": 3.0 / steps, "lr": 1e-3, "llm_lr": None,
-                      "seconds": steps * 0.5}).to_csv(run / "train_curve.csv", index=False)
+        pd.DataFrame(
+            {"step": steps, "task": "docvqa", "loss": 3.0 / steps, "lr": 1e-3, "llm_lr": None, "seconds": steps * 0.5}
+        ).to_csv(run / "train_curve.csv", index=False)
     without = _report(out)
     assert "## 9. Cost" in without and "`alignbench cost --output" in without  # how to get one
-    cost = pd.DataFrame({"connector": list(MEANS), "params": [10, 20, 30], "tokens_page": [144, 36, 144],
-                         "tokens_tiled": [1440, 360, 1440], "gflops_page": [0.01, 0.005, 0.02],
-                         "gflops_tiled": [0.1, 0.05, 0.2], "train_s_step": [1.0, 0.5, 1.2],
-                         "eval_s_sample": [0.02, 0.01, 0.02], "eval_tokens_s": [200.0, 400.0, 180.0],
-                         "peak_mib": [1400.0, 1300.0, 1500.0]})
+    cost = pd.DataFrame(
+        {
+            "connector": list(MEANS),
+            "params": [10, 20, 30],
+            "tokens_page": [144, 36, 144],
+            "tokens_tiled": [1440, 360, 1440],
+            "gflops_page": [0.01, 0.005, 0.02],
+            "gflops_tiled": [0.1, 0.05, 0.2],
+            "train_s_step": [1.0, 0.5, 1.2],
+            "eval_s_sample": [0.02, 0.01, 0.02],
+            "eval_tokens_s": [200.0, 400.0, 180.0],
+            "peak_mib": [1400.0, 1300.0, 1500.0],
+        }
+    )
     cost.to_csv(out / "cost.csv", index=False)
-    (out / "cost.json").write_text(json.dumps({"command_config": {"backbone": "tiny", "task": "docvqa", "tiles": 9,
-                                                                  "train_steps": 4, "eval_samples": 32},
-                                               "machine": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2,
-                                                           "torch": "2.x", "gpu": None}, "measured": "2026-12-01"}))
-    (out / "page_information_docvqa.md").write_text("Characters per visual token: `cmd`\n\n| connector | x |\n"
-                                                    "|---|---|\n| ovis | 4.2 |\n")
+    (out / "cost.json").write_text(
+        json.dumps(
+            {
+                "command_config": {
+                    "backbone": "tiny",
+                    "task": "docvqa",
+                    "tiles": 9,
+                    "train_steps": 4,
+                    "eval_samples": 32,
+                },
+                "machine": {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2, "torch": "2.x", "gpu": None},
+                "measured": "2026-12-01",
+            }
+        )
+    )
+    (out / "page_information_docvqa.md").write_text(
+        "Characters per visual token: `cmd`\n\n| connector | x |\n|---|---|\n| ovis | 4.2 |\n"
+    )
     text = _report(out)
     assert "## 11. How much text a visual token carries" in text and "| ovis | 4.2 |" in text
     rows = {r[0]: r for r in _rows(text, "| ") if len(r) == 10}

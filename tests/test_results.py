@@ -11,8 +11,17 @@ from alignbench.run.leaderboard import append_leaderboard, read_leaderboard
 
 
 def _row(connector, task, score, seed=0, run_id=None):
-    return {"run_id": run_id or f"{task}-{connector}-{seed}", "connector": connector, "task": task, "seed": seed,
-            "score": score, "stderr": 0.01, "n": 100, "blind_score": 0.05, "metric": "anls"}
+    return {
+        "run_id": run_id or f"{task}-{connector}-{seed}",
+        "connector": connector,
+        "task": task,
+        "seed": seed,
+        "score": score,
+        "stderr": 0.01,
+        "n": 100,
+        "blind_score": 0.05,
+        "metric": "anls",
+    }
 
 
 def _append(args):
@@ -42,8 +51,15 @@ def test_unreadable_leaderboard_is_a_message(tmp_path):
 
 
 def test_comparison_table_layout_and_seed_mean():
-    df = pd.DataFrame([_row("mlp", "docvqa", 0.5), _row("mlp", "chartqa", 0.3), _row("align", "docvqa", 0.8),
-                       _row("align", "docvqa", 0.6, seed=1), _row("align", "chartqa", 0.4)])
+    df = pd.DataFrame(
+        [
+            _row("mlp", "docvqa", 0.5),
+            _row("mlp", "chartqa", 0.3),
+            _row("align", "docvqa", 0.8),
+            _row("align", "docvqa", 0.6, seed=1),
+            _row("align", "chartqa", 0.4),
+        ]
+    )
     table = comparison_table(df, ["mlp", "align"], ["docvqa", "chartqa"])
     assert list(table.connector) == ["mlp", "align"]
     assert table.loc[1, "docvqa"] == pytest.approx(70.0)  # mean over seeds, in points

@@ -146,11 +146,12 @@ def test_greedy_answer_is_sensible(loaded):
     import torch
 
     model, tokenizer, _ = loaded
-    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text.strip()
     assert "4" in text, text
 
@@ -276,8 +277,9 @@ def test_cache_root_that_is_a_file(tmp_path, monkeypatch):
 def test_stale_temporary_folders_are_removed(tmp_path, monkeypatch):
     _require("gguf", "accelerate", package=False)
     _fake_gguf(monkeypatch, tmp_path / "pkg" / smollm2.GGUF_NAME, os.urandom(1024))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     backbones = tmp_path / "cache" / "backbones"
     stale = backbones / f"smollm2-{'0' * 16}.tmp{int(dead.stdout)}"
     live = backbones / f"smollm2-{'1' * 16}.tmp{os.getppid()}"  # a running process: left alone

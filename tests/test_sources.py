@@ -2,6 +2,7 @@
 written by pyarrow, pandas or datasets, a folder with no data files, a file named .parquet that is not one. 16-bit
 pages are converted by their actual range (never an almost black page); a page that conversion would blank is a
 counted skip; the rows a run skipped are written, with their ids and reasons, to RUN_DIR/skipped.jsonl."""
+
 import io
 import json
 import os
@@ -31,8 +32,13 @@ SMALL = ["--steps", "2", "--batch-size", "2", "--no-blind"]
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alignbench", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "250", "HF_DATASETS_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "alignbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "250", "HF_DATASETS_OFFLINE": "1"},
+    )
 
 
 def _empty_pyarrow(path: Path) -> None:
@@ -86,8 +92,11 @@ SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[Healt
 
 
 @SETTINGS
-@given(fault=st.sampled_from(sorted(FILE_FAULTS) + ["folder with a stray file"]), in_folder=st.booleans(),
-       task=st.sampled_from(["docvqa", "chartqa", "infovqa"]))
+@given(
+    fault=st.sampled_from(sorted(FILE_FAULTS) + ["folder with a stray file"]),
+    in_folder=st.booleans(),
+    task=st.sampled_from(["docvqa", "chartqa", "infovqa"]),
+)
 def test_every_bad_source_is_one_message_naming_it(tmp_path_factory, fault, in_folder, task):
     tmp = tmp_path_factory.mktemp("src")
     given_path, named, needle = _make(tmp, fault, in_folder)
@@ -107,8 +116,18 @@ def _config(path):
 @pytest.mark.parametrize("fault", ["empty parquet (pandas)", "text named .parquet", "folder with a stray file"])
 def test_the_cli_says_it_in_one_line(tmp_path, fault):
     given_path, named, needle = _make(tmp_path, fault, in_folder=False)
-    done = cli("run", "--connector", "mlp", "--data", given_path, "--train-data", given_path, *SMALL,
-               "--output", tmp_path / "out")
+    done = cli(
+        "run",
+        "--connector",
+        "mlp",
+        "--data",
+        given_path,
+        "--train-data",
+        given_path,
+        *SMALL,
+        "--output",
+        tmp_path / "out",
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert str(named) in lines[0] and needle in lines[0]
@@ -117,8 +136,9 @@ def test_the_cli_says_it_in_one_line(tmp_path, fault):
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
     buf = io.BytesIO()
-    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(buf, format="PNG" if array.dtype !=
-                                                                            np.float32 else "TIFF")
+    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(
+        buf, format="PNG" if array.dtype != np.float32 else "TIFF"
+    )
     return buf.getvalue()
 
 

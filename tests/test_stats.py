@@ -88,8 +88,14 @@ def test_within_seed_bootstrap_is_the_earlier_scipy_method():
     rng = np.random.default_rng(6)
     groups = [rng.random(150), rng.random(150) * 0.5]
     ours = within_seed_bootstrap(groups, resamples=20000)
-    theirs = scipy_bootstrap(tuple(groups), lambda *g, axis=-1: np.mean([x.mean(axis=axis) for x in g], axis=0),
-                             n_resamples=20000, method="percentile", vectorized=True, rng=np.random.default_rng(0))
+    theirs = scipy_bootstrap(
+        tuple(groups),
+        lambda *g, axis=-1: np.mean([x.mean(axis=axis) for x in g], axis=0),
+        n_resamples=20000,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(0),
+    )
     assert ours.low == pytest.approx(theirs.confidence_interval.low, abs=0.004)
     assert ours.high == pytest.approx(theirs.confidence_interval.high, abs=0.004)
 
@@ -143,8 +149,9 @@ def _nested_normal(rng, seeds, sizes, sd):
     groups, pages = [], []
     for _ in range(seeds):
         page = np.repeat(np.arange(sizes.size), sizes)
-        groups.append(sd[0] * rng.normal() + sd[1] * rng.normal(size=sizes.size)[page] + sd[2] * rng.normal(
-            size=page.size))
+        groups.append(
+            sd[0] * rng.normal() + sd[1] * rng.normal(size=sizes.size)[page] + sd[2] * rng.normal(size=page.size)
+        )
         pages.append(page)
     return groups, pages
 
@@ -153,9 +160,10 @@ def test_variance_components_recover_known_values_with_unequal_pages():
     rng = np.random.default_rng(8)
     sizes = rng.integers(1, 6, 30)  # 30 pages of 1..5 questions
     sd = np.array([0.3, 0.2, 0.5])
-    est = np.array([[(c := variance_components(*_nested_normal(rng, 6, sizes, sd))).seed, c.page, c.question]
-                    for _ in range(300)]).mean(axis=0)
-    np.testing.assert_allclose(est, sd ** 2, rtol=0.12)
+    est = np.array(
+        [[(c := variance_components(*_nested_normal(rng, 6, sizes, sd))).seed, c.page, c.question] for _ in range(300)]
+    ).mean(axis=0)
+    np.testing.assert_allclose(est, sd**2, rtol=0.12)
     assert c.seeds == 6 and c.pages == 30 and c.questions == pytest.approx(sizes.mean())
 
 
@@ -185,5 +193,6 @@ def test_seeds_and_questions_needed_are_the_fewest_that_reach_the_difference():
     assert detectable_difference(c, 5, n / 5, 5) <= 0.1 < detectable_difference(c, 5, n / 5 - 1, 5)
     assert questions_needed(c, 0.02, seeds=3) is None  # the seed variance alone: 5.65 x sqrt(0.002 / 3) > 0.02
     one_seed = dataclasses.replace(c, seed=float("nan"), seeds=1)  # normal test, z(0.975) + z(0.8) = 2.80
-    assert detectable_difference(one_seed, 1, 60, 5) == pytest.approx(2.8016 * math.sqrt(0.01 / 60 + 0.15 / 300),
-                                                                      rel=1e-3)
+    assert detectable_difference(one_seed, 1, 60, 5) == pytest.approx(
+        2.8016 * math.sqrt(0.01 / 60 + 0.15 / 300), rel=1e-3
+    )

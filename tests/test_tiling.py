@@ -17,16 +17,19 @@ from alignbench.connector import CONNECTORS, build_connector
 from alignbench.model.vlm import VLM
 
 
-@pytest.mark.parametrize("size,max_tiles,grid", [
-    ((1000, 500), 9, (4, 2)),  # aspect 2: (2, 1) and (4, 2) tie; a large page gets the finer grid
-    ((100, 50), 9, (2, 1)),  # ... a small one does not (10,000 px < half of 8 tiles of 100 x 100)
-    ((900, 900), 9, (3, 3)),
-    ((40, 40), 9, (1, 1)),
-    ((300, 900), 9, (1, 3)),  # tall
-    ((1000, 500), 4, (2, 1)),  # (4, 2) is over the limit
-    ((1000, 100), 4, (4, 1)),  # aspect 10: the widest grid allowed
-    ((700, 500), 1, (1, 1)),  # no tiling
-])
+@pytest.mark.parametrize(
+    "size,max_tiles,grid",
+    [
+        ((1000, 500), 9, (4, 2)),  # aspect 2: (2, 1) and (4, 2) tie; a large page gets the finer grid
+        ((100, 50), 9, (2, 1)),  # ... a small one does not (10,000 px < half of 8 tiles of 100 x 100)
+        ((900, 900), 9, (3, 3)),
+        ((40, 40), 9, (1, 1)),
+        ((300, 900), 9, (1, 3)),  # tall
+        ((1000, 500), 4, (2, 1)),  # (4, 2) is over the limit
+        ((1000, 100), 4, (4, 1)),  # aspect 10: the widest grid allowed
+        ((700, 500), 1, (1, 1)),  # no tiling
+    ],
+)
 def test_the_grid_follows_the_aspect_ratio(size, max_tiles, grid):
     assert tile_grid(*size, max_tiles, tile=100) == grid
 
@@ -61,7 +64,7 @@ def test_images_with_different_grids_come_back_as_a_patch_batch(tiled):
         alone = tiled.encode_images([page])
         assert isinstance(alone, torch.Tensor) and alone.shape[1] == feats.lengths[k]
         torch.testing.assert_close(feats.values[k, : alone.shape[1]], alone[0], atol=1e-5, rtol=1e-5)
-        assert feats.values[k, alone.shape[1]:].abs().sum() == 0
+        assert feats.values[k, alone.shape[1] :].abs().sum() == 0
     same = feats[[0, 0]]  # a selection with one grid is a plain tensor
     assert isinstance(same, torch.Tensor) and same.shape == (2, 12, 32)
 
@@ -82,8 +85,10 @@ def test_every_connector_reads_all_tiles_and_padding_changes_nothing(connector, 
     ids = torch.tensor([prompt + answer] * 3)
     labels = torch.tensor([[-100] * len(prompt) + answer] * 3)
     batch, _ = model.continuation_logprobs(feats, ids, torch.ones_like(ids), labels)
-    alone = [model.continuation_logprobs(tiled.encode_images([p]), ids[:1], torch.ones_like(ids[:1]), labels[:1])[0][0]
-             for p in PAGES]
+    alone = [
+        model.continuation_logprobs(tiled.encode_images([p]), ids[:1], torch.ones_like(ids[:1]), labels[:1])[0][0]
+        for p in PAGES
+    ]
     assert batch == pytest.approx(alone, abs=1e-4)
     # ... and trains: a finite gradient for every connector parameter
     loss = model.loss(feats, ids, torch.ones_like(ids), labels)
@@ -113,8 +118,10 @@ def test_pages_prefilled_once_with_mixed_grids_answer_as_hugging_face_generate(c
     tok = tiled.tokenizer
     from alignbench.prompt import prompt_format
 
-    prompts = [prompt_format(tok).prompt_ids(tok, q) for q in ["What is it?", "Which colour is the box at the top?",
-                                                           "Why?", "What is the DATE on the page?"]]
+    prompts = [
+        prompt_format(tok).prompt_ids(tok, q)
+        for q in ["What is it?", "Which colour is the box at the top?", "Why?", "What is the DATE on the page?"]
+    ]
     assert len({len(p) for p in prompts}) == 4
     feats = tiled.encode_images(PAGES)
     pages = [2, 0, 2, 1]  # page 2 (20 patches) is read by two questions, page 1 (4 patches) by one
@@ -131,11 +138,32 @@ def test_a_tiled_run_records_the_largest_image_it_can_see(tmp_path, monkeypatch,
 
     vision, llm = save_pair(tmp_path / "pair")
     data = tmp_path / "docvqa"
-    datasets.DatasetDict({"train": real_schema_rows("docvqa", "train", 3, size=(96, 48)),
-                          "validation": real_schema_rows("docvqa", "eval", 4, size=(96, 48))}).save_to_disk(str(data))
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "perceiver", "--backbone", "hf",
-                                   "--vision", vision, "--llm", llm, "--data", data, "--max-tiles", 4, *SMALL,
-                                   "--output", tmp_path / "out")
+    datasets.DatasetDict(
+        {
+            "train": real_schema_rows("docvqa", "train", 3, size=(96, 48)),
+            "validation": real_schema_rows("docvqa", "eval", 4, size=(96, 48)),
+        }
+    ).save_to_disk(str(data))
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--connector",
+        "perceiver",
+        "--backbone",
+        "hf",
+        "--vision",
+        vision,
+        "--llm",
+        llm,
+        "--data",
+        data,
+        "--max-tiles",
+        4,
+        *SMALL,
+        "--output",
+        tmp_path / "out",
+    )
     assert code in (0, None), err
     config = json.loads(next((tmp_path / "out" / "runs").iterdir()).joinpath("config.json").read_text())
     assert config["dims"]["max_patches"] == 4 * 5 and config["connector_tokens_max"] == 64
@@ -157,12 +185,32 @@ def test_the_vocabulary_probe_streams_every_patch_of_pages_with_different_grids(
     vision, llm = save_pair(tmp_path / "pair")
     data = tmp_path / "docvqa"
     sizes = [(96, 48), (32, 32), (128, 128)]
-    datasets.DatasetDict({"train": real_schema_rows("docvqa", "train", 3, size=(96, 48)),
-                          "validation": datasets.concatenate_datasets(
-                              [real_schema_rows("docvqa", "eval", 2, size=s) for s in sizes])}).save_to_disk(str(data))
-    code, _, err = main_in_process(monkeypatch, capsys, "run", "--connector", "align", "--backbone", "hf",
-                                   "--vision", vision, "--llm", llm, "--data", data, "--max-tiles", 4, *SMALL,
-                                   "--output", tmp_path / "out")
+    datasets.DatasetDict(
+        {
+            "train": real_schema_rows("docvqa", "train", 3, size=(96, 48)),
+            "validation": datasets.concatenate_datasets([real_schema_rows("docvqa", "eval", 2, size=s) for s in sizes]),
+        }
+    ).save_to_disk(str(data))
+    code, _, err = main_in_process(
+        monkeypatch,
+        capsys,
+        "run",
+        "--connector",
+        "align",
+        "--backbone",
+        "hf",
+        "--vision",
+        vision,
+        "--llm",
+        llm,
+        "--data",
+        data,
+        "--max-tiles",
+        4,
+        *SMALL,
+        "--output",
+        tmp_path / "out",
+    )
     assert code in (0, None), err
     run_dir = next((tmp_path / "out" / "runs").iterdir())
     model, _, ws = load_run(run_dir, "cpu", log=lambda *a: None)
@@ -171,8 +219,9 @@ def test_the_vocabulary_probe_streams_every_patch_of_pages_with_different_grids(
     probe = vocab_probe(run_dir, ws, docs=len(feats), top_ks=[10], log=lambda *a: None)
     c = model.connector
     with torch.no_grad():
-        probs = torch.cat([torch.softmax(c.ln2(c.w2(c.ln1(c.w1(g)))).double(), -1).flatten(0, 1)
-                           for _, g in feats.groups()])  # [patches, V]
+        probs = torch.cat(
+            [torch.softmax(c.ln2(c.w2(c.ln1(c.w1(g)))).double(), -1).flatten(0, 1) for _, g in feats.groups()]
+        )  # [patches, V]
     assert probe["patches"] == int(feats.lengths.sum()) == probs.shape[0]
     avg = probs.mean(0)
     assert probe["averaged"]["max_prob"] == pytest.approx(avg.max().item(), rel=1e-4)

@@ -36,8 +36,14 @@ def test_committed_training_keys_are_recomputed_bit_for_bit(path):
     cfg = RunConfig.from_dict(saved)
     placement = saved.get("distributed", {})
     spread = (placement.get("world_size", 1), placement.get("strategy", "single"))
-    key = training_key(cfg, saved["connector_config"], saved["backbone_key"], saved["resolved_device"], spread,
-                       plugins=saved.get("plugins", []))
+    key = training_key(
+        cfg,
+        saved["connector_config"],
+        saved["backbone_key"],
+        saved["resolved_device"],
+        spread,
+        plugins=saved.get("plugins", []),
+    )
     assert key == OLDER.get(path.parent.name, saved["training_key"])
 
 

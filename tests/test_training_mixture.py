@@ -30,8 +30,7 @@ def ws():
 
 def config(connector="mlp", task="docvqa", train_tasks=("docvqa", "chartqa"), **train):
     data = dataclasses.replace(DATA, train_tasks=list(train_tasks) if train_tasks else None)
-    return RunConfig(connector=connector, task=task, data=data, train=dataclasses.replace(TRAIN, **train),
-                     device="cpu")
+    return RunConfig(connector=connector, task=task, data=data, train=dataclasses.replace(TRAIN, **train), device="cpu")
 
 
 def test_steps_alternate_between_the_training_tasks(ws, tmp_path, monkeypatch):
@@ -59,8 +58,18 @@ def test_the_connector_stage_draws_from_its_own_tasks(ws, tmp_path, monkeypatch,
     seen = []
     real = train_module.collate
     monkeypatch.setattr(train_module, "collate", lambda tok, task, s: seen.append(task.name) or real(tok, task, s))
-    result = run(config(train_tasks=("docvqa", "infovqa", "chartqa"), steps=7, stage=stage, llm_steps=3,
-                        connector_tasks=["chartqa", "infovqa"]), tmp_path, ws, **QUIET)
+    result = run(
+        config(
+            train_tasks=("docvqa", "infovqa", "chartqa"),
+            steps=7,
+            stage=stage,
+            llm_steps=3,
+            connector_tasks=["chartqa", "infovqa"],
+        ),
+        tmp_path,
+        ws,
+        **QUIET,
+    )
     # steps 1-4 (the connector stage) alternate over its tasks in the order given; steps 5-7 (the LLM stage) draw
     # from every training task in turn
     assert seen == ["chartqa", "infovqa", "chartqa", "infovqa", "docvqa", "infovqa", "chartqa"]
@@ -80,14 +89,16 @@ def test_connector_stage_tasks_are_part_of_the_training_key(ws, tmp_path):
     assert "trained_in" not in second and weights(first) != weights(second)
 
 
-@pytest.mark.parametrize("connector_tasks,message", [
-    (["infovqa"], "--connector-tasks infovqa is not among the training tasks"),
-    ([], "--connector-tasks must name at least one training task"),
-])
+@pytest.mark.parametrize(
+    "connector_tasks,message",
+    [
+        (["infovqa"], "--connector-tasks infovqa is not among the training tasks"),
+        ([], "--connector-tasks must name at least one training task"),
+    ],
+)
 def test_bad_connector_stage_tasks_are_refused(connector_tasks, message):
     with pytest.raises(AlignBenchError, match=message):
-        config(train_tasks=("docvqa", "chartqa"), stage="lora", llm_steps=2,
-               connector_tasks=connector_tasks).validate()
+        config(train_tasks=("docvqa", "chartqa"), stage="lora", llm_steps=2, connector_tasks=connector_tasks).validate()
 
 
 def test_a_single_task_trains_on_its_own_split_as_before(ws, tmp_path, monkeypatch):
@@ -128,7 +139,9 @@ def test_weights_trained_in_another_output_are_reused_from_it(ws, tmp_path):
     curve = (Path(study["run_dir"]) / "train_curve.csv").read_text()
     assert (Path(trial["run_dir"]) / "train_curve.csv").read_text() == curve  # the curve of the weights it scores
     assert "trained_in" not in other  # another training setting trains, in its own output
-    assert [p.name for p in (search / "trained").glob("*.json")] and not list((tmp_path / "study" / "runs").glob("*chartqa*"))
+    assert [p.name for p in (search / "trained").glob("*.json")] and not list(
+        (tmp_path / "study" / "runs").glob("*chartqa*")
+    )
 
 
 def test_reuse_from_a_folder_without_a_training_index_is_refused(ws, tmp_path):
@@ -162,10 +175,13 @@ def test_weights_that_are_gone_are_trained_again(ws, tmp_path):
     assert "trained_in" not in again
 
 
-@pytest.mark.parametrize("train_tasks,message", [
-    (("docvqa", "docvqa"), "names a task twice"),
-    (("docvqa", "tablevqa"), "unknown task 'tablevqa'"),
-])
+@pytest.mark.parametrize(
+    "train_tasks,message",
+    [
+        (("docvqa", "docvqa"), "names a task twice"),
+        (("docvqa", "tablevqa"), "unknown task 'tablevqa'"),
+    ],
+)
 def test_bad_training_tasks_are_refused(train_tasks, message):
     with pytest.raises(AlignBenchError, match=message):
         config(train_tasks=train_tasks).validate()

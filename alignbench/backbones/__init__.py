@@ -40,8 +40,12 @@ def _load_hf(cfg, device: str):
 
 
 BACKBONES: Registry[BackboneSpec] = Registry(
-    "backbone", None, __name__, punctuation="-_.",
-    check=lambda obj: None if isinstance(obj, BackboneSpec) else f"is {type(obj).__name__}, not a BackboneSpec")
+    "backbone",
+    None,
+    __name__,
+    punctuation="-_.",
+    check=lambda obj: None if isinstance(obj, BackboneSpec) else f"is {type(obj).__name__}, not a BackboneSpec",
+)
 BACKBONES.add("tiny", BackboneSpec(_load_tiny, embedded=True))
 BACKBONES.add("smollm2", BackboneSpec(_load_smollm2, embedded=True))
 BACKBONES.add("hf", BackboneSpec(_load_hf, needs_models=True))

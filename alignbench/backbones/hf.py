@@ -32,23 +32,31 @@ def _from_pretrained(loader, ref: str, kind: str, flag: str, cfg: BackboneConfig
     not answer) hub ids come from the local cache, and a miss is one message naming the id."""
     local = is_local(ref)
     if not local and looks_like_path(ref):
-        raise AlignBenchError(f"cannot load {kind} {ref!r}: no such folder. Give a folder written by "
-                              f"save_pretrained, or a Hugging Face id, to {flag}")
+        raise AlignBenchError(
+            f"cannot load {kind} {ref!r}: no such folder. Give a folder written by "
+            f"save_pretrained, or a Hugging Face id, to {flag}"
+        )
     online, why = (True, "") if local else hub_status()
     try:
         # local_files_only alone is not enough: with peft installed, transformers still asks the hub for an
         # adapter_config.json (and retries); the libraries' offline switches stop every such request.
         with offline_mode(not local and not online):
-            return loader.from_pretrained(os.path.expanduser(ref) if local else ref,
-                                          local_files_only=local or not online,
-                                          trust_remote_code=cfg.trust_remote_code, **kwargs)
+            return loader.from_pretrained(
+                os.path.expanduser(ref) if local else ref,
+                local_files_only=local or not online,
+                trust_remote_code=cfg.trust_remote_code,
+                **kwargs,
+            )
     except (OSError, ValueError) as exc:
         if not local and not online:
-            raise AlignBenchError("cannot load " + missing_message(kind, ref, why, f"pass a local folder (written "
-                                                                   f"by save_pretrained) to {flag}")) from None
+            raise AlignBenchError(
+                "cannot load "
+                + missing_message(kind, ref, why, f"pass a local folder (written by save_pretrained) to {flag}")
+            ) from None
         detail = " ".join(str(exc).split())[:300]
-        raise AlignBenchError(f"cannot load {kind} {ref!r}: {detail}. Pass a local folder (save_pretrained) to "
-                              f"{flag} or check the id") from None
+        raise AlignBenchError(
+            f"cannot load {kind} {ref!r}: {detail}. Pass a local folder (save_pretrained) to {flag} or check the id"
+        ) from None
 
 
 def load_hf_backbone(cfg: BackboneConfig, device: str = "cpu"):
@@ -75,5 +83,6 @@ def load_hf_backbone(cfg: BackboneConfig, device: str = "cpu"):
         return processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
 
     key = f"hf:{cfg.vision}|{cfg.llm}" + (f"|tiles{cfg.max_tiles}" if cfg.max_tiles > 1 else "")
-    return Backbone.build(vision, llm, tokenizer, transform, key=key, max_tiles=cfg.max_tiles,
-                          dtype=str(dtype).removeprefix("torch."))
+    return Backbone.build(
+        vision, llm, tokenizer, transform, key=key, max_tiles=cfg.max_tiles, dtype=str(dtype).removeprefix("torch.")
+    )

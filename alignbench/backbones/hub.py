@@ -83,6 +83,8 @@ def offline_mode(active: bool = True):
 
 def missing_message(kind: str, ref: str, why: str, local_hint: str) -> str:
     """One line: which id, that the hub is unreachable, how to point at a local copy."""
-    return (f"{kind} {ref!r}: it is not in the local Hugging Face cache and the hub is unreachable ({why}). "
-            f"Download it once on a machine with network access (it is then read from the cache, also with "
-            f"HF_HUB_OFFLINE=1), or {local_hint}")
+    return (
+        f"{kind} {ref!r}: it is not in the local Hugging Face cache and the hub is unreachable ({why}). "
+        f"Download it once on a machine with network access (it is then read from the cache, also with "
+        f"HF_HUB_OFFLINE=1), or {local_hint}"
+    )

@@ -28,8 +28,10 @@ def publish_prepared(tmp: Path, out_dir: Path, manifest: dict) -> dict:
     """Write manifest.json (`manifest` and the sha256 of every file in `tmp`) and rename `tmp` to `out_dir` (an
     older preparation there is replaced): a killed preparation never leaves a folder a later run would trust."""
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {**manifest, "sha256": {str(p.relative_to(tmp)): hashlib.sha256(p.read_bytes()).hexdigest()
-                                       for p in files}}
+    manifest = {
+        **manifest,
+        "sha256": {str(p.relative_to(tmp)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
+    }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     publish_dir(tmp, out_dir, replace=True)
     return manifest
@@ -43,5 +45,7 @@ def verified(path: Path, key: str) -> bool:
         return False
     if manifest.get("key") != key:
         return False
-    return all((path / name).is_file() and hashlib.sha256((path / name).read_bytes()).hexdigest() == digest
-               for name, digest in manifest["sha256"].items())
+    return all(
+        (path / name).is_file() and hashlib.sha256((path / name).read_bytes()).hexdigest() == digest
+        for name, digest in manifest["sha256"].items()
+    )

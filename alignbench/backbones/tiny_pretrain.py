@@ -27,8 +27,19 @@ def page_ids(tokenizer, page_text: str) -> list[int]:
     return tokenizer.convert_tokens_to_ids(list(page_text))
 
 
-def fit_cell_head(vision, pixels: torch.Tensor, labels: torch.Tensor, classes: int, width: int, steps: int,
-                  batch: int, lr: float, seed: int, log_every: int, line) -> tuple[nn.Module, float]:
+def fit_cell_head(
+    vision,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    width: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    log_every: int,
+    line,
+) -> tuple[nn.Module, float]:
     """Pretrain a tower on per-cell classification: a linear head over every patch's features names what its cell
     shows (`labels` [P, N] of `classes` classes, for the pages `pixels` [P, 3, H, W]); batches drawn from `seed`,
     AdamW with the warmup + cosine schedule. Logs `line(step, loss, accuracy)` every `log_every` steps and after the
@@ -62,9 +73,19 @@ def pretrain_vision(vision, cfg: TinyConfig, log=print) -> float:
     pages = [d.page for t in TASK_NAMES for d in sample_docs(t, cfg.vision_pool, cfg.seed + 101)]
     pixels = glyph_transform([render(p) for p in pages])  # [P, 3, H, W]
     labels = torch.tensor([cell_labels(p) for p in pages])  # [P, N]
-    _, acc = fit_cell_head(vision, pixels, labels, len(CELL_CLASSES), cfg.vision_hidden, cfg.vision_steps,
-                           cfg.vision_batch, cfg.vision_lr, cfg.seed, 50, lambda step, loss, acc: log(
-                               f"vision step {step:4d}  loss {loss:.4f}  cell accuracy {acc:.3f}"))
+    _, acc = fit_cell_head(
+        vision,
+        pixels,
+        labels,
+        len(CELL_CLASSES),
+        cfg.vision_hidden,
+        cfg.vision_steps,
+        cfg.vision_batch,
+        cfg.vision_lr,
+        cfg.seed,
+        50,
+        lambda step, loss, acc: log(f"vision step {step:4d}  loss {loss:.4f}  cell accuracy {acc:.3f}"),
+    )
     return acc
 
 
@@ -137,8 +158,7 @@ def pretrain_llm_soft(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
         alpha = torch.empty(batch, n_page, 1).uniform_(cfg.soft_input_alpha_min, 1.0)
         sharpness = torch.empty(batch, 1, 1).uniform_(0.0, cfg.soft_input_sharpness_max)
         other = torch.softmax(sharpness * torch.randn(batch, n_page, vocab), dim=-1) @ embed.weight  # [B, N, D]
-        page = torch.where(blended[:, None, None], alpha * embeds[:, :n_page] + (1 - alpha) * other,
-                           embeds[:, :n_page])
+        page = torch.where(blended[:, None, None], alpha * embeds[:, :n_page] + (1 - alpha) * other, embeds[:, :n_page])
         logits = llm(inputs_embeds=torch.cat([page, embeds[:, n_page:]], dim=1)).logits[:, :-1]
         nll = nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
         loss = (nll * w[:, 1:]).sum() / w[:, 1:].sum()
@@ -160,8 +180,11 @@ def _text_batch(tokenizer, cfg: TinyConfig, rng, suffix: dict):
         task = TASK_NAMES[i % len(TASK_NAMES)]
         doc = sample_docs(task, 1, int(rng.integers(2**31)), cfg.page)[0]
         order = rng.permutation(len(doc.qas))[: cfg.qas_per_sequence]
-        seqs.append(text_sequence(tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight,
-                                  cfg.quote_loss_weight))
+        seqs.append(
+            text_sequence(
+                tokenizer, doc, [doc.qas[j] for j in order], suffix[task], cfg.doc_loss_weight, cfg.quote_loss_weight
+            )
+        )
     return _pad(seqs, tokenizer.pad_token_id)
 
 

@@ -67,9 +67,17 @@ class TowerConfig:
 def build_tower(cfg: TowerConfig):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    return SiglipVisionModel(SiglipVisionConfig(
-        hidden_size=cfg.hidden, intermediate_size=cfg.mlp, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
-        image_size=cfg.rows * cfg.cell, patch_size=cfg.cell, num_channels=3))
+    return SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=cfg.hidden,
+            intermediate_size=cfg.mlp,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
+            image_size=cfg.rows * cfg.cell,
+            patch_size=cfg.cell,
+            num_channels=3,
+        )
+    )
 
 
 def _pages(pages: TokenPages, n: int, seed: int):
@@ -86,8 +94,19 @@ def pretrain(vision, pages: TokenPages, cfg: TowerConfig, log=print) -> dict:
     classes = sorted({c for page in cells for c in page})
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([[index[c] for c in page] for page in cells])  # [P, N]
-    head, _ = fit_cell_head(vision, pixels, labels, len(classes), cfg.hidden, cfg.steps, cfg.batch, cfg.lr, cfg.seed,
-                            100, lambda step, loss, acc: log(f"tower step {step:4d}  loss {loss:.4f}"))
+    head, _ = fit_cell_head(
+        vision,
+        pixels,
+        labels,
+        len(classes),
+        cfg.hidden,
+        cfg.steps,
+        cfg.batch,
+        cfg.lr,
+        cfg.seed,
+        100,
+        lambda step, loss, acc: log(f"tower step {step:4d}  loss {loss:.4f}"),
+    )
     # Held-out pages (another seed): a cell is right when the head names its token string.
     test_pixels, test_cells = _pages(pages, cfg.held_out, cfg.seed + 7919)
     with torch.no_grad():
@@ -96,24 +115,45 @@ def pretrain(vision, pages: TokenPages, cfg: TowerConfig, log=print) -> dict:
     flat = [r for page in right for r in page]
     filled = [r for page, cs in zip(right, test_cells) for r, c in zip(page, cs) if c != BLANK]
     unseen = sum(c not in index for page in test_cells for c in page)
-    return {"classes": len(classes), "cell_accuracy": round(sum(flat) / len(flat), 4),
-            "token_cell_accuracy": round(sum(filled) / len(filled), 4), "held_out_cells": len(flat),
-            "held_out_cells_of_unseen_tokens": unseen}
+    return {
+        "classes": len(classes),
+        "cell_accuracy": round(sum(flat) / len(flat), 4),
+        "token_cell_accuracy": round(sum(filled) / len(filled), 4),
+        "held_out_cells": len(flat),
+        "held_out_cells_of_unseen_tokens": unseen,
+    }
 
 
-def prepare(cfg: TowerConfig, pages: TokenPages, out_dir: Path, log=print,
-            command: str = "alignbench prepare --backbone smollm2") -> Path:
+def prepare(
+    cfg: TowerConfig,
+    pages: TokenPages,
+    out_dir: Path,
+    log=print,
+    command: str = "alignbench prepare --backbone smollm2",
+) -> Path:
     t0 = time.time()
     vision = build_tower(cfg)
     log(f"preparing the token-page tower {cfg.key(pages)}: {sum(p.numel() for p in vision.parameters()):,} params")
     stats = pretrain(vision, pages, cfg, log)
     tmp = staging(out_dir)
     vision.save_pretrained(tmp / "vision")
-    manifest = publish_prepared(tmp, out_dir, {
-        "key": cfg.key(pages), "format_version": FORMAT_VERSION, "config": asdict(cfg), "command": command,
-        "seconds": round(time.time() - t0, 1), **stats, "torch": torch.__version__})
-    log(f"prepared in {manifest['seconds']} s (held-out cell accuracy {stats['cell_accuracy']:.4f}, token cells "
-        f"{stats['token_cell_accuracy']:.4f}) -> {out_dir}")
+    manifest = publish_prepared(
+        tmp,
+        out_dir,
+        {
+            "key": cfg.key(pages),
+            "format_version": FORMAT_VERSION,
+            "config": asdict(cfg),
+            "command": command,
+            "seconds": round(time.time() - t0, 1),
+            **stats,
+            "torch": torch.__version__,
+        },
+    )
+    log(
+        f"prepared in {manifest['seconds']} s (held-out cell accuracy {stats['cell_accuracy']:.4f}, token cells "
+        f"{stats['token_cell_accuracy']:.4f}) -> {out_dir}"
+    )
     return out_dir
 
 
@@ -139,11 +179,22 @@ def load_smollm2(cfg: TowerConfig | None = None, log=print) -> Backbone:
         path = prepare(cfg, pages, cache_root() / "backbones" / f"token-tower-{cfg.key(pages)}", log)
     vision = SiglipVisionModel.from_pretrained(path / "vision", local_files_only=True)
     side = cfg.rows * cfg.cell
-    source = {"package": f"{smollm2.PACKAGE}=={smollm2.package_version()}", "file": smollm2.GGUF_NAME,
-              "sha256": llm_info["source_sha256"]}
+    source = {
+        "package": f"{smollm2.PACKAGE}=={smollm2.package_version()}",
+        "file": smollm2.GGUF_NAME,
+        "sha256": llm_info["source_sha256"],
+    }
     key = f"smollm2-{smollm2.entry_key(llm_info['source_sha256'])}-tower-{cfg.key(pages)}"
-    return Backbone.build(vision, llm, tokenizer, functools.partial(glyph_transform, size=(side, side)), key=key,
-                          renderer=pages, source=source, path=str(path))
+    return Backbone.build(
+        vision,
+        llm,
+        tokenizer,
+        functools.partial(glyph_transform, size=(side, side)),
+        key=key,
+        renderer=pages,
+        source=source,
+        path=str(path),
+    )
 
 
 def load(cfg: BackboneConfig, device: str) -> Backbone:

@@ -18,8 +18,12 @@ from . import eval as eval_command
 from . import list as list_command
 from .common import err_console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compare vision-language connectors on the same backbone, data and budget.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compare vision-language connectors on the same backbone, data and budget.",
+)
 app.command("run")(run.run)
 app.command("sweep")(sweep.sweep)
 app.command("tune")(tune.tune)
@@ -53,8 +57,10 @@ def _refuse_unsupported_command() -> None:
 
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     if env_layout()[1] > 1 and command not in DISTRIBUTED_COMMANDS:
-        raise AlignBenchError(f"alignbench {command} runs as one process; start it without torchrun or accelerate "
-                              f"launch (commands that run on several: {', '.join(DISTRIBUTED_COMMANDS)})")
+        raise AlignBenchError(
+            f"alignbench {command} runs as one process; start it without torchrun or accelerate "
+            f"launch (commands that run on several: {', '.join(DISTRIBUTED_COMMANDS)})"
+        )
 
 
 def _error(message: str) -> None:
@@ -68,13 +74,17 @@ def _interrupted() -> None:
     active = sys.modules.get("alignbench.run.resume")
     run_dir = getattr(active, "ACTIVE_RUN", None) if active else None
     hint = f"; continue it with: {active.resume_command(run_dir)}" if run_dir is not None else ""
-    err_console.print(f"[red]interrupted[/red]; results, checkpoints and the leaderboard already written are "
-                      f"intact{escape(hint)}", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[red]interrupted[/red]; results, checkpoints and the leaderboard already written are intact{escape(hint)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # Typer's (and click's) command-line errors, whichever of them this typer raises.
-_CLI_ERRORS = tuple({getattr(typer, "TyperException", None), getattr(sys.modules.get("click"), "ClickException", None)}
-                    - {None})
+_CLI_ERRORS = tuple(
+    {getattr(typer, "TyperException", None), getattr(sys.modules.get("click"), "ClickException", None)} - {None}
+)
 
 
 def main() -> None:
@@ -103,8 +113,10 @@ def main() -> None:
         sys.exit(130)
     except OSError as exc:  # a file-system error no closer handler named: the file, the error, what is intact
         where = f" at {str(exc.filename)!r}" if exc.filename else ""
-        _error(f"file-system error{where}: {exc.strerror or exc}; files already written are intact: free space or "
-               "fix permissions, then run again (an interrupted run continues with --resume)")
+        _error(
+            f"file-system error{where}: {exc.strerror or exc}; files already written are intact: free space or "
+            "fix permissions, then run again (an interrupted run continues with --resume)"
+        )
         sys.exit(2)
     finally:
         if "torch.distributed" in sys.modules:

@@ -30,9 +30,17 @@ def quiet() -> None:
 
 
 def progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def load_plugins(paths: list[Path]) -> None:
@@ -71,15 +79,29 @@ def result_table(results: list[dict]) -> Table:
         table.add_column(col)
     for r in results:
         blind = r.get("blind", {}).get("score")
-        table.add_row(r["connector"], r["task"], r["metric"], f"{100 * r['score']:.1f}", f"{100 * r['stderr']:.1f}",
-                      str(r["n"]), "–" if blind is None else f"{100 * blind:.1f}", f"{r['train_seconds']:.0f}",
-                      Path(r["run_dir"]).name)
+        table.add_row(
+            r["connector"],
+            r["task"],
+            r["metric"],
+            f"{100 * r['score']:.1f}",
+            f"{100 * r['stderr']:.1f}",
+            str(r["n"]),
+            "–" if blind is None else f"{100 * blind:.1f}",
+            f"{r['train_seconds']:.0f}",
+            Path(r["run_dir"]).name,
+        )
     return table
 
 
-def execute(configs: list, output: Path, jobs: int, device: str,
-            checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, feature_cache: bool = True,
-            reuse_from: list[Path] | None = None) -> list[dict]:
+def execute(
+    configs: list,
+    output: Path,
+    jobs: int,
+    device: str,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    feature_cache: bool = True,
+    reuse_from: list[Path] | None = None,
+) -> list[dict]:
     """Run configs in order, in this process (with progress bars) or in `jobs` worker processes."""
     from ..dist.context import context
     from ..plugins import loaded_plugins
@@ -94,11 +116,15 @@ def execute(configs: list, output: Path, jobs: int, device: str,
     reuse_from = [check_reuse_source(Path(r)) for r in reuse_from or []]
     start_processes(configs, device)
     if jobs > 1 and context().enabled:
-        raise AlignBenchError("--jobs above 1 starts worker processes, which cannot join torchrun's; under torchrun or "
-                              "accelerate launch the runs go one after the other on all processes (--jobs 1)")
+        raise AlignBenchError(
+            "--jobs above 1 starts worker processes, which cannot join torchrun's; under torchrun or "
+            "accelerate launch the runs go one after the other on all processes (--jobs 1)"
+        )
     if jobs > 1 and loaded_plugins():
-        raise AlignBenchError("a --plugin is imported in this process only; use --jobs 1, or install the plug-in "
-                              "as a package (entry point) to run it in worker processes")
+        raise AlignBenchError(
+            "a --plugin is imported in this process only; use --jobs 1, or install the plug-in "
+            "as a package (entry point) to run it in worker processes"
+        )
     for cfg in configs:  # fail before any work if any job is invalid
         cfg.validate()
     ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(device), echo, feature_cache)
@@ -107,8 +133,9 @@ def execute(configs: list, output: Path, jobs: int, device: str,
         with progress() as bars:
             for cfg in configs:
                 echo(f"[bold]{cfg.connector} on {cfg.task} (lr {cfg.train.lr or 'default'})[/bold]")
-                results.append(run_pipeline(cfg, output, ws, bars, echo, checkpoint_every=checkpoint_every,
-                                            reuse_from=reuse_from))
+                results.append(
+                    run_pipeline(cfg, output, ws, bars, echo, checkpoint_every=checkpoint_every, reuse_from=reuse_from)
+                )
         return results
     from ..run.parallel import run_parallel
 
@@ -122,14 +149,17 @@ def execute(configs: list, output: Path, jobs: int, device: str,
 
     def report(r):
         blind = f" (blind {100 * r['blind']['score']:.1f})" if "blind" in r else ""
-        echo(f"{r['connector']} on {r['task']}: {100 * r['score']:.1f} ± {100 * r['stderr']:.1f}{blind}, "
-             f"{r['wall_seconds']:.0f} s")
+        echo(
+            f"{r['connector']} on {r['task']}: {100 * r['score']:.1f} ± {100 * r['stderr']:.1f}{blind}, "
+            f"{r['wall_seconds']:.0f} s"
+        )
 
     return run_parallel(configs, output, jobs, on_result=report, feature_cache=feature_cache, reuse_from=reuse_from)
 
 
-def launch_jobs(configs: list, output: Path, launch_cfg, checkpoint_every: int,
-                feature_cache: bool = True) -> tuple[list[dict], list[str]]:
+def launch_jobs(
+    configs: list, output: Path, launch_cfg, checkpoint_every: int, feature_cache: bool = True
+) -> tuple[list[dict], list[str]]:
     """Hand each run to the local or submitit launcher: (results of the runs that finished, failures)."""
     from ..dist.env import env_layout
     from ..plugins import loaded_plugins
@@ -137,11 +167,15 @@ def launch_jobs(configs: list, output: Path, launch_cfg, checkpoint_every: int,
     from ..run.outputs import prepare_output
 
     if env_layout()[1] > 1:
-        raise AlignBenchError(f"--launcher {launch_cfg.launcher} starts its own processes; run the sweep itself as one "
-                              "process (not under torchrun or accelerate launch)")
+        raise AlignBenchError(
+            f"--launcher {launch_cfg.launcher} starts its own processes; run the sweep itself as one "
+            "process (not under torchrun or accelerate launch)"
+        )
     if loaded_plugins():
-        raise AlignBenchError("a --plugin is imported in this process only; install the plug-in as a package (entry "
-                              f"point) to run it through --launcher {launch_cfg.launcher}")
+        raise AlignBenchError(
+            "a --plugin is imported in this process only; install the plug-in as a package (entry "
+            f"point) to run it through --launcher {launch_cfg.launcher}"
+        )
     for cfg in configs:  # fail before submitting anything if any job is invalid
         cfg.validate()
         cfg.train.layout(launch_cfg.world_size)
@@ -157,12 +191,17 @@ def resume_config(ctx: typer.Context, run_dir: Path):
     from ..run.checkpoint_eval import read_run_config
 
     # Sources are compared by name: typer may bring its own copy of click's ParameterSource.
-    given = [name for name in ctx.params
-             if name not in ("resume", "checkpoint_every", "plugin", "feature_cache", "report_to")
-             and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")]
+    given = [
+        name
+        for name in ctx.params
+        if name not in ("resume", "checkpoint_every", "plugin", "feature_cache", "report_to")
+        and getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    ]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise AlignBenchError(f"--resume continues a run with the configuration in its config.json; drop {flags} "
-                              "(or start a new run without --resume)")
+        raise AlignBenchError(
+            f"--resume continues a run with the configuration in its config.json; drop {flags} "
+            "(or start a new run without --resume)"
+        )
     cfg, _ = read_run_config(run_dir)
     return cfg, run_dir.parent.parent

@@ -19,8 +19,9 @@ def cost(cmd: CostCommand) -> None:
     common.quiet()
     common.load_plugins(cmd.session.plugins)
     connectors = connector_names(cmd.selection.connectors)
-    cfg = dataclasses.replace(cmd.cost, connectors=connectors,
-                              connector_args=per_connector(cmd.selection.connector_args, connectors))
+    cfg = dataclasses.replace(
+        cmd.cost, connectors=connectors, connector_args=per_connector(cmd.selection.connector_args, connectors)
+    )
     table = measure_costs(cfg, cmd.output, log=common.echo)
     common.echo(markdown_table(table))
     common.echo(f"cost table: {cmd.output / 'cost.md'}")

@@ -32,31 +32,55 @@ def eval_cmd(cmd: EvalCommand) -> None:
         if value is not None and value < 1:
             raise AlignBenchError(f"--{name} must be at least 1, got {value}")
     run_cfg, _ = read_run_config(checkpoint)
-    data_cfg = dataclasses.replace(run_cfg.data, eval_split="eval", eval_limit=cmd.limit if cmd.limit else None,
-                                   **({"source": cmd.data} if cmd.data else {}))
+    data_cfg = dataclasses.replace(
+        run_cfg.data,
+        eval_split="eval",
+        eval_limit=cmd.limit if cmd.limit else None,
+        **({"source": cmd.data} if cmd.data else {}),
+    )
     output = cmd.output
     if output is None:
         output = checkpoint.resolve().parent.parent if checkpoint.resolve().parent.name == "runs" else DEFAULT_OUTPUT
-    cfg = CheckpointEvalConfig(checkpoint=str(checkpoint), task=cmd.task or run_cfg.task, evaluator=via,
-                               data=data_cfg, eval=dataclasses.replace(cmd.eval, blind=cmd.eval.blind and
-                                                                       via == "alignbench"),
-                               device=cmd.device, lmms_task=cmd.lmms_task, include_path=cmd.include_path)
+    cfg = CheckpointEvalConfig(
+        checkpoint=str(checkpoint),
+        task=cmd.task or run_cfg.task,
+        evaluator=via,
+        data=data_cfg,
+        eval=dataclasses.replace(cmd.eval, blind=cmd.eval.blind and via == "alignbench"),
+        device=cmd.device,
+        lmms_task=cmd.lmms_task,
+        include_path=cmd.include_path,
+    )
     TASKS.get(cfg.task)
     if via == "lmms-eval" and env_layout()[1] > 1:
-        raise AlignBenchError("--via lmms-eval runs in one process (lmms-eval has its own launcher: accelerate launch "
-                              "-m lmms_eval --model alignbench ...); start alignbench eval without torchrun")
+        raise AlignBenchError(
+            "--via lmms-eval runs in one process (lmms-eval has its own launcher: accelerate launch "
+            "-m lmms_eval --model alignbench ...); start alignbench eval without torchrun"
+        )
     common.start_processes([], cmd.device)
     with common.progress() as progress:
         score = None
         if via == "lmms-eval":
             from ..lmms.bridge import evaluate_with_lmms_eval as score
         result = evaluate_checkpoint(cfg, output, progress=progress, log=common.echo, score=score)
-    table = Table("metric", "score", "± stderr", "n", "blind", "run",
-                  title=f"{checkpoint.name} on {result['task']}, scored by {via}")
+    table = Table(
+        "metric",
+        "score",
+        "± stderr",
+        "n",
+        "blind",
+        "run",
+        title=f"{checkpoint.name} on {result['task']}, scored by {via}",
+    )
     blind_score = result.get("blind", {}).get("score")
-    table.add_row(result["metric"], f"{100 * result['score']:.2f}", f"{100 * result['stderr']:.2f}",
-                  str(result["n"]), "–" if blind_score is None else f"{100 * blind_score:.1f}",
-                  Path(result["run_dir"]).name)
+    table.add_row(
+        result["metric"],
+        f"{100 * result['score']:.2f}",
+        f"{100 * result['stderr']:.2f}",
+        str(result["n"]),
+        "–" if blind_score is None else f"{100 * blind_score:.1f}",
+        Path(result["run_dir"]).name,
+    )
     common.echo(table)
     if "alignbench_metric_on_these_predictions" in result:
         same = result["alignbench_metric_on_these_predictions"]

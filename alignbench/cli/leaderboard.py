@@ -13,8 +13,22 @@ from ..errors import AlignBenchError
 from . import common
 from .options import generated
 
-COLUMNS = ("task", "connector", "options", "train tasks", "metric", "score", "± stderr", "n", "blind", "stage", "steps",
-           "seed", "evaluator", "run_id")
+COLUMNS = (
+    "task",
+    "connector",
+    "options",
+    "train tasks",
+    "metric",
+    "score",
+    "± stderr",
+    "n",
+    "blind",
+    "stage",
+    "steps",
+    "seed",
+    "evaluator",
+    "run_id",
+)
 
 
 def _text(r, name: str, default: str = "–") -> str:
@@ -41,8 +55,9 @@ def leaderboard(cmd: LeaderboardCommand) -> None:
         for line in skipped:
             common.echo(f"[yellow]skipped[/yellow] {escape(line)}")
         if not n:
-            raise AlignBenchError(f"no finished run directory under {output / 'runs'}: there is nothing to rebuild "
-                                  "the leaderboard from")
+            raise AlignBenchError(
+                f"no finished run directory under {output / 'runs'}: there is nothing to rebuild the leaderboard from"
+            )
         common.echo(f"rebuilt {output / 'leaderboard.csv'} from {n} run director{'y' if n == 1 else 'ies'}")
     df = read_leaderboard(output / "leaderboard.csv")
     if cmd.task:
@@ -53,9 +68,24 @@ def leaderboard(cmd: LeaderboardCommand) -> None:
         blind = "–" if r.isna().get("blind_score", True) else f"{100 * r.blind_score:.1f}"
         stderr = "–" if r.isna().get("stderr", True) else f"{100 * r.stderr:.1f}"
         evaluator = r.evaluator + (f" ({r.checkpoint})" if isinstance(r.get("checkpoint"), str) else "")
-        rows.append([r.task, r.connector, _text(r, "options"), _text(r, "train_tasks", r.task), r.metric,
-                     f"{100 * r.score:.1f}", stderr, str(r.n), blind, str(r.stage), str(r.steps), str(r.seed),
-                     evaluator, str(r.run_id)])
+        rows.append(
+            [
+                r.task,
+                r.connector,
+                _text(r, "options"),
+                _text(r, "train_tasks", r.task),
+                r.metric,
+                f"{100 * r.score:.1f}",
+                stderr,
+                str(r.n),
+                blind,
+                str(r.stage),
+                str(r.steps),
+                str(r.seed),
+                evaluator,
+                str(r.run_id),
+            ]
+        )
     table = Table(*COLUMNS, title=f"leaderboard ({output / 'leaderboard.csv'})")
     for row in rows:
         table.add_row(*row)
@@ -65,11 +95,30 @@ def leaderboard(cmd: LeaderboardCommand) -> None:
         common.echo(f"written: {cmd.markdown}")
     agg = aggregate_seeds(training_runs(df))
     if (agg.seeds > 1).any():
-        table = Table("task", "connector", "stage", "steps", "lr", "mean", "± std", "seeds", "blind",
-                      title="across seeds (latest run per seed)")
+        table = Table(
+            "task",
+            "connector",
+            "stage",
+            "steps",
+            "lr",
+            "mean",
+            "± std",
+            "seeds",
+            "blind",
+            title="across seeds (latest run per seed)",
+        )
         for _, r in agg.iterrows():
             std = "–" if r.isna()["std"] else f"{100 * r['std']:.1f}"
             blind = "–" if r.isna()["blind"] else f"{100 * r.blind:.1f}"
-            table.add_row(r.task, r.connector, str(r.stage), str(r.steps), f"{r.lr:g}", f"{100 * r['mean']:.1f}", std,
-                          str(r.seeds), blind)
+            table.add_row(
+                r.task,
+                r.connector,
+                str(r.stage),
+                str(r.steps),
+                f"{r.lr:g}",
+                f"{100 * r['mean']:.1f}",
+                std,
+                str(r.seeds),
+                blind,
+            )
         common.echo(table)

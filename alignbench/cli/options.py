@@ -49,10 +49,15 @@ class Flag:
     def help(self) -> str:
         text = self.field.metadata["help"]
         if self.field.metadata.get("recipe"):  # left out: the backbone's recipe, else the default
-            stated = [f"{name}: {recipe[self.field.name]}" for name, recipe in RECIPES.items()
-                      if self.field.name in recipe]
-            text = text.rstrip(".") + f"; default: {self.field.default}" + (f" ({', '.join(stated)})" if stated
-                                                                            else "") + "."
+            stated = [
+                f"{name}: {recipe[self.field.name]}" for name, recipe in RECIPES.items() if self.field.name in recipe
+            ]
+            text = (
+                text.rstrip(".")
+                + f"; default: {self.field.default}"
+                + (f" ({', '.join(stated)})" if stated else "")
+                + "."
+            )
         return text
 
     def typer_param(self) -> tuple[Any, Any]:
@@ -65,8 +70,11 @@ class Flag:
             value = None if f.metadata.get("recipe") else default
         elif self.kind == "comma":
             annotation = str | None if default is None else str
-            value = None if default is None else ",".join(format(v, "g") if isinstance(v, float) else str(v)
-                                                          for v in default)
+            value = (
+                None
+                if default is None
+                else ",".join(format(v, "g") if isinstance(v, float) else str(v) for v in default)
+            )
         else:  # repeated: nothing given is the field's default (empty)
             item = self.item if self.kind == "repeat" else str  # "pairs": KEY=VALUE text
             annotation, value = list[item] | None, None
@@ -110,8 +118,9 @@ def _flag(path: tuple[str, ...], owner: type, f: dataclasses.Field, annotation) 
 
 
 @functools.cache
-def flags(cls: type, only: tuple[str, ...] = (), skip: tuple[str, ...] = (), path: tuple[str, ...] = ()
-          ) -> tuple[Flag, ...]:
+def flags(
+    cls: type, only: tuple[str, ...] = (), skip: tuple[str, ...] = (), path: tuple[str, ...] = ()
+) -> tuple[Flag, ...]:
     """Every option of configuration `cls`, nested groups flattened, in field order."""
     hints = typing.get_type_hints(cls)
     out: list[Flag] = []
@@ -126,8 +135,9 @@ def flags(cls: type, only: tuple[str, ...] = (), skip: tuple[str, ...] = (), pat
     seen: dict[str, Flag] = {}
     for flag in out:
         if flag.param in seen:
-            raise TypeError(f"{cls.__qualname__}: {flag.flag} is declared twice ({seen[flag.param].source} and "
-                            f"{flag.source})")
+            raise TypeError(
+                f"{cls.__qualname__}: {flag.flag} is declared twice ({seen[flag.param].source} and {flag.source})"
+            )
         seen[flag.param] = flag
     return tuple(out)
 
@@ -169,8 +179,11 @@ def generated(cls: type, *, only: tuple[str, ...] = (), skip: tuple[str, ...] = 
         params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
         for flag in flags(cls, only, skip):
             annotation, option = flag.typer_param()
-            params.append(inspect.Parameter(flag.param, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
-                                            annotation=annotation))
+            params.append(
+                inspect.Parameter(
+                    flag.param, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=annotation
+                )
+            )
         callback.__signature__ = inspect.Signature(params)
         callback.__annotations__ = {p.name: p.annotation for p in params}
         callback.__name__, callback.__qualname__, callback.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__

@@ -49,8 +49,9 @@ def _prepare_token_tower(cmd: PrepareCommand, cache, command: str) -> None:
     from ..data.embedded.tokens import TokenPages
 
     if cmd.llm_steps is not None or cmd.soft_input_steps is not None:
-        raise AlignBenchError("--llm-steps and --soft-input-steps are for --backbone tiny; smollm2's LLM is "
-                              "pretrained already")
+        raise AlignBenchError(
+            "--llm-steps and --soft-input-steps are for --backbone tiny; smollm2's LLM is pretrained already"
+        )
     tower = TowerConfig()
     if cmd.vision_steps is not None:
         tower = dataclasses.replace(tower, steps=cmd.vision_steps)

@@ -14,8 +14,10 @@ from ..errors import AlignBenchError
 from . import common
 from .options import generated
 
-probe_app = typer.Typer(no_args_is_help=True, help="Probes on trained runs: feature noise, image corruptions, "
-                        "ALIGN's vocabulary distribution.")
+probe_app = typer.Typer(
+    no_args_is_help=True,
+    help="Probes on trained runs: feature noise, image corruptions, ALIGN's vocabulary distribution.",
+)
 
 
 def _trained(cmd: ProbeCommand):

@@ -22,12 +22,15 @@ def report(cmd: ReportCommand) -> None:
     connectors, tasks = connector_names(cmd.selection.connectors), list(cmd.selection.tasks)
     if plan is not None:
         rows, notes = plan_table(runs, connectors, tasks, plan)
-        table = Table(*[c.replace("Δ", f"{plan:g} points") for c in PLAN_COLUMNS],
-                      title=f"Power plan for a difference of {plan:g} points (from the runs under {runs})")
+        table = Table(
+            *[c.replace("Δ", f"{plan:g} points") for c in PLAN_COLUMNS],
+            title=f"Power plan for a difference of {plan:g} points (from the runs under {runs})",
+        )
         for row in rows:
             table.add_row(*row)
         common.echo(table, *(n.replace("Δ", f"{plan:g} points") for n in notes), sep="\n")
         return
-    path = write_report(runs, cmd.out or runs / "REPORT.md", connectors, tasks,
-                        command="alignbench " + " ".join(sys.argv[1:]))
+    path = write_report(
+        runs, cmd.out or runs / "REPORT.md", connectors, tasks, command="alignbench " + " ".join(sys.argv[1:])
+    )
     common.echo(f"report written: {path}")

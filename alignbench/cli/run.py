@@ -25,8 +25,14 @@ def run(ctx: typer.Context, cmd: RunCommand) -> None:
     cfg.validate()
     common.start_processes([cfg], cfg.device)
     with common.progress() as progress:
-        result = run_pipeline(cfg, output, progress=progress, log=common.echo,
-                              checkpoint_every=cmd.session.checkpoint_every, resume=cmd.resume,
-                              feature_cache=cmd.session.feature_cache)
+        result = run_pipeline(
+            cfg,
+            output,
+            progress=progress,
+            log=common.echo,
+            checkpoint_every=cmd.session.checkpoint_every,
+            resume=cmd.resume,
+            feature_cache=cmd.session.feature_cache,
+        )
     common.echo(common.result_table([result]))
     common.echo(f"leaderboard: {output / 'leaderboard.csv'}")

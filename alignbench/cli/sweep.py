@@ -33,14 +33,23 @@ def sweep(cmd: SweepCommand) -> None:
     t0 = time.time()
     failed: list[str] = []
     if launch_cfg.launcher == "inline":
-        results = common.execute(configs, output, launch_cfg.jobs, cmd.run.device, session.checkpoint_every,
-                                 session.feature_cache, session.reuse_from)
+        results = common.execute(
+            configs,
+            output,
+            launch_cfg.jobs,
+            cmd.run.device,
+            session.checkpoint_every,
+            session.feature_cache,
+            session.reuse_from,
+        )
     elif session.reuse_from:
-        raise AlignBenchError("--reuse-from works with --launcher inline (this process or --jobs workers); "
-                              "drop one of them")
+        raise AlignBenchError(
+            "--reuse-from works with --launcher inline (this process or --jobs workers); drop one of them"
+        )
     else:
-        results, failed = common.launch_jobs(configs, output, launch_cfg, session.checkpoint_every,
-                                             session.feature_cache)
+        results, failed = common.launch_jobs(
+            configs, output, launch_cfg, session.checkpoint_every, session.feature_cache
+        )
     if not common.is_main():
         return  # rank 0 writes the table
     if results:
@@ -52,11 +61,23 @@ def sweep(cmd: SweepCommand) -> None:
     table = comparison_table(board, connectors, tasks)
     csv, md = write_table(output, table, tasks, {t: TASKS.get(t).metric for t in tasks})
     wall = time.time() - t0
-    atomic_write(output / "sweep.json", json.dumps({
-        "command": "alignbench " + " ".join(sys.argv[1:]), "wall_seconds": round(wall, 1),
-        "runs": [Path(r["run_dir"]).name for r in results], "launch": dataclasses.asdict(launch_cfg),
-        "failed": failed, "machine": machine()}, indent=2))
+    atomic_write(
+        output / "sweep.json",
+        json.dumps(
+            {
+                "command": "alignbench " + " ".join(sys.argv[1:]),
+                "wall_seconds": round(wall, 1),
+                "runs": [Path(r["run_dir"]).name for r in results],
+                "launch": dataclasses.asdict(launch_cfg),
+                "failed": failed,
+                "machine": machine(),
+            },
+            indent=2,
+        ),
+    )
     common.echo(f"sweep of {len(results)} runs in {wall:.0f} s; table: {csv}, {md}")
     if failed:
-        raise AlignBenchError(f"{len(failed)} of {len(configs)} jobs failed ({'; '.join(failed)}); the table and the "
-                              "leaderboard hold the runs that finished")
+        raise AlignBenchError(
+            f"{len(failed)} of {len(configs)} jobs failed ({'; '.join(failed)}); the table and the "
+            "leaderboard hold the runs that finished"
+        )

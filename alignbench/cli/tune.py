@@ -27,29 +27,59 @@ def tune(cmd: TuneCommand) -> None:
     common.quiet()
     common.load_plugins(cmd.session.plugins)
     configs = tune_configs(cmd)
-    results = common.execute(configs, cmd.output, cmd.jobs, cmd.run.device, feature_cache=cmd.session.feature_cache,
-                             reuse_from=cmd.session.reuse_from)
-    rows = [{"connector": cfg.connector,
-             "options": " ".join(f"{k}={option_text(v)}" for k, v in cfg.connector_args.items()),
-             "lr": cfg.train.lr, "val_score": r["score"], "val_stderr": r["stderr"], "n": r["n"],
-             "final_loss": r["final_loss"]} for cfg, r in zip(configs, results)]
+    results = common.execute(
+        configs,
+        cmd.output,
+        cmd.jobs,
+        cmd.run.device,
+        feature_cache=cmd.session.feature_cache,
+        reuse_from=cmd.session.reuse_from,
+    )
+    rows = [
+        {
+            "connector": cfg.connector,
+            "options": " ".join(f"{k}={option_text(v)}" for k, v in cfg.connector_args.items()),
+            "lr": cfg.train.lr,
+            "val_score": r["score"],
+            "val_stderr": r["stderr"],
+            "n": r["n"],
+            "final_loss": r["final_loss"],
+        }
+        for cfg, r in zip(configs, results)
+    ]
     if not common.is_main():
         return  # rank 0 writes the search's table
     df = pd.DataFrame(rows)
     best = best_trials(df)
     first = configs[0]
-    title = (f"search on the {first.task} validation split ({first.data.eval_questions} questions): "
-             f"{first.train.steps} steps of {first.train.batch_size} pages, training tasks "
-             f"{'+'.join(first.train_tasks)}, stage {first.train.stage}, data seed {first.data.seed}, init seed "
-             f"{first.train.init_seed}")
+    title = (
+        f"search on the {first.task} validation split ({first.data.eval_questions} questions): "
+        f"{first.train.steps} steps of {first.train.batch_size} pages, training tasks "
+        f"{'+'.join(first.train_tasks)}, stage {first.train.stage}, data seed {first.data.seed}, init seed "
+        f"{first.train.init_seed}"
+    )
     table = Table(*COLUMNS, title=title)
     cells = []
     for i, r in df.iterrows():
-        cells.append([r.connector, r.options or "–", f"{r.lr:g}", f"{100 * r.val_score:.1f}",
-                      f"{100 * r.val_stderr:.1f}", f"{r.final_loss:.3f}", "yes" if i in best.index else ""])
+        cells.append(
+            [
+                r.connector,
+                r.options or "–",
+                f"{r.lr:g}",
+                f"{100 * r.val_score:.1f}",
+                f"{100 * r.val_stderr:.1f}",
+                f"{r.final_loss:.3f}",
+                "yes" if i in best.index else "",
+            ]
+        )
         table.add_row(*cells[-1])
-    md = [f"# {title[0].upper()}{title[1:]}", "", f"`alignbench {' '.join(sys.argv[1:])}`", "",
-          markdown_rows(list(COLUMNS), cells)]
+    md = [
+        f"# {title[0].upper()}{title[1:]}",
+        "",
+        f"`alignbench {' '.join(sys.argv[1:])}`",
+        "",
+        markdown_rows(list(COLUMNS), cells),
+    ]
     common.echo(table)
     output = cmd.output
     atomic_write(output / "lr_search.csv", df.to_csv(index=False))

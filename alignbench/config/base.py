@@ -20,8 +20,10 @@ def from_fields(cls, values: dict):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise AlignBenchError(f"the saved configuration has {cls.__name__} field(s) {unknown} this version does not "
-                              "know; use the AlignBench version that wrote it")
+        raise AlignBenchError(
+            f"the saved configuration has {cls.__name__} field(s) {unknown} this version does not "
+            "know; use the AlignBench version that wrote it"
+        )
     return cls(**values)
 
 
@@ -30,8 +32,15 @@ def from_fields(cls, values: dict):
 # holds it: its flag (the field's name, or `flag`), its help and its default are stated here once.
 
 
-def opt(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, example: str | None = None,
-        recipe: bool = False, repeat: bool = False):
+def opt(
+    default=dataclasses.MISSING,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    example: str | None = None,
+    recipe: bool = False,
+    repeat: bool = False,
+):
     """A field that is a command-line option.
 
     `flag`: the option's name when it is not the field's; `example`: shown when a value does not parse (KEY=VALUE

@@ -34,8 +34,11 @@ class CostConfig:
         for name in self.connectors:
             parse_connector_args(CONNECTORS.get(name), self.connector_args.get(name))
         TASKS.get(self.task)
-        for flag, value in (("--tiles", self.tiles), ("--train-steps", self.train_steps),
-                            ("--eval-samples", self.eval_samples)):
+        for flag, value in (
+            ("--tiles", self.tiles),
+            ("--train-steps", self.train_steps),
+            ("--eval-samples", self.eval_samples),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise AlignBenchError(f"{flag} must be at least 1, got {value!r}")
 

@@ -11,8 +11,9 @@ from .base import opt
 
 @dataclass
 class PrepareCommand:
-    backbone: str = opt("tiny", "'tiny' (tower and LLM) or 'smollm2' (its token-page tower; the LLM is converted from "
-                        "its package).")
+    backbone: str = opt(
+        "tiny", "'tiny' (tower and LLM) or 'smollm2' (its token-page tower; the LLM is converted from its package)."
+    )
     output: Path | None = opt(None, "Write here instead of the user cache.")
     llm_steps: int | None = opt(None, "Override the LLM pretraining steps (reduced-budget check).")
     vision_steps: int | None = opt(None, "Override the vision pretraining steps.")

@@ -32,8 +32,10 @@ class NoiseProbeCommand(ProbeCommand):
     """`alignbench probe noise`: Gaussian noise on the vision features at evaluation time."""
 
     sigmas: list[float] = opt([0.0, 0.5, 1.0, 3.0], "Comma-separated noise levels; 0 = clean.", example="0,0.5,1,3")
-    sigma_mode: str = opt("absolute", "'absolute' (F + N(0, σ²), the paper's σ = 3) or 'relative' (σ times the clean "
-                          "features' standard deviation).")
+    sigma_mode: str = opt(
+        "absolute",
+        "'absolute' (F + N(0, σ²), the paper's σ = 3) or 'relative' (σ times the clean features' standard deviation).",
+    )
     noise_seed: int = opt(0, "Seed of the noise (the same noise for every connector).")
 
     def validate(self) -> None:
@@ -52,8 +54,10 @@ class NoiseProbeCommand(ProbeCommand):
 class ImageProbeCommand(ProbeCommand):
     """`alignbench probe image`: image corruptions a scanner makes, applied before the vision tower."""
 
-    corruptions: str = opt("blur,jpeg,downscale,rotate,pixel", "NAME[:SEVERITY 1-3], comma-separated (blur, jpeg, "
-                           "downscale, rotate, pixel; severity 2 by default).")
+    corruptions: str = opt(
+        "blur,jpeg,downscale,rotate,pixel",
+        "NAME[:SEVERITY 1-3], comma-separated (blur, jpeg, downscale, rotate, pixel; severity 2 by default).",
+    )
 
 
 @dataclass
@@ -62,8 +66,9 @@ class VocabProbeCommand:
 
     run: Path = opt(help="An ALIGN run directory (with connector.safetensors).")
     docs: int = opt(100, "Pages whose patches are averaged.")
-    top_k: list[int] = opt([5, 10, 20, 50], "Comma-separated vocabulary sizes for the pruning experiment.",
-                           example="5,10,20")
+    top_k: list[int] = opt(
+        [5, 10, 20, 50], "Comma-separated vocabulary sizes for the pruning experiment.", example="5,10,20"
+    )
     output: Path | None = opt(None, "Where probes/ goes (default: the run's output directory).")
     device: str = same_as(RunConfig, "device")
 

@@ -28,8 +28,9 @@ class RunConfig:
     task: str = opt("docvqa", "Task name (see `alignbench list`).")
     # The connector's options that differ from its defaults, typed (`alignbench.connector.connector_options`
     # parses `--connector-arg KEY=VALUE` text once, where it enters)
-    connector_args: dict[str, Any] = opt({}, "Connector option KEY=VALUE (repeatable).", flag="connector-arg",
-                                         example="num_latents=32")
+    connector_args: dict[str, Any] = opt(
+        {}, "Connector option KEY=VALUE (repeatable).", flag="connector-arg", example="num_latents=32"
+    )
     backbone: BackboneConfig = group(BackboneConfig)
     data: DataConfig = group(DataConfig)
     train: TrainConfig = group(TrainConfig)
@@ -53,8 +54,10 @@ class RunConfig:
         if len(set(self.train_tasks)) != len(self.train_tasks):
             raise AlignBenchError(f"--train-tasks {','.join(self.train_tasks)} names a task twice; name each once")
         if self.data.train_source is not None and len(self.train_tasks) > 1:
-            raise AlignBenchError("--train-data names one training set, but --train-tasks names several tasks; "
-                                  "leave --train-data out to train on each task's own training set")
+            raise AlignBenchError(
+                "--train-data names one training set, but --train-tasks names several tasks; "
+                "leave --train-data out to train on each task's own training set"
+            )
         connector_options(CONNECTORS.get(self.connector), self.connector_args)
         self.backbone.validate()
         self.data.validate()
@@ -78,10 +81,17 @@ class RunConfig:
         """Rebuild from a dumped config.json (fields added since it was written take their defaults). Files written
         before the options were typed hold them as text: their typed values are the ones the run used, which its
         `connector_config` records."""
-        return cls(connector=d["connector"], task=d["task"], connector_args=_typed_args(d),
-                   backbone=from_fields(BackboneConfig, d["backbone"]), data=from_fields(DataConfig, d["data"]),
-                   train=from_fields(TrainConfig, d["train"]), eval=from_fields(EvalConfig, d["eval"]),
-                   device=d.get("device", "auto"), parallel=from_fields(ParallelConfig, d.get("parallel", {})))
+        return cls(
+            connector=d["connector"],
+            task=d["task"],
+            connector_args=_typed_args(d),
+            backbone=from_fields(BackboneConfig, d["backbone"]),
+            data=from_fields(DataConfig, d["data"]),
+            train=from_fields(TrainConfig, d["train"]),
+            eval=from_fields(EvalConfig, d["eval"]),
+            device=d.get("device", "auto"),
+            parallel=from_fields(ParallelConfig, d.get("parallel", {})),
+        )
 
 
 def option_text(value: Any) -> str:
@@ -100,8 +110,10 @@ def read_saved_config(run_dir: Path) -> dict:
     not a JSON object, is one message."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise AlignBenchError(f"{str(run_dir)!r} is not a run directory (no config.json); give OUTPUT/runs/RUN_ID, "
-                              "as printed when the run started")
+        raise AlignBenchError(
+            f"{str(run_dir)!r} is not a run directory (no config.json); give OUTPUT/runs/RUN_ID, "
+            "as printed when the run started"
+        )
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -139,8 +151,9 @@ class RunCommand:
 
     run: RunConfig = group(RunConfig)
     output: Path = opt(DEFAULT_OUTPUT, "Where run directories and leaderboard.csv go.")
-    resume: Path | None = opt(None, "Continue an interrupted run: its directory OUTPUT/runs/RUN_ID, with the "
-                              "configuration saved there.")
+    resume: Path | None = opt(
+        None, "Continue an interrupted run: its directory OUTPUT/runs/RUN_ID, with the configuration saved there."
+    )
     session: Session = group(Session, skip=("reuse_from",))
 
 
@@ -149,17 +162,24 @@ class EvalCommand:
     """`alignbench eval`: which trained run, scored on what and by which evaluator (`CheckpointEvalConfig` once the
     run's own configuration is read)."""
 
-    checkpoint: Path = opt(help="A run directory (OUTPUT/runs/RUN_ID) with its config.json and trained weights; the "
-                           "model is rebuilt from it alone.")
+    checkpoint: Path = opt(
+        help="A run directory (OUTPUT/runs/RUN_ID) with its config.json and trained weights; the "
+        "model is rebuilt from it alone."
+    )
     task: str | None = opt(None, "Task to score (default: the task the run trained on).")
-    via: str = opt("alignbench", "'alignbench' (this project's evaluation) or 'lmms-eval' (lmms-eval's task "
-                   "definition, in this process; needs the lmms-eval extra).")
+    via: str = opt(
+        "alignbench",
+        "'alignbench' (this project's evaluation) or 'lmms-eval' (lmms-eval's task "
+        "definition, in this process; needs the lmms-eval extra).",
+    )
     data: str | None = opt(None, DATA_HELP + " Default: the run's own evaluation source.")
     limit: int | None = same_as(DataConfig, "eval_limit")
-    output: Path | None = opt(None, "Where the evaluation's directory and leaderboard row go (default: the run's own "
-                              "output directory).")
-    lmms_task: str | None = opt(None, "lmms-eval task whose definition scores it (default: the task's counterpart, "
-                                "e.g. docvqa_val).")
+    output: Path | None = opt(
+        None, "Where the evaluation's directory and leaderboard row go (default: the run's own output directory)."
+    )
+    lmms_task: str | None = opt(
+        None, "lmms-eval task whose definition scores it (default: the task's counterpart, e.g. docvqa_val)."
+    )
     include_path: str | None = opt(None, "Folder of extra lmms-eval task YAML files (lmms-eval's --include_path).")
     device: str = same_as(RunConfig, "device")
     eval: EvalConfig = group(EvalConfig)

@@ -19,13 +19,15 @@ TASKS_DEFAULT = ["docvqa", "infovqa", "chartqa"]
 class Selection:
     """The connectors (and tasks) a command of many runs covers, with their options."""
 
-    connectors: list[str] = opt(["all"], "Comma-separated connectors; 'all': every built-in connector, in table "
-                                "order.")
+    connectors: list[str] = opt(["all"], "Comma-separated connectors; 'all': every built-in connector, in table order.")
     tasks: list[str] = opt(TASKS_DEFAULT, "Comma-separated tasks.")
     # Parsed per connector where the connectors are known (`alignbench.run.sweep.per_connector`)
     connector_args: list[str] = opt([], "CONNECTOR.OPTION=VALUE (repeatable).", flag="connector-arg", repeat=True)
-    tuned: Path | None = opt(None, "An `alignbench tune` search table (lr_search.csv): each connector trains with its "
-                             "best trial's learning rate and options (--lr and --connector-arg still win).")
+    tuned: Path | None = opt(
+        None,
+        "An `alignbench tune` search table (lr_search.csv): each connector trains with its "
+        "best trial's learning rate and options (--lr and --connector-arg still win).",
+    )
 
 
 @dataclass
@@ -36,12 +38,19 @@ class SweepCommand:
     # Every option of a run but what the sweep chooses itself (connector, task, training tasks) and the evaluation
     # (every pair is scored with the blind baseline, 64 questions a batch)
     run: RunConfig = group(RunConfig, skip=("connector", "task", "connector_args", "eval", "data.train_tasks"))
-    train_tasks: list[str] | None = opt(None, "Tasks whose training splits train every connector (mixed, a step from "
-                                        "each in turn); default: the sweep's tasks, so each connector trains once "
-                                        "and is scored on every task. 'each': every pair trains on its own task's "
-                                        "split.")
-    seeds: list[int] | None = opt(None, "Comma-separated seeds, each a full sweep (data seed s, init seed init_seed "
-                                  "+ s); the table reports mean ± std over seeds.", example="0,1,2")
+    train_tasks: list[str] | None = opt(
+        None,
+        "Tasks whose training splits train every connector (mixed, a step from "
+        "each in turn); default: the sweep's tasks, so each connector trains once "
+        "and is scored on every task. 'each': every pair trains on its own task's "
+        "split.",
+    )
+    seeds: list[int] | None = opt(
+        None,
+        "Comma-separated seeds, each a full sweep (data seed s, init seed init_seed "
+        "+ s); the table reports mean ± std over seeds.",
+        example="0,1,2",
+    )
     output: Path = opt(DEFAULT_OUTPUT, "Where run directories, leaderboard.csv and table.{csv,md} go.")
     launch: LaunchConfig = group(LaunchConfig)
     session: Session = group(Session)
@@ -56,8 +65,11 @@ class TuneCommand:
     # The search's own learning rates replace --lr; the validation split is scored without the blind baseline
     run: RunConfig = group(RunConfig, skip=("connector", "connector_args", "eval", "train.lr"))
     lrs: list[float] = opt([1e-3, 3e-3, 1e-2], "Comma-separated connector learning rates to try.", example="1e-3,3e-3")
-    grid: list[str] = opt([], "CONNECTOR.OPTION=V1,V2,... (repeatable): values of a connector option to try, each "
-                          "with every learning rate.", repeat=True)
+    grid: list[str] = opt(
+        [],
+        "CONNECTOR.OPTION=V1,V2,... (repeatable): values of a connector option to try, each with every learning rate.",
+        repeat=True,
+    )
     jobs: int = opt(1, "Parallel worker processes (CPU: one per core is fastest).")
     output: Path = opt(DEFAULT_OUTPUT / "tune", "Where the search's runs and lr_search.{csv,md} go.")
     session: Session = group(Session, skip=("checkpoint_every",))

@@ -30,13 +30,19 @@ class BatchOrder:
         return batch
 
     def state_dict(self) -> dict:
-        return {"n": self.n, "batch_size": self.batch_size, "generator": self.rng.bit_generator.state,
-                "pending": list(self.pending)}
+        return {
+            "n": self.n,
+            "batch_size": self.batch_size,
+            "generator": self.rng.bit_generator.state,
+            "pending": list(self.pending),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if (state["n"], state["batch_size"]) != (self.n, self.batch_size):
-            raise AlignBenchError(f"saved data order is for {state['n']} pages in batches of {state['batch_size']}, "
-                                  f"not {self.n} in batches of {self.batch_size}; start a new run")
+            raise AlignBenchError(
+                f"saved data order is for {state['n']} pages in batches of {state['batch_size']}, "
+                f"not {self.n} in batches of {self.batch_size}; start a new run"
+            )
         self.rng.bit_generator.state = state["generator"]
         self.pending = [int(i) for i in state["pending"]]
 

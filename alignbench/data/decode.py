@@ -78,8 +78,11 @@ def decode(blob: bytes):
             image = Image.open(io.BytesIO(blob))
             pixels = image.size[0] * image.size[1]
             if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
-                return None, ("image too large", f"{image.size[0]}x{image.size[1]} pixels, over PIL's "
-                                                 f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}")
+                return None, (
+                    "image too large",
+                    f"{image.size[0]}x{image.size[1]} pixels, over PIL's "
+                    f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}",
+                )
             image.load()
             try:
                 return to_rgb(image), None

@@ -100,8 +100,7 @@ def tiling_description(backbone) -> dict:
     if tiles <= 1:
         return {"max_tiles": 1}
     code = "".join(inspect.getsource(f) for f in (tiling.tile_grid, tiling.tile_image))
-    return {"max_tiles": tiles, "tile_size": backbone.tile_size,
-            "code": hashlib.sha256(code.encode()).hexdigest()}
+    return {"max_tiles": tiles, "tile_size": backbone.tile_size, "code": hashlib.sha256(code.encode()).hexdigest()}
 
 
 def vision_digest(vision: torch.nn.Module) -> str:
@@ -144,9 +143,17 @@ def feature_key(backbone, images: list, device: str) -> str:
         VISION_DIGESTS[backbone.vision] = vision_digest(backbone.vision)
     transform = describe_transform(backbone.image_transform)
     preprocessing = {"transform": transform} if transform else {"pixels": _pixels_digest(backbone, images)}
-    parts = {"format": FORMAT, "vision": VISION_DIGESTS[backbone.vision], **preprocessing,
-             "tiling": tiling_description(backbone), "images": images_digest(images), "n": len(images),
-             "batch": ENCODE_BATCH, "device": torch.device(device).type, "versions": _library_versions()}
+    parts = {
+        "format": FORMAT,
+        "vision": VISION_DIGESTS[backbone.vision],
+        **preprocessing,
+        "tiling": tiling_description(backbone),
+        "images": images_digest(images),
+        "n": len(images),
+        "batch": ENCODE_BATCH,
+        "device": torch.device(device).type,
+        "versions": _library_versions(),
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -155,8 +162,11 @@ def _library_versions() -> dict:
     import PIL
     import transformers
 
-    return {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
-            "pillow": PIL.__version__}
+    return {
+        "torch": torch.__version__.split("+")[0],
+        "transformers": transformers.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
 def _tensor_digest(*tensors: torch.Tensor) -> str:
@@ -208,12 +218,16 @@ class FeatureCache:
         from safetensors.torch import save_file
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        tensors = {"features": features.values, "lengths": features.lengths} if isinstance(features, PatchBatch) \
+        tensors = (
+            {"features": features.values, "lengths": features.lengths}
+            if isinstance(features, PatchBatch)
             else {"features": features}
+        )
         tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
         with atomic_path(self.path(key)) as tmp:
-            save_file(tensors, str(tmp), metadata={"key": key, "sha256": _tensor_digest(*tensors.values()),
-                                                   "format": FORMAT})
+            save_file(
+                tensors, str(tmp), metadata={"key": key, "sha256": _tensor_digest(*tensors.values()), "format": FORMAT}
+            )
 
     def _lock(self, key: str):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -234,8 +248,10 @@ class FeatureCache:
                         self.write(key, features)
                         return features, False
             except OSError as exc:  # an unwritable cache slows runs down, it does not stop them
-                self.log(f"feature cache: cannot write to {self.dir} ({exc.strerror or exc}); the features are "
-                         "computed and not cached")
+                self.log(
+                    f"feature cache: cannot write to {self.dir} ({exc.strerror or exc}); the features are "
+                    "computed and not cached"
+                )
                 return compute_features(backbone, images, device), False
         self.hits += 1
         return found, True
@@ -249,8 +265,11 @@ def _shape_problem(features: torch.Tensor, lengths: torch.Tensor | None, backbon
     if lengths is None:
         whole = patches % backbone.num_patches == 0 and patches <= backbone.max_patches
         return None if patches and whole else f"it holds {patches} patches per page, not whole tiles"
-    if lengths.dtype != torch.long or tuple(lengths.shape) != (n,) or not bool(
-            ((lengths > 0) & (lengths <= patches) & (lengths % backbone.num_patches == 0)).all()):
+    if (
+        lengths.dtype != torch.long
+        or tuple(lengths.shape) != (n,)
+        or not bool(((lengths > 0) & (lengths <= patches) & (lengths % backbone.num_patches == 0)).all())
+    ):
         return "its patch counts do not fit its features"
     return None
 

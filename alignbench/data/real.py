@@ -19,27 +19,34 @@ def parse_source(spec: str, split: str) -> Source:
     rest, _, at = spec.partition("@")
     ref, _, config = rest.partition(":")
     if not ref:
-        raise AlignBenchError(f"data source {spec!r} names no dataset; use hf, embedded, a dataset id "
-                              "(ID[:CONFIG][@SPLIT]) or a local path")
+        raise AlignBenchError(
+            f"data source {spec!r} names no dataset; use hf, embedded, a dataset id "
+            "(ID[:CONFIG][@SPLIT]) or a local path"
+        )
     return Source(ref, config or None, at or split)
 
 
 def resolve_source(task: Task, split: str, cfg: DataConfig) -> Source:
     """Where `split` of `task` comes from: the task's own datasets for "hf", else the given dataset."""
     if not task.hf_path and "hf" in (cfg.source, cfg.train_source):
-        raise AlignBenchError(f"task {task.name!r} exists as an embedded set only; use --data embedded (or give a "
-                              "dataset in its schema)")
+        raise AlignBenchError(
+            f"task {task.name!r} exists as an embedded set only; use --data embedded (or give a dataset in its schema)"
+        )
     if split == "train":
         spec = cfg.train_source or cfg.source
         if spec == "hf":
             if task.train_source is None:
-                raise AlignBenchError(f"task {task.name!r} has no default training set; pass --train-data with a "
-                                      f"dataset in the {task.hf_path} schema (a hub id or a local path)")
+                raise AlignBenchError(
+                    f"task {task.name!r} has no default training set; pass --train-data with a "
+                    f"dataset in the {task.hf_path} schema (a hub id or a local path)"
+                )
             return task.train_source
         source = parse_source(spec, "train")
         if cfg.train_source is None and _single_split(source):
-            raise AlignBenchError(f"--data {spec} holds a single split, so training would use the evaluation rows; "
-                                  "pass --train-data with a training set (or --train-data hf)")
+            raise AlignBenchError(
+                f"--data {spec} holds a single split, so training would use the evaluation rows; "
+                "pass --train-data with a training set (or --train-data hf)"
+            )
         return source
     if cfg.source == "hf":
         return task.eval_source
@@ -48,8 +55,9 @@ def resolve_source(task: Task, split: str, cfg: DataConfig) -> Source:
 
 def _single_split(source: Source) -> bool:
     path = Path(source.path)
-    return path.exists() and (path.is_file() or (path / "dataset_info.json").is_file()
-                              or (path / "state.json").is_file())
+    return path.exists() and (
+        path.is_file() or (path / "dataset_info.json").is_file() or (path / "state.json").is_file()
+    )
 
 
 def load_source(source: Source, task: Task):
@@ -60,8 +68,10 @@ def load_source(source: Source, task: Task):
     path = Path(source.path).expanduser()
     local = is_local(source.path)
     if not local and looks_like_path(source.path):
-        raise AlignBenchError(f"dataset {source.path!r} not found; give a save_to_disk folder, parquet file(s) or a "
-                              "downloaded dataset repository, or a Hugging Face id")
+        raise AlignBenchError(
+            f"dataset {source.path!r} not found; give a save_to_disk folder, parquet file(s) or a "
+            "downloaded dataset repository, or a Hugging Face id"
+        )
     if local:
         _inspect_local(path, source, task)
     online, why = (True, "") if local else hub_status()
@@ -70,16 +80,25 @@ def load_source(source: Source, task: Task):
             ds = _load(path if local else source.path, source, local)
     except (ConnectionError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as exc:
         if not local and not online:
-            raise AlignBenchError("cannot load " + missing_message(
-                "dataset", source.path, why, f"pass --data / --train-data with a local copy (a save_to_disk "
-                f"folder or parquet files in the {task.hf_path} schema)")) from None
+            raise AlignBenchError(
+                "cannot load "
+                + missing_message(
+                    "dataset",
+                    source.path,
+                    why,
+                    f"pass --data / --train-data with a local copy (a save_to_disk "
+                    f"folder or parquet files in the {task.hf_path} schema)",
+                )
+            ) from None
         raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
     except ValueError as exc:  # an unknown config or split
         raise AlignBenchError(f"cannot load dataset {source.describe()}: {_one_line(exc)}") from None
     except datasets.exceptions.DatasetGenerationError as exc:
         cause = exc.__cause__ or exc
-        raise AlignBenchError(f"cannot read dataset {source.describe()}: {_one_line(cause)}; expected data in the "
-                              f"{task.name} schema ({task.hf_path or 'see alignbench list'})") from None
+        raise AlignBenchError(
+            f"cannot read dataset {source.describe()}: {_one_line(cause)}; expected data in the "
+            f"{task.name} schema ({task.hf_path or 'see alignbench list'})"
+        ) from None
     return ds
 
 
@@ -90,17 +109,25 @@ def _inspect_local(path: Path, source: Source, task: Task) -> None:
     """A local source checked before `datasets` reads it, so that each way it can be wrong is one message naming
     the path, what was found and what was expected (datasets would say "Unknown split", "corresponds to no
     data", or raise a generation error after logging a line of its own)."""
-    expected = (f"expected a save_to_disk folder, parquet / arrow / JSON files or a downloaded dataset repository "
-                f"with rows in the {task.name} schema")
+    expected = (
+        f"expected a save_to_disk folder, parquet / arrow / JSON files or a downloaded dataset repository "
+        f"with rows in the {task.name} schema"
+    )
     if path.is_dir() and any((path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
         return  # a save_to_disk folder: datasets checks its own files
     if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in DATA_SUFFIXES
-                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
+        files = sorted(
+            f
+            for f in path.rglob("*")
+            if f.is_file()
+            and f.suffix in DATA_SUFFIXES
+            and not any(part.startswith(".") for part in f.relative_to(path).parts)
+        )
         if not files:
             found = sorted(f.name for f in path.iterdir())[:5]
-            raise AlignBenchError(f"dataset folder {str(path)!r} holds no data files (found: "
-                                  f"{', '.join(found) or 'nothing'}); {expected}")
+            raise AlignBenchError(
+                f"dataset folder {str(path)!r} holds no data files (found: {', '.join(found) or 'nothing'}); {expected}"
+            )
     else:
         files = [path]
     parquet = [f for f in files if f.suffix == ".parquet"]
@@ -118,8 +145,9 @@ def _parquet_rows(path: Path, expected: str) -> int:
     try:
         return pq.ParquetFile(str(path)).metadata.num_rows
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: the file is not a readable parquet file
-        raise AlignBenchError(f"{str(path)!r} is not a readable parquet file ({_one_line(exc)[:120]}); "
-                              f"{expected}") from None
+        raise AlignBenchError(
+            f"{str(path)!r} is not a readable parquet file ({_one_line(exc)[:120]}); {expected}"
+        ) from None
 
 
 def with_task_columns(ds, task: Task):
@@ -135,8 +163,11 @@ def _one_line(exc: BaseException) -> str:
 def _load(ref, source: Source, local: bool):
     import datasets
 
-    if local and ref.is_dir() and any((ref / f).is_file() for f in ("dataset_info.json", "state.json",
-                                                                     "dataset_dict.json")):
+    if (
+        local
+        and ref.is_dir()
+        and any((ref / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    ):
         ds = datasets.load_from_disk(str(ref))
         if isinstance(ds, datasets.DatasetDict):
             if source.split not in ds:

@@ -48,8 +48,14 @@ class Split:
 
 
 # Why a row is left out (counted in results.json as `n_skipped` / `skipped`).
-SKIP_REASONS = ("missing image", "unreadable image", "image too large", "empty question", "no gold answers",
-                "answers not text")
+SKIP_REASONS = (
+    "missing image",
+    "unreadable image",
+    "image too large",
+    "empty question",
+    "no gold answers",
+    "answers not text",
+)
 
 
 class LazyImages:
@@ -68,8 +74,10 @@ class LazyImages:
         blob, problem = image_bytes(self.raw[self.rows[i]]["image"])
         image, failure = decode(blob) if blob is not None else (None, problem)
         if image is None:  # it decoded when the split was loaded: the file changed since
-            raise AlignBenchError(f"page {i} (row {self.rows[i]}) can no longer be read ({failure[1]}); "
-                                  "the dataset changed during the run, start it again")
+            raise AlignBenchError(
+                f"page {i} (row {self.rows[i]}) can no longer be read ({failure[1]}); "
+                "the dataset changed during the run, start it again"
+            )
         return image
 
 
@@ -80,8 +88,16 @@ def subset(n: int, limit: int | None, seed: int) -> list[int] | None:
     return sorted(np.random.default_rng(seed).choice(n, size=limit, replace=False).tolist())
 
 
-def to_split(ds, task: Task, limit: int | None = None, source: str | None = None, *, limit_seed: int = 0,
-             lazy_images: bool = False, need_split_field: bool = True) -> Split:
+def to_split(
+    ds,
+    task: Task,
+    limit: int | None = None,
+    source: str | None = None,
+    *,
+    limit_seed: int = 0,
+    lazy_images: bool = False,
+    need_split_field: bool = True,
+) -> Split:
     """Rows -> unique images + samples; unusable rows are skipped and counted (`Split.skipped`).
 
     `limit` keeps a subset of that many rows, picked by `limit_seed`. With `lazy_images`, pages are checked
@@ -96,8 +112,9 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
     needed = {"image", task.question_field, task.answers_field} | ({split_field} if split_field else set())
     missing = sorted(needed - set(ds.column_names))
     if missing:
-        raise AlignBenchError(f"{source} lacks column(s) {missing}; it has {ds.column_names}. "
-                              f"Use a dataset in the {task.hf_path} schema.")
+        raise AlignBenchError(
+            f"{source} lacks column(s) {missing}; it has {ds.column_names}. Use a dataset in the {task.hf_path} schema."
+        )
     rows = subset(len(ds), limit, limit_seed)
     if rows is not None:
         ds = ds.select(rows)
@@ -106,8 +123,10 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
     try:
         raw = ds.cast_column("image", ImageFeature(decode=False))
     except Exception as exc:  # pyarrow and datasets raise several types for an impossible cast
-        raise AlignBenchError(f"{source}: column 'image' holds {ds.features['image']}, not images "
-                              f"({type(exc).__name__}); use a dataset in the {task.hf_path} schema") from None
+        raise AlignBenchError(
+            f"{source}: column 'image' holds {ds.features['image']}, not images "
+            f"({type(exc).__name__}); use a dataset in the {task.hf_path} schema"
+        ) from None
     index: dict[str, int | tuple[str, str]] = {}  # content digest -> image index, or why it is unusable
     images, samples, skipped = [], [], []
     for i, row in enumerate(raw):
@@ -138,8 +157,11 @@ def to_split(ds, task: Task, limit: int | None = None, source: str | None = None
             continue
         samples.append(Sample(index[digest], question, answers, _split_value(ds, split_field, row), uid))
     answers_feature = ds.features.get(task.answers_field)
-    is_list = isinstance(answers_feature, (list, tuple)) or type(answers_feature).__name__ in ("List", "LargeList",
-                                                                                                 "Sequence")
+    is_list = isinstance(answers_feature, (list, tuple)) or type(answers_feature).__name__ in (
+        "List",
+        "LargeList",
+        "Sequence",
+    )
     split = Split(LazyImages(raw, images) if lazy_images else images, samples, skipped, is_list)
     if not samples:
         counts = ", ".join(f"{n} {r}" for r, n in split.skip_counts().items())
@@ -165,12 +187,26 @@ def load_split(task: Task, split: str, cfg: DataConfig, spec: PageSpec, cache: P
     limit = cfg.train_limit if split == "train" else cfg.eval_limit
     if cfg.embedded_for(split):
         ds = embedded_dataset(task.name, split, cfg, spec, cache, renderer)
-        return to_split(ds, task, limit, source=f"embedded {task.name}/{split} set", limit_seed=cfg.limit_seed,
-                        need_split_field=split != "train")
+        return to_split(
+            ds,
+            task,
+            limit,
+            source=f"embedded {task.name}/{split} set",
+            limit_seed=cfg.limit_seed,
+            need_split_field=split != "train",
+        )
     if split == "val":
-        raise AlignBenchError("the validation split of the learning-rate search exists for the embedded sets only; "
-                              "use --data embedded")
+        raise AlignBenchError(
+            "the validation split of the learning-rate search exists for the embedded sets only; use --data embedded"
+        )
     source = resolve_source(task, split, cfg)
     ds = load_source(source, task)
-    return to_split(ds, task, limit, source=source.describe(), limit_seed=cfg.limit_seed, lazy_images=True,
-                    need_split_field=split != "train")
+    return to_split(
+        ds,
+        task,
+        limit,
+        source=source.describe(),
+        limit_seed=cfg.limit_seed,
+        lazy_images=True,
+        need_split_field=split != "train",
+    )

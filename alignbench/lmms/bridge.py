@@ -42,11 +42,16 @@ def task_definition(name: str, include_path: str | None) -> Path:
     entry = manager.task_index.get(name)
     if entry is None:
         close = [t for t in manager.all_subtasks if name.split("_")[0] in t][:8]
-        raise AlignBenchError(f"lmms-eval has no task {name!r}" + (f" (similar: {', '.join(close)})" if close else "")
-                              + "; pass --lmms-task with one of its tasks, or --include-path with your task folder")
+        raise AlignBenchError(
+            f"lmms-eval has no task {name!r}"
+            + (f" (similar: {', '.join(close)})" if close else "")
+            + "; pass --lmms-task with one of its tasks, or --include-path with your task folder"
+        )
     if entry.get("type") != "task" or not entry.get("yaml_path") or entry["yaml_path"] == -1:
-        raise AlignBenchError(f"lmms-eval's {name!r} is a {entry.get('type')}, not a single task; pass --lmms-task "
-                              "with one of its tasks (e.g. docvqa_val)")
+        raise AlignBenchError(
+            f"lmms-eval's {name!r} is a {entry.get('type')}, not a single task; pass --lmms-task "
+            "with one of its tasks (e.g. docvqa_val)"
+        )
     return Path(entry["yaml_path"])
 
 
@@ -74,29 +79,37 @@ def write_rows(split, task: Task, folder: Path) -> None:
         columns["image"].append({"bytes": pngs[s.image], "path": None})
         if task.split_field:
             columns[task.split_field].append(s.split)
-    features = datasets.Features({
-        "questionId": datasets.Value("string"), task.question_field: datasets.Value("string"),
-        task.answers_field: datasets.Sequence(datasets.Value("string")) if split.answers_are_lists
-        else datasets.Value("string"),
-        "image": datasets.Image(), **({task.split_field: datasets.Value("string")} if task.split_field else {})})
+    features = datasets.Features(
+        {
+            "questionId": datasets.Value("string"),
+            task.question_field: datasets.Value("string"),
+            task.answers_field: datasets.Sequence(datasets.Value("string"))
+            if split.answers_are_lists
+            else datasets.Value("string"),
+            "image": datasets.Image(),
+            **({task.split_field: datasets.Value("string")} if task.split_field else {}),
+        }
+    )
     datasets.DatasetDict({"test": datasets.Dataset.from_dict(columns, features=features)}).save_to_disk(str(folder))
 
 
 def task_yaml(name: str, definition: Path, data: Path) -> str:
     """A task in lmms-eval's YAML format: lmms-eval's definition, read from `data`."""
-    return "\n".join([
-        f"include: {json.dumps(str(definition))}",
-        f"task: {name}",
-        f"dataset_path: {json.dumps(str(data))}",
-        "dataset_name: null",
-        "dataset_kwargs:",
-        "  load_from_disk: true",
-        "test_split: test",
-        "validation_split: null",
-        "training_split: null",
-        "fewshot_split: null",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"include: {json.dumps(str(definition))}",
+            f"task: {name}",
+            f"dataset_path: {json.dumps(str(data))}",
+            "dataset_name: null",
+            "dataset_kwargs:",
+            "  load_from_disk: true",
+            "test_split: test",
+            "validation_split: null",
+            "training_split: null",
+            "fewshot_split: null",
+            "",
+        ]
+    )
 
 
 @contextlib.contextmanager
@@ -134,12 +147,19 @@ def evaluate_with_lmms_eval(model, backbone, task: Task, split, cfg, log=print) 
         (Path(tmp) / "tasks" / f"{name}.yaml").write_text(task_yaml(name, definition, Path(tmp) / "data"))
         # Only the derived task: it includes lmms-eval's definition by path (and so needs no index of the rest).
         manager = TaskManager("WARNING", include_path=str(Path(tmp) / "tasks"), include_defaults=False)
-        lm = AlignBenchLMMS(model=model, backbone=backbone, device=backbone_device(backbone),
-                            batch_size=cfg.eval.batch_size)
+        lm = AlignBenchLMMS(
+            model=model, backbone=backbone, device=backbone_device(backbone), batch_size=cfg.eval.batch_size
+        )
         log(f"lmms-eval {lmms_eval_version()}: task {lmms_task} ({definition}) on {len(split.samples)} questions")
         with _own_rng():
-            out = simple_evaluate(model=lm, tasks=[name], task_manager=manager, log_samples=True,
-                                  bootstrap_iters=1000, verbosity="WARNING")
+            out = simple_evaluate(
+                model=lm,
+                tasks=[name],
+                task_manager=manager,
+                log_samples=True,
+                bootstrap_iters=1000,
+                verbosity="WARNING",
+            )
     if not out or name not in out.get("results", {}):
         raise AlignBenchError(f"lmms-eval returned no result for {lmms_task}")
     return _result(out, name, lmms_task, definition, task, split, time.time() - t0)
@@ -169,20 +189,36 @@ def _result(out: dict, name: str, lmms_task: str, definition: Path, task: Task, 
         pred = sample["filtered_resps"][0]
         pred = pred[0] if isinstance(pred, list) else pred
         our_scores.append(ours(str(pred).strip(), s.answers))
-        records.append({"uid": s.uid, "question": s.question, "answers": s.answers, "prediction": pred,
-                        "score": sample.get(primary), f"{task.metric} (alignbench)": our_scores[-1],
-                        **({"split": s.split} if s.split is not None else {})})
+        records.append(
+            {
+                "uid": s.uid,
+                "question": s.question,
+                "answers": s.answers,
+                "prediction": pred,
+                "score": sample.get(primary),
+                f"{task.metric} (alignbench)": our_scores[-1],
+                **({"split": s.split} if s.split is not None else {}),
+            }
+        )
     stderr = scores.get(f"{primary}_stderr,none")
     mean, our_stderr, n = mean_stderr(our_scores)
     result = {
-        "metric": primary, "score": scores[f"{primary},none"],
+        "metric": primary,
+        "score": scores[f"{primary},none"],
         "stderr": stderr if isinstance(stderr, (int, float)) else float("nan"),
         "n": out["n-samples"][name]["effective"],
-        **({"per_split": {m: {"score": scores[f"{m},none"]} for m in metrics[1:] if f"{m},none" in scores}}
-           if len(metrics) > 1 else {}),
+        **(
+            {"per_split": {m: {"score": scores[f"{m},none"]} for m in metrics[1:] if f"{m},none" in scores}}
+            if len(metrics) > 1
+            else {}
+        ),
         "alignbench_metric_on_these_predictions": {"metric": task.metric, "score": mean, "stderr": our_stderr, "n": n},
-        "lmms_eval": {"version": lmms_eval_version(), "task": lmms_task, "definition": str(definition),
-                      "results": {k: v for k, v in scores.items() if k != "alias"}},
+        "lmms_eval": {
+            "version": lmms_eval_version(),
+            "task": lmms_task,
+            "definition": str(definition),
+            "results": {k: v for k, v in scores.items() if k != "alias"},
+        },
         "eval_seconds": round(seconds, 2),
     }
     return result, records

@@ -22,8 +22,17 @@ from ..task import Task
 
 def _prompt_task(name: str, max_new_tokens: int) -> Task:
     """A task whose prompt is lmms-eval's context as given (lmms-eval already added its pre/post prompt)."""
-    return Task(name=name, hf_path="", hf_config=None, eval_split="", question_field="question",
-                answers_field="answers", prompt_suffix="", metric="anls", max_new_tokens=max_new_tokens)
+    return Task(
+        name=name,
+        hf_path="",
+        hf_config=None,
+        eval_split="",
+        question_field="question",
+        answers_field="answers",
+        prompt_suffix="",
+        metric="anls",
+        max_new_tokens=max_new_tokens,
+    )
 
 
 class AlignBenchLMMS(lmms):
@@ -31,15 +40,25 @@ class AlignBenchLMMS(lmms):
 
     is_simple = True
 
-    def __init__(self, checkpoint: str | None = None, device: str | None = None, batch_size: int | str = 16,
-                 max_batch_size=None, model=None, backbone=None, **kwargs):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str | None = None,
+        batch_size: int | str = 16,
+        max_batch_size=None,
+        model=None,
+        backbone=None,
+        **kwargs,
+    ):
         super().__init__()
         if kwargs:
             warnings.warn(f"alignbench ignores model_args {sorted(kwargs)}", stacklevel=2)
         if model is None:
             if not checkpoint:
-                raise ValueError("the alignbench model needs --model_args checkpoint=RUN_DIR (a directory written by "
-                                 "`alignbench run`)")
+                raise ValueError(
+                    "the alignbench model needs --model_args checkpoint=RUN_DIR (a directory written by "
+                    "`alignbench run`)"
+                )
             from ..run.checkpoint_eval import load_run
 
             model, _, ws = load_run(Path(checkpoint), device or "auto", log=lambda *a, **k: None)
@@ -72,11 +91,17 @@ class AlignBenchLMMS(lmms):
             # Dataset order, so batches are formed as AlignBench's own evaluation forms them.
             members.sort(key=lambda i: (requests[i].args[4], requests[i].args[5], requests[i].args[3]))
             images = [self._visual(requests[i]) for i in members]
-            samples = [Sample(k, requests[i].args[0], [], None, str(requests[i].args[3]))
-                       for k, i in enumerate(members)]
-            preds = predict(self.vlm, _prompt_task("lmms-eval", max_new_tokens), Split(images, samples),
-                            LazyFeatures(self.backbone, images, self.device),
-                            EvalConfig(batch_size=self.batch_size, blind=False), device=self.device)
+            samples = [
+                Sample(k, requests[i].args[0], [], None, str(requests[i].args[3])) for k, i in enumerate(members)
+            ]
+            preds = predict(
+                self.vlm,
+                _prompt_task("lmms-eval", max_new_tokens),
+                Split(images, samples),
+                LazyFeatures(self.backbone, images, self.device),
+                EvalConfig(batch_size=self.batch_size, blind=False),
+                device=self.device,
+            )
             for i, text in zip(members, preds):
                 for stop in until:
                     if stop and stop in text:

@@ -53,8 +53,10 @@ def _save(module: torch.nn.Module, path: Path) -> None:
         with atomic_path(path) as tmp:
             save_model(module, str(tmp))  # handles tied (shared) tensors
     except (OSError, SafetensorError) as exc:
-        raise AlignBenchError(f"could not write the trained weights {str(path)!r} ({exc}); free space, then continue "
-                              f"with: alignbench run --resume {str(path.parent.resolve())!r}") from None
+        raise AlignBenchError(
+            f"could not write the trained weights {str(path)!r} ({exc}); free space, then continue "
+            f"with: alignbench run --resume {str(path.parent.resolve())!r}"
+        ) from None
 
 
 def training_backbone(backbone: Backbone, train: dict) -> Backbone:
@@ -66,8 +68,13 @@ def training_backbone(backbone: Backbone, train: dict) -> Backbone:
         return dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm).float())
     if stage == "lora":
         llm = copy.deepcopy(backbone.llm)
-        lora.attach(llm, int(train["lora_rank"]), float(train["lora_alpha"]), str(train["lora_targets"]),
-                    int(train["init_seed"]))
+        lora.attach(
+            llm,
+            int(train["lora_rank"]),
+            float(train["lora_alpha"]),
+            str(train["lora_targets"]),
+            int(train["init_seed"]),
+        )
         return dataclasses.replace(backbone, llm=llm)
     return backbone
 
@@ -98,8 +105,11 @@ def load_llm_trained(run_dir: Path, model_llm: torch.nn.Module, stage: str, devi
 def has_weights(run_dir: Path, stage: str = "connector") -> bool:
     """Whether `run_dir` holds its config and every weight file a run of `stage` writes."""
     extra = llm_file(stage)
-    return ((run_dir / CONNECTOR_FILE).is_file() and (run_dir / "config.json").is_file()
-            and (extra is None or (run_dir / extra).is_file()))
+    return (
+        (run_dir / CONNECTOR_FILE).is_file()
+        and (run_dir / "config.json").is_file()
+        and (extra is None or (run_dir / extra).is_file())
+    )
 
 
 def load_trained(run_dir: Path, backbone: Backbone, device: str = "cpu") -> tuple[VLM, dict]:
@@ -109,24 +119,31 @@ def load_trained(run_dir: Path, backbone: Backbone, device: str = "cpu") -> tupl
 
     run_dir = Path(run_dir)
     if not has_weights(run_dir):
-        raise AlignBenchError(f"{run_dir} holds no trained weights ({CONNECTOR_FILE} and config.json); "
-                              "train it again with `alignbench run`")
+        raise AlignBenchError(
+            f"{run_dir} holds no trained weights ({CONNECTOR_FILE} and config.json); "
+            "train it again with `alignbench run`"
+        )
     config = read_saved_config(run_dir)
     if config.get("backbone_key") not in (None, backbone.key):
-        raise AlignBenchError(f"{run_dir} was trained on backbone {config['backbone_key']}, not {backbone.key}; "
-                              "load the run's own backbone")
+        raise AlignBenchError(
+            f"{run_dir} was trained on backbone {config['backbone_key']}, not {backbone.key}; "
+            "load the run's own backbone"
+        )
     stage = config.get("train", {}).get("stage", "connector")
     if not has_weights(run_dir, stage):
-        raise AlignBenchError(f"{run_dir} was trained in stage {stage} but its {llm_file(stage)} is missing; "
-                              "train it again with `alignbench run`")
+        raise AlignBenchError(
+            f"{run_dir} was trained in stage {stage} but its {llm_file(stage)} is missing; "
+            "train it again with `alignbench run`"
+        )
     if stage == "full":  # the trained weights are loaded into a copy in the backbone's own dtype
         backbone = dataclasses.replace(backbone, llm=copy.deepcopy(backbone.llm))
     elif stage == "lora":
         backbone = training_backbone(backbone, config["train"])
     load_llm_trained(run_dir, backbone.llm, stage, device)
     ctx = backbone.connector_context()
-    connector = build_connector(config["connector"], ctx, config.get("connector_args", {}),
-                                config["train"]["init_seed"])
+    connector = build_connector(
+        config["connector"], ctx, config.get("connector_args", {}), config["train"]["init_seed"]
+    )
     load_model(connector, str(run_dir / CONNECTOR_FILE), device=str(device))
     connector.to(device).on_llm_loaded(backbone.llm)
     model = VLM(backbone, connector).eval()
@@ -158,8 +175,14 @@ def _optimizer_join(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, step: int, module_states: dict[str, dict[str, torch.Tensor]],
-                    optimizer_state: dict, state: dict, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    module_states: dict[str, dict[str, torch.Tensor]],
+    optimizer_state: dict,
+    state: dict,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write the checkpoint after `step` completed steps, then make it the latest; older ones are removed.
 
     `module_states` are whole tensors by module name (`connector`, `llm`; see `dist.engine.full_state`), so the
@@ -174,13 +197,22 @@ def save_checkpoint(run_dir: Path, step: int, module_states: dict[str, dict[str,
         return _save_checkpoint(root, tmp, step, module_states, optimizer_state, state, tensors)
     except (OSError, SafetensorError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # what was half-written; the previous checkpoint stays the latest
-        raise AlignBenchError(f"could not write the checkpoint of step {step} in {str(root)!r} ({exc}); the previous "
-                              "checkpoint is intact: free space, then continue with: alignbench run --resume "
-                              f"{str(Path(run_dir).resolve())!r}") from None
+        raise AlignBenchError(
+            f"could not write the checkpoint of step {step} in {str(root)!r} ({exc}); the previous "
+            "checkpoint is intact: free space, then continue with: alignbench run --resume "
+            f"{str(Path(run_dir).resolve())!r}"
+        ) from None
 
 
-def _save_checkpoint(root: Path, tmp: Path, step: int, module_states: dict[str, dict[str, torch.Tensor]],
-                     optimizer_state: dict, state: dict, tensors: dict[str, torch.Tensor] | None) -> Path:
+def _save_checkpoint(
+    root: Path,
+    tmp: Path,
+    step: int,
+    module_states: dict[str, dict[str, torch.Tensor]],
+    optimizer_state: dict,
+    state: dict,
+    tensors: dict[str, torch.Tensor] | None,
+) -> Path:
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
@@ -190,10 +222,13 @@ def _save_checkpoint(root: Path, tmp: Path, step: int, module_states: dict[str, 
     for key, tensors_of_module in module_states.items():
         save_file(tensors_of_module, str(tmp / f"{key}.safetensors"))
     opt_tensors, opt_meta = _optimizer_split(optimizer_state)
-    save_file(opt_tensors | {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()},
-              str(tmp / STATE_TENSORS))
-    (tmp / STATE_JSON).write_text(json.dumps({"step": step, "modules": sorted(module_states), "optimizer": opt_meta,
-                                              **state}, indent=1))
+    save_file(
+        opt_tensors | {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()},
+        str(tmp / STATE_TENSORS),
+    )
+    (tmp / STATE_JSON).write_text(
+        json.dumps({"step": step, "modules": sorted(module_states), "optimizer": opt_meta, **state}, indent=1)
+    )
     digests = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}  # checked on resume: a flipped bit is refused
     (tmp / CHECKSUMS).write_text(json.dumps(digests, indent=1))
     # A folder left under this name by a save interrupted before it was published was never the latest: replaced.
@@ -223,22 +258,28 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     root = Path(run_dir) / CHECKPOINTS
     pointer = root / LATEST
     if not pointer.is_file():
-        found = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name.startswith("step-")) \
-            if root.is_dir() else []
+        found = (
+            sorted(d.name for d in root.iterdir() if d.is_dir() and d.name.startswith("step-")) if root.is_dir() else []
+        )
         if found:
-            raise AlignBenchError(f"{root} holds checkpoint(s) {', '.join(found)} but no {LATEST} naming the latest "
-                                  f"complete one; restore it (e.g. {{\"step\": {int(found[-1][5:])}, \"dir\": "
-                                  f"\"{found[-1]}\"}}) to continue, or delete {root} to train from step 0")
+            raise AlignBenchError(
+                f"{root} holds checkpoint(s) {', '.join(found)} but no {LATEST} naming the latest "
+                f'complete one; restore it (e.g. {{"step": {int(found[-1][5:])}, "dir": '
+                f'"{found[-1]}"}}) to continue, or delete {root} to train from step 0'
+            )
         return None
     try:
         latest = json.loads(pointer.read_text())
         step, name = int(latest["step"]), latest["dir"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AlignBenchError(f"checkpoint pointer {pointer} is unreadable ({exc}); delete {root} "
-                              "to restart training from scratch") from None
+        raise AlignBenchError(
+            f"checkpoint pointer {pointer} is unreadable ({exc}); delete {root} to restart training from scratch"
+        ) from None
     if name != f"step-{step:07d}":
-        raise AlignBenchError(f"checkpoint pointer {pointer} names {name!r} for step {step}, not a checkpoint "
-                              f"folder of this run (step-{step:07d}); delete {root} to restart training from scratch")
+        raise AlignBenchError(
+            f"checkpoint pointer {pointer} names {name!r} for step {step}, not a checkpoint "
+            f"folder of this run (step-{step:07d}); delete {root} to restart training from scratch"
+        )
     return step, root / name
 
 
@@ -250,14 +291,21 @@ def verify_checkpoint(folder: Path) -> None:
         return
     try:
         digests = json.loads(listed.read_text())
-        bad = [name for name, digest in digests.items()
-               if "/" in name or not (folder / name).is_file() or sha256_file(folder / name) != digest]
+        bad = [
+            name
+            for name, digest in digests.items()
+            if "/" in name or not (folder / name).is_file() or sha256_file(folder / name) != digest
+        ]
     except (OSError, ValueError, AttributeError) as exc:
-        raise AlignBenchError(f"checkpoint {folder}: {CHECKSUMS} is unreadable ({exc}); delete {folder.parent} to "
-                              "restart training from scratch") from None
+        raise AlignBenchError(
+            f"checkpoint {folder}: {CHECKSUMS} is unreadable ({exc}); delete {folder.parent} to "
+            "restart training from scratch"
+        ) from None
     if bad:
-        raise AlignBenchError(f"checkpoint {folder} is corrupt: {', '.join(bad)} no longer match(es) the SHA-256 "
-                              f"written with it; delete {folder.parent} to restart training from scratch")
+        raise AlignBenchError(
+            f"checkpoint {folder} is corrupt: {', '.join(bad)} no longer match(es) the SHA-256 "
+            f"written with it; delete {folder.parent} to restart training from scratch"
+        )
 
 
 def load_checkpoint(run_dir: Path, modules: list[str]) -> tuple[dict, dict, dict, dict[str, torch.Tensor]] | None:
@@ -274,14 +322,18 @@ def load_checkpoint(run_dir: Path, modules: list[str]) -> tuple[dict, dict, dict
     try:
         state = json.loads((folder / STATE_JSON).read_text())
         if state.get("step") != step or sorted(state.get("modules", [])) != sorted(modules):
-            raise ValueError(f"it holds step {state.get('step')} of modules {state.get('modules')}, expected step "
-                             f"{step} of {sorted(modules)}")
+            raise ValueError(
+                f"it holds step {state.get('step')} of modules {state.get('modules')}, expected step "
+                f"{step} of {sorted(modules)}"
+            )
         module_states = {key: load_file(str(folder / f"{key}.safetensors"), device="cpu") for key in modules}
         flat = load_file(str(folder / STATE_TENSORS), device="cpu")
         optimizer_state = _optimizer_join(state["optimizer"], flat)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
-        raise AlignBenchError(f"checkpoint {folder} is unreadable ({type(exc).__name__}: {exc}); delete "
-                              f"{folder.parent} to restart training from scratch") from None
+        raise AlignBenchError(
+            f"checkpoint {folder} is unreadable ({type(exc).__name__}: {exc}); delete "
+            f"{folder.parent} to restart training from scratch"
+        ) from None
     extra = {k.removeprefix("extra."): v for k, v in flat.items() if k.startswith("extra.")}
     return state, module_states, optimizer_state, extra
 

@@ -43,7 +43,8 @@ def check_output(connector, features: torch.Tensor, tokens, llm_dim: int) -> Non
         raise ConnectorContractError(
             f"connector {name!r} emitted {emitted} for {patches} patches of {batch} image(s), but declares "
             f"num_tokens({patches}) = {expected} tokens of the LLM's width {llm_dim}: expected [{batch}, {expected}, "
-            f"{llm_dim}]; fix its forward (project to ctx.llm_dim) or its num_tokens")
+            f"{llm_dim}]; fix its forward (project to ctx.llm_dim) or its num_tokens"
+        )
 
 
 class VLM(nn.Module):
@@ -79,8 +80,8 @@ class VLM(nn.Module):
         tokens = first.new_zeros(len(features), longest, first.shape[2])
         mask = torch.zeros(len(features), longest, dtype=torch.long, device=first.device)
         for idx, t in parts:
-            tokens[idx, longest - t.shape[1]:] = t
-            mask[idx, longest - t.shape[1]:] = 1
+            tokens[idx, longest - t.shape[1] :] = t
+            mask[idx, longest - t.shape[1] :] = 1
         return tokens, mask
 
     @property
@@ -116,8 +117,9 @@ class VLM(nn.Module):
         embeds, mask, text_start = self.merge(features, input_ids, attention_mask)
         # Positions count real tokens only, so left-padded visual parts shift nothing (as in generation).
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        hidden = self.llm.base_model(inputs_embeds=embeds, attention_mask=mask,
-                                     position_ids=positions).last_hidden_state  # [B, S, D]
+        hidden = self.llm.base_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+        ).last_hidden_state  # [B, S, D]
         return hidden[:, text_start:]
 
     def loss(self, features, input_ids, attention_mask, labels, reduction: str = "mean") -> torch.Tensor:
@@ -150,8 +152,13 @@ class VLM(nn.Module):
         return (picked * keep).sum(-1).tolist(), greedy.all(-1).tolist()
 
     @torch.inference_mode()
-    def generate(self, features: torch.Tensor | PatchBatch, prompts: list[list[int]], max_new_tokens: int,
-                 pages: list[int] | None = None) -> list[list[int]]:
+    def generate(
+        self,
+        features: torch.Tensor | PatchBatch,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        pages: list[int] | None = None,
+    ) -> list[list[int]]:
         """Greedy decoding for a batch, with the KV cache; `prompts[i]` asks about page `pages[i]` of
         `features` ([P, N, d] or a PatchBatch; default: page i). Returns each answer's token ids, cut at EOS.
 
@@ -194,8 +201,13 @@ class VLM(nn.Module):
             order = torch.argsort(1 - page_mask, dim=1, stable=True)
             page_embeds = torch.gather(page_embeds, 1, order.unsqueeze(-1).expand_as(page_embeds))
             page_mask = torch.gather(page_mask, 1, order)
-            out = _llm_forward(self.llm.base_model, inputs_embeds=page_embeds, attention_mask=page_mask,
-                               position_ids=(page_mask.cumsum(-1) - 1).clamp_min(0), use_cache=True)
+            out = _llm_forward(
+                self.llm.base_model,
+                inputs_embeds=page_embeds,
+                attention_mask=page_mask,
+                position_ids=(page_mask.cumsum(-1) - 1).clamp_min(0),
+                use_cache=True,
+            )
         cache = _cache_of(out)
         if pages != list(range(page_embeds.shape[0])):
             cache.batch_select_indices(torch.tensor(pages, device=device))
@@ -205,8 +217,14 @@ class VLM(nn.Module):
         mask = torch.cat([page_mask, text_mask], dim=1)
         positions = page_mask.sum(-1, keepdim=True) + (text_mask.cumsum(-1) - 1).clamp_min(0)  # pads: as the 1st token
         lm_head = self.llm.get_output_embeddings()
-        hidden = _llm_forward(self.llm.base_model, inputs_embeds=embed(ids), attention_mask=mask,
-                              position_ids=positions, cache=cache, use_cache=True).last_hidden_state
+        hidden = _llm_forward(
+            self.llm.base_model,
+            inputs_embeds=embed(ids),
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state
         # 3. greedy decoding; answers that ended leave the batch (rows are independent)
         stop = self.stop_ids
         answers: list[list[int]] = [[] for _ in range(n)]
@@ -228,8 +246,14 @@ class VLM(nn.Module):
                 active = [active[row] for row in keep]
             position = position + 1
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            hidden = _llm_forward(self.llm.base_model, inputs_embeds=embed(tokens[:, None]), attention_mask=mask,
-                                  position_ids=position, cache=cache, use_cache=True).last_hidden_state
+            hidden = _llm_forward(
+                self.llm.base_model,
+                inputs_embeds=embed(tokens[:, None]),
+                attention_mask=mask,
+                position_ids=position,
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state
         return [[t for t in row if t not in stop and t != tok.pad_token_id] for row in answers]
 
     @torch.no_grad()
@@ -248,8 +272,13 @@ class VLM(nn.Module):
         embeds = torch.gather(embeds, 1, order.unsqueeze(-1).expand_as(embeds))
         mask = torch.gather(mask, 1, order)
         out = self.llm.generate(
-            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-            num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop),
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=sorted(stop),
         )
         result = []
         for row in out.tolist():
@@ -265,8 +294,8 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
     ids = torch.full((len(prompts), length), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((len(prompts), length), dtype=torch.long, device=device)
     for b, p in enumerate(prompts):
-        ids[b, length - len(p):] = torch.tensor(p, device=device)
-        mask[b, length - len(p):] = 1
+        ids[b, length - len(p) :] = torch.tensor(p, device=device)
+        mask[b, length - len(p) :] = 1
     return ids, mask
 
 
@@ -284,10 +313,19 @@ def _cache_argument(cls) -> str:
 
 
 # Settings of a generation config that change greedy decoding, with the values that leave it alone.
-_NEUTRAL = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,),
-            "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,),
-            "forced_eos_token_id": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0),
-            "sequence_bias": (None,), "encoder_repetition_penalty": (None, 1.0)}
+_NEUTRAL = {
+    "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "sequence_bias": (None,),
+    "encoder_repetition_penalty": (None, 1.0),
+}
 
 
 def _plain_greedy(llm) -> bool:

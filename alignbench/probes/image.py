@@ -42,8 +42,9 @@ def corrupt(image, name: str, severity: int, seed: int = 0):
         image.save(buf, format="JPEG", quality=int(level))
         return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     if name == "downscale":
-        small = image.resize((max(1, round(image.width / level)), max(1, round(image.height / level))),
-                             Image.Resampling.BILINEAR)
+        small = image.resize(
+            (max(1, round(image.width / level)), max(1, round(image.height / level))), Image.Resampling.BILINEAR
+        )
         return small.resize(image.size, Image.Resampling.BILINEAR)
     if name == "rotate":
         return image.rotate(level, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
@@ -52,17 +53,34 @@ def corrupt(image, name: str, severity: int, seed: int = 0):
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def image_probe(trained: list[Trained], task_name: str, ws: Workspace, corruptions: list[tuple[str, int]],
-                batch_size: int = 64, log=print) -> dict:
+def image_probe(
+    trained: list[Trained],
+    task_name: str,
+    ws: Workspace,
+    corruptions: list[tuple[str, int]],
+    batch_size: int = 64,
+    log=print,
+) -> dict:
     task = TASKS.get(task_name)
-    out: dict = {"kind": "image", "task": task_name, "metric": task.metric,
-                 "corruptions": [f"{n}:{s}" for n, s in corruptions],
-                 "levels": {n: CORRUPTIONS[n] for n, _ in corruptions}, "runs": []}
+    out: dict = {
+        "kind": "image",
+        "task": task_name,
+        "metric": task.metric,
+        "corruptions": [f"{n}:{s}" for n, s in corruptions],
+        "levels": {n: CORRUPTIONS[n] for n, _ in corruptions},
+        "runs": [],
+    }
     cache: dict = {}
     for t in trained:
         split, feats = ws.split(task, "eval", dataclasses.replace(ws.data_cfg, seed=t.seed))
-        entry = {"connector": t.label, "seed": t.seed, "run": t.run_dir.name, "trained_now": t.trained_now,
-                 "scores": {}, "per_sample": {}}
+        entry = {
+            "connector": t.label,
+            "seed": t.seed,
+            "run": t.run_dir.name,
+            "trained_now": t.trained_now,
+            "scores": {},
+            "per_sample": {},
+        }
         for name, severity in [("clean", 0), *corruptions]:
             key = "clean" if name == "clean" else f"{name}:{severity}"
             if name == "clean":
@@ -72,8 +90,9 @@ def image_probe(trained: list[Trained], task_name: str, ws: Workspace, corruptio
                     images = [corrupt(im, name, severity, seed=i) for i, im in enumerate(split.images)]
                     cache[(t.seed, key)] = ws.backbone.encode_images(images, device=ws.device)
                 noisy = cache[(t.seed, key)]
-            result, records = evaluate(t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False),
-                                       ws.device)
+            result, records = evaluate(
+                t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False), ws.device
+            )
             entry["scores"][key] = {"score": result["score"], "stderr": result["stderr"], "n": result["n"]}
             entry["per_sample"][key] = scores_of(records)
             log(f"  {t.label} seed {t.seed} {key}: {100 * result['score']:.1f}")

@@ -37,33 +37,61 @@ def cosine_drift(model, clean: torch.Tensor, noisy: torch.Tensor, batch: int = 3
     return torch.cat(dists).mean().item()
 
 
-def noise_probe(trained: list[Trained], task_name: str, ws: Workspace, sigmas: list[float], sigma_mode: str,
-                noise_seed: int = 0, drift_images: int = 64, batch_size: int = 64, log=print) -> dict:
+def noise_probe(
+    trained: list[Trained],
+    task_name: str,
+    ws: Workspace,
+    sigmas: list[float],
+    sigma_mode: str,
+    noise_seed: int = 0,
+    drift_images: int = 64,
+    batch_size: int = 64,
+    log=print,
+) -> dict:
     if sigma_mode not in SIGMA_MODES:
         raise AlignBenchError(f"unknown --sigma-mode {sigma_mode!r}; use one of {', '.join(SIGMA_MODES)}")
     if any(s < 0 or not math.isfinite(s) for s in sigmas):
         raise AlignBenchError(f"--sigmas must be finite and non-negative, got {sigmas}")
     task = TASKS.get(task_name)
-    out: dict = {"kind": "noise", "task": task_name, "metric": task.metric, "sigma_mode": sigma_mode,
-                 "sigmas": sigmas, "noise_seed": noise_seed, "feature_std": {}, "runs": []}
+    out: dict = {
+        "kind": "noise",
+        "task": task_name,
+        "metric": task.metric,
+        "sigma_mode": sigma_mode,
+        "sigmas": sigmas,
+        "noise_seed": noise_seed,
+        "feature_std": {},
+        "runs": [],
+    }
     for t in trained:
         split, feats = ws.split(task, "eval", dataclasses.replace(ws.data_cfg, seed=t.seed))
         std = feats.std().item()
         out["feature_std"][str(t.seed)] = std
-        entry = {"connector": t.label, "seed": t.seed, "run": t.run_dir.name, "trained_now": t.trained_now,
-                 "scores": {}, "per_sample": {}, "drift": {}, "abs_sigma": {}}
+        entry = {
+            "connector": t.label,
+            "seed": t.seed,
+            "run": t.run_dir.name,
+            "trained_now": t.trained_now,
+            "scores": {},
+            "per_sample": {},
+            "drift": {},
+            "abs_sigma": {},
+        }
         for k, sigma in enumerate(sigmas):
             abs_sigma = sigma * std if sigma_mode == "relative" else sigma
             noisy = feats + gaussian(feats.shape, abs_sigma, noise_seed * 1000 + k) if abs_sigma > 0 else feats
-            result, records = evaluate(t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False),
-                                       ws.device)
+            result, records = evaluate(
+                t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False), ws.device
+            )
             key = f"{sigma:g}"
             entry["abs_sigma"][key] = abs_sigma
             entry["scores"][key] = {"score": result["score"], "stderr": result["stderr"], "n": result["n"]}
             entry["per_sample"][key] = scores_of(records)
             m = min(drift_images, len(feats))
             entry["drift"][key] = cosine_drift(t.model, feats[:m].to(ws.device), noisy[:m].to(ws.device))
-            log(f"  {t.label} seed {t.seed} sigma {key} ({sigma_mode}, absolute {abs_sigma:.3g}): "
-                f"{100 * result['score']:.1f}, cosine drift {entry['drift'][key]:.4f}")
+            log(
+                f"  {t.label} seed {t.seed} sigma {key} ({sigma_mode}, absolute {abs_sigma:.3g}): "
+                f"{100 * result['score']:.1f}, cosine drift {entry['drift'][key]:.4f}"
+            )
         out["runs"].append(entry)
     return out

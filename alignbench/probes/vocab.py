@@ -33,8 +33,7 @@ def _align_queries(connector, features: torch.Tensor) -> torch.Tensor:
 def _align_args(connector) -> tuple:
     """W2, b2, LN2's gain, bias and eps, and the chunk size: the arguments of the streamed ALIGN functions."""
     chunk = getattr(connector.config, "chunk_size", 4096)
-    return (connector.w2.weight, connector.w2.bias, connector.ln2.weight, connector.ln2.bias, connector.ln2.eps,
-            chunk)
+    return (connector.w2.weight, connector.w2.bias, connector.ln2.weight, connector.ln2.bias, connector.ln2.eps, chunk)
 
 
 class PrunedAlign(nn.Module):
@@ -53,8 +52,9 @@ class PrunedAlign(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         w2, b2, gain, bias, eps, chunk = _align_args(self.inner)
-        logits = normalised_logits(_align_queries(self.inner, features), w2, b2, gain, bias, eps, self.keep,
-                                   chunk)  # [B, N, k]
+        logits = normalised_logits(
+            _align_queries(self.inner, features), w2, b2, gain, bias, eps, self.keep, chunk
+        )  # [B, N, k]
         e_text = self.inner._text_embeddings.weight[self.keep]  # [k, D]
         return torch.softmax(logits.float(), dim=-1).to(e_text.dtype) @ e_text
 
@@ -78,13 +78,16 @@ def _page_cell_ids(ws: Workspace, task_name: str, split, tok) -> tuple[list[list
 
 
 @torch.no_grad()
-def vocab_probe(run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int] | None = None,
-                batch_size: int = 64, log=print) -> dict:
+def vocab_probe(
+    run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int] | None = None, batch_size: int = 64, log=print
+) -> dict:
     model, config = load_trained(run_dir, ws.backbone, ws.device)
     connector = model.connector
     if not all(hasattr(connector, a) for a in ("w1", "ln1", "w2", "ln2", "_text_embeddings")):
-        raise AlignBenchError(f"{run_dir} is a {config['connector']!r} run; the vocabulary probe needs an "
-                              "ALIGN run (a softmax over the LLM vocabulary)")
+        raise AlignBenchError(
+            f"{run_dir} is a {config['connector']!r} run; the vocabulary probe needs an "
+            "ALIGN run (a softmax over the LLM vocabulary)"
+        )
     task = TASKS.get(config["task"])
     split, feats = ws.split(task, "eval")
     n = min(docs, len(split.images))
@@ -121,10 +124,20 @@ def vocab_probe(run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int]
     order = torch.argsort(avg, descending=True)
     top = [{"id": int(i), "token": tok.convert_ids_to_tokens(int(i)), "prob": avg[i].item()} for i in order[:20]]
     out: dict = {
-        "kind": "vocab", "run": run_dir.name, "connector": config["connector"], "task": task.name, "docs": n,
-        "patches": patches, "vocab_size": vocab,
-        "averaged": {"max_prob": avg.max().item(), "entropy": entropy, "entropy_over_log_v": entropy / math.log(vocab),
-                     "tokens_above_1e-6": int((avg > 1e-6).sum()), "top_tokens": top},
+        "kind": "vocab",
+        "run": run_dir.name,
+        "connector": config["connector"],
+        "task": task.name,
+        "docs": n,
+        "patches": patches,
+        "vocab_size": vocab,
+        "averaged": {
+            "max_prob": avg.max().item(),
+            "entropy": entropy,
+            "entropy_over_log_v": entropy / math.log(vocab),
+            "tokens_above_1e-6": int((avg > 1e-6).sum()),
+            "top_tokens": top,
+        },
         "per_patch": {"mean_top_prob": top_prob.mean().item(), "mean_entropy": patch_entropy.mean().item()},
     }
     if ids is not None:  # embedded pages: does the top token name the glyph in its cell?
@@ -132,16 +145,22 @@ def vocab_probe(run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int]
         ink = ids != blank
         hit = top_id == ids
         true_prob = torch.cat(target_prob)
-        out["reading"] = {"top_token_is_cell_glyph": hit[ink].float().mean().item(),
-                          "top_token_is_blank_on_blank_cells": hit[~ink].float().mean().item(),
-                          "mean_prob_of_cell_glyph": true_prob[ink].mean().item(), "ink_cells": int(ink.sum())}
-    log(f"averaged over {patches} patches of {n} pages: max prob {avg.max().item():.4f}, entropy "
-        f"{entropy:.3f} nats, {out['averaged']['tokens_above_1e-6']} of {vocab} tokens above 1e-6")
+        out["reading"] = {
+            "top_token_is_cell_glyph": hit[ink].float().mean().item(),
+            "top_token_is_blank_on_blank_cells": hit[~ink].float().mean().item(),
+            "mean_prob_of_cell_glyph": true_prob[ink].mean().item(),
+            "ink_cells": int(ink.sum()),
+        }
+    log(
+        f"averaged over {patches} patches of {n} pages: max prob {avg.max().item():.4f}, entropy "
+        f"{entropy:.3f} nats, {out['averaged']['tokens_above_1e-6']} of {vocab} tokens above 1e-6"
+    )
     pruning = []
     base_cfg = EvalConfig(batch_size=batch_size, blind=False)
     full, records = evaluate(model, task, split, feats, base_cfg, ws.device)
-    pruning.append({"k": vocab, "score": full["score"], "stderr": full["stderr"], "n": full["n"],
-                    "per_sample": scores_of(records)})
+    pruning.append(
+        {"k": vocab, "score": full["score"], "stderr": full["stderr"], "n": full["n"], "per_sample": scores_of(records)}
+    )
     for k in sorted({k for k in (top_ks or []) if 0 < k < vocab}, reverse=True):
         original = model.connector
         model.connector = PrunedAlign(original, order[:k].clone().to(ws.device))
@@ -149,8 +168,15 @@ def vocab_probe(run_dir: Path, ws: Workspace, docs: int = 100, top_ks: list[int]
             result, records = evaluate(model, task, split, feats, base_cfg, ws.device)
         finally:
             model.connector = original
-        pruning.append({"k": k, "score": result["score"], "stderr": result["stderr"], "n": result["n"],
-                        "per_sample": scores_of(records)})
+        pruning.append(
+            {
+                "k": k,
+                "score": result["score"],
+                "stderr": result["stderr"],
+                "n": result["n"],
+                "per_sample": scores_of(records),
+            }
+        )
         log(f"  top-{k} tokens: {100 * result['score']:.1f} (full vocabulary {100 * full['score']:.1f})")
     out["pruning"] = pruning
     return out

@@ -32,12 +32,28 @@ def summary_rows(probe: dict) -> list[dict]:
     rows = []
     for r in probe["runs"]:
         for key, s in r["scores"].items():
-            rows.append({"connector": r["connector"], "seed": r["seed"], "condition": key, "score": s["score"],
-                         "stderr": s["stderr"], "drift": r.get("drift", {}).get(key)})
+            rows.append(
+                {
+                    "connector": r["connector"],
+                    "seed": r["seed"],
+                    "condition": key,
+                    "score": s["score"],
+                    "stderr": s["stderr"],
+                    "drift": r.get("drift", {}).get(key),
+                }
+            )
     df = pd.DataFrame(rows)
-    agg = df.groupby(["connector", "condition"], sort=False).agg(
-        score=("score", "mean"), seed_std=("score", "std"), stderr=("stderr", "mean"), drift=("drift", "mean"),
-        seeds=("seed", "nunique")).reset_index()
+    agg = (
+        df.groupby(["connector", "condition"], sort=False)
+        .agg(
+            score=("score", "mean"),
+            seed_std=("score", "std"),
+            stderr=("stderr", "mean"),
+            drift=("drift", "mean"),
+            seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
     return agg.to_dict("records")
 
 
@@ -114,22 +130,30 @@ def plot(probe: dict, path: Path) -> Path:
 
 def vocab_markdown(probe: dict) -> str:
     a, p = probe["averaged"], probe["per_patch"]
-    stats = [["largest single-token probability (averaged)", f"{a['max_prob']:.4f}"],
-             ["entropy of the averaged distribution (nats)",
-              f"{a['entropy']:.3f} ({a['entropy_over_log_v']:.2f} of log V)"],
-             ["tokens above 1e-6", f"{a['tokens_above_1e-6']} of {probe['vocab_size']}"],
-             ["per-patch mean top probability", f"{p['mean_top_prob']:.3f}"],
-             ["per-patch mean entropy (nats)", f"{p['mean_entropy']:.3f}"]]
+    stats = [
+        ["largest single-token probability (averaged)", f"{a['max_prob']:.4f}"],
+        ["entropy of the averaged distribution (nats)", f"{a['entropy']:.3f} ({a['entropy_over_log_v']:.2f} of log V)"],
+        ["tokens above 1e-6", f"{a['tokens_above_1e-6']} of {probe['vocab_size']}"],
+        ["per-patch mean top probability", f"{p['mean_top_prob']:.3f}"],
+        ["per-patch mean entropy (nats)", f"{p['mean_entropy']:.3f}"],
+    ]
     if "reading" in probe:
         r = probe["reading"]
-        stats += [["top token = the glyph in the cell (ink cells)", f"{100 * r['top_token_is_cell_glyph']:.1f} %"],
-                  ["mean probability of the cell's glyph (ink cells)", f"{r['mean_prob_of_cell_glyph']:.3f}"]]
+        stats += [
+            ["top token = the glyph in the cell (ink cells)", f"{100 * r['top_token_is_cell_glyph']:.1f} %"],
+            ["mean probability of the cell's glyph (ink cells)", f"{r['mean_prob_of_cell_glyph']:.3f}"],
+        ]
     pruning = [[str(row["k"]), f"{100 * row['score']:.1f} ± {100 * row['stderr']:.1f}"] for row in probe["pruning"]]
-    lines = [f"ALIGN run `{probe['run']}` on {probe['task']}: distribution over the {probe['vocab_size']}-token "
-             f"vocabulary averaged over {probe['patches']} patches of {probe['docs']} pages.", "",
-             markdown_rows(["statistic", "value"], stats), "",
-             "Top tokens: " + ", ".join(f"`{t['token']!s}` {t['prob']:.3f}" for t in a["top_tokens"][:10]), "",
-             markdown_rows(["tokens kept (top-k)", "score"], pruning)]
+    lines = [
+        f"ALIGN run `{probe['run']}` on {probe['task']}: distribution over the {probe['vocab_size']}-token "
+        f"vocabulary averaged over {probe['patches']} patches of {probe['docs']} pages.",
+        "",
+        markdown_rows(["statistic", "value"], stats),
+        "",
+        "Top tokens: " + ", ".join(f"`{t['token']!s}` {t['prob']:.3f}" for t in a["top_tokens"][:10]),
+        "",
+        markdown_rows(["tokens kept (top-k)", "score"], pruning),
+    ]
     return "\n".join(lines) + "\n"
 
 

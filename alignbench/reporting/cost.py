@@ -35,10 +35,16 @@ from .tables import markdown_table
 
 COST_CSV, COST_MD, COST_JSON = "cost.csv", "cost.md", "cost.json"
 COLUMNS = {  # column -> header in the Markdown table
-    "connector": "connector", "params": "parameters", "tokens_page": "visual tokens / page",
-    "tokens_tiled": "visual tokens / tiled page", "gflops_page": "connector GFLOPs / page",
-    "gflops_tiled": "connector GFLOPs / tiled page", "train_s_step": "train s / step",
-    "eval_s_sample": "eval s / sample", "eval_tokens_s": "generated tokens / s", "peak_mib": "peak memory MiB",
+    "connector": "connector",
+    "params": "parameters",
+    "tokens_page": "visual tokens / page",
+    "tokens_tiled": "visual tokens / tiled page",
+    "gflops_page": "connector GFLOPs / page",
+    "gflops_tiled": "connector GFLOPs / tiled page",
+    "train_s_step": "train s / step",
+    "eval_s_sample": "eval s / sample",
+    "eval_tokens_s": "generated tokens / s",
+    "peak_mib": "peak memory MiB",
 }
 
 FORMATS = ("", ",.0f", ".0f", ".0f", ".3g", ".3g", ".3g", ".3g", ".0f", ".0f")  # per column of COLUMNS
@@ -60,12 +66,17 @@ def measure_costs(cfg: CostConfig, output: Path, log=print):
             except AlignBenchError:
                 raise
             except Exception as exc:  # the measuring process failed: one line naming the connector, nothing written
-                raise AlignBenchError(f"measuring the cost of {name!r} failed ({type(exc).__name__}: {exc}); "
-                                      "no cost table was written") from None
+                raise AlignBenchError(
+                    f"measuring the cost of {name!r} failed ({type(exc).__name__}: {exc}); no cost table was written"
+                ) from None
     devices = {row.pop("_device") for row in rows}
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    meta = {"command_config": dataclasses.asdict(cfg), "machine": machine(), "device": ", ".join(sorted(devices)),
-            "measured": time.strftime("%Y-%m-%d")}
+    meta = {
+        "command_config": dataclasses.asdict(cfg),
+        "machine": machine(),
+        "device": ", ".join(sorted(devices)),
+        "measured": time.strftime("%Y-%m-%d"),
+    }
     atomic_write(output / COST_CSV, table.to_csv(index=False))
     atomic_write(output / COST_JSON, json.dumps(meta, indent=2))
     atomic_write(output / COST_MD, cost_markdown(table, meta))
@@ -74,14 +85,21 @@ def measure_costs(cfg: CostConfig, output: Path, log=print):
 
 def cost_markdown(table, meta: dict) -> str:
     cfg, where = meta["command_config"], meta["machine"]
-    device = where.get("gpu") or f"{where.get('cpu')} ({where.get('cpu_count')} cores, {where.get('torch_threads')} " \
-                                  "torch threads)"
-    head = (f"Connector cost on the `{cfg['backbone']}` backbone ({cfg['task']} pages), measured on {device}, "
-            f"torch {where.get('torch')}, {meta.get('measured')}. Tiled page: {cfg['tiles']} tiles + a thumbnail. "
-            f"Training: the connector stage, {cfg['train_steps']} timed steps; evaluation: {cfg['eval_samples']} "
-            "questions, greedy. Peak memory: "
-            + ("torch's peak allocation on the GPU." if where.get("gpu") else
-               "the peak resident memory of the measuring process (backbone, training, evaluation)."))
+    device = (
+        where.get("gpu")
+        or f"{where.get('cpu')} ({where.get('cpu_count')} cores, {where.get('torch_threads')} torch threads)"
+    )
+    head = (
+        f"Connector cost on the `{cfg['backbone']}` backbone ({cfg['task']} pages), measured on {device}, "
+        f"torch {where.get('torch')}, {meta.get('measured')}. Tiled page: {cfg['tiles']} tiles + a thumbnail. "
+        f"Training: the connector stage, {cfg['train_steps']} timed steps; evaluation: {cfg['eval_samples']} "
+        "questions, greedy. Peak memory: "
+        + (
+            "torch's peak allocation on the GPU."
+            if where.get("gpu")
+            else "the peak resident memory of the measuring process (backbone, training, evaluation)."
+        )
+    )
     shown = table.rename(columns=COLUMNS)
     return head + "\n\n" + markdown_table(shown, floatfmt=FORMATS) + "\n"
 
@@ -116,8 +134,12 @@ def _measure_one(name: str, cfg_dict: dict) -> dict:
     backbone = ws.backbone
     connector = build_connector(name, backbone.connector_context(), cfg.connector_args.get(name)).to(device)
     n, tiled = backbone.num_patches, backbone.num_patches * (cfg.tiles + 1)
-    row = {"connector": name, "params": sum(p.numel() for p in connector.parameters()),
-           "tokens_page": connector.num_tokens(n), "tokens_tiled": connector.num_tokens(tiled)}
+    row = {
+        "connector": name,
+        "params": sum(p.numel() for p in connector.parameters()),
+        "tokens_page": connector.num_tokens(n),
+        "tokens_tiled": connector.num_tokens(tiled),
+    }
     for key, patches in (("gflops_page", n), ("gflops_tiled", tiled)):
         feats = torch.randn(1, patches, backbone.vision_dim, device=device)
         with FlopCounterMode(display=False) as counter:  # (its module tracker needs autograd on: no no_grad)
@@ -125,9 +147,13 @@ def _measure_one(name: str, cfg_dict: dict) -> dict:
         row[key] = counter.get_total_flops() / 1e9
     split, feats = ws.split(task, "train", data)
     steps = cfg.train_steps + 1
-    train_cfg = TrainConfig(steps=steps, warmup_steps=1, lr=connector.default_lr,
-                            batch_size=recipe.get("batch_size", TrainConfig.batch_size),
-                            questions_per_page=recipe.get("questions_per_page", TrainConfig.questions_per_page))
+    train_cfg = TrainConfig(
+        steps=steps,
+        warmup_steps=1,
+        lr=connector.default_lr,
+        batch_size=recipe.get("batch_size", TrainConfig.batch_size),
+        questions_per_page=recipe.get("questions_per_page", TrainConfig.questions_per_page),
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     model = VLM(backbone, connector)
@@ -168,17 +194,30 @@ def cost_section(runs: Path, figures: Path, means: dict, tasks: list[str], numbe
     no cost table (`alignbench cost --output RUNS` makes one)."""
     found = read_cost(runs)
     if found is None:
-        return [f"## {number}. Cost", "", f"No cost table under `{runs}`; `alignbench cost --output {runs}` measures "
-                "one.", ""]
+        return [
+            f"## {number}. Cost",
+            "",
+            f"No cost table under `{runs}`; `alignbench cost --output {runs}` measures one.",
+            "",
+        ]
     table, meta = found
-    lines = [f"## {number}. Cost: what each connector spends, and what it buys", "",
-             cost_markdown(table, meta) if meta else markdown_table_of(table), "",
-             "Produced by `alignbench cost` (see `cost.json` for its options and machine)."]
+    lines = [
+        f"## {number}. Cost: what each connector spends, and what it buys",
+        "",
+        cost_markdown(table, meta) if meta else markdown_table_of(table),
+        "",
+        "Produced by `alignbench cost` (see `cost.json` for its options and machine).",
+    ]
     shown = [t for t in tasks if any((c, t) in means for c in table.connector)]
     if shown:
         _tradeoff_plot(table, means, shown, figures / "cost_tradeoff.png")
-        lines += ["", "Score against visual tokens per page (left of each pair) and training seconds per step (right): "
-                  "up and to the left is better.", "", "![cost](figures/cost_tradeoff.png)"]
+        lines += [
+            "",
+            "Score against visual tokens per page (left of each pair) and training seconds per step (right): "
+            "up and to the left is better.",
+            "",
+            "![cost](figures/cost_tradeoff.png)",
+        ]
     return lines + [""]
 
 
@@ -194,8 +233,10 @@ def _tradeoff_plot(table, means: dict, tasks: list[str], path: Path) -> None:
 
     fig, axes = plt.subplots(len(tasks), 2, figsize=(9, 3.2 * len(tasks)), squeeze=False)
     for row, task in zip(axes, tasks):
-        for ax, column, label in ((row[0], "tokens_page", "visual tokens / page"),
-                                  (row[1], "train_s_step", "train s / step")):
+        for ax, column, label in (
+            (row[0], "tokens_page", "visual tokens / page"),
+            (row[1], "train_s_step", "train s / step"),
+        ):
             for _, r in table.iterrows():
                 if (r.connector, task) not in means:
                     continue

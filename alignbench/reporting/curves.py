@@ -15,8 +15,10 @@ def curves_section(runs_dir: Path, run_ids: dict, figures: Path, number: int = 1
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {c: {s: runs_dir / r / CURVE for s, r in seeds.items() if (runs_dir / r / CURVE).is_file()}
-              for c, seeds in run_ids.items()}
+    curves = {
+        c: {s: runs_dir / r / CURVE for s, r in seeds.items() if (runs_dir / r / CURVE).is_file()}
+        for c, seeds in run_ids.items()
+    }
     curves = {c: found for c, found in curves.items() if found}
     if not curves:
         return [f"## {number}. Training curves", "", "No run here kept its curve (`RUN_DIR/train_curve.csv`).", ""]
@@ -34,6 +36,12 @@ def curves_section(runs_dir: Path, run_ids: dict, figures: Path, number: int = 1
     figures.mkdir(parents=True, exist_ok=True)
     fig.savefig(figures / "training_curves.png", dpi=110, metadata={"Software": None})
     plt.close(fig)
-    return [f"## {number}. Training curves", "", "Training loss per connector and seed, from each run's "
-            "`train_curve.csv` (learning rates are in the same file; `--report-to tensorboard` streams them live).", "",
-            "![training curves](figures/training_curves.png)", ""]
+    return [
+        f"## {number}. Training curves",
+        "",
+        "Training loss per connector and seed, from each run's "
+        "`train_curve.csv` (learning rates are in the same file; `--report-to tensorboard` streams them live).",
+        "",
+        "![training curves](figures/training_curves.png)",
+        "",
+    ]

@@ -17,9 +17,11 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
     seed counts."""
     keys = [k for k in ("task", "connector", "backbone", "stage", "steps", "lr", "evaluator") if k in df]
     latest = df.drop_duplicates([*keys, "seed"], keep="last")
-    agg = latest.groupby(keys, dropna=False, sort=False).agg(
-        mean=("score", "mean"), std=("score", "std"), seeds=("seed", "nunique"),
-        blind=("blind_score", "mean")).reset_index()
+    agg = (
+        latest.groupby(keys, dropna=False, sort=False)
+        .agg(mean=("score", "mean"), std=("score", "std"), seeds=("seed", "nunique"), blind=("blind_score", "mean"))
+        .reset_index()
+    )
     return agg.sort_values(["task", "mean"], ascending=[True, False])
 
 

@@ -86,10 +86,14 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
     lines += ["", "![scores](figures/scores.png)", ""]
 
     # 2. the paper's numbers beside ours
-    lines += ["## 2. The paper's numbers beside ours", "",
-              "AlignVLM with Llama-3.2-3B on the real benchmarks (Table 2 high-resource, Table 3 low-resource) "
-              "against this report's embedded sets. The tasks match in kind and metric, not in data or scale, so "
-              "compare orderings, not values.", ""]
+    lines += [
+        "## 2. The paper's numbers beside ours",
+        "",
+        "AlignVLM with Llama-3.2-3B on the real benchmarks (Table 2 high-resource, Table 3 low-resource) "
+        "against this report's embedded sets. The tasks match in kind and metric, not in data or scale, so "
+        "compare orderings, not values.",
+        "",
+    ]
     rows = []
     for c in connectors:
         cells = []
@@ -117,12 +121,17 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
         verdicts[t] = verdict(ivs)
         cells = [f"{cell(iv)} (p={iv.p_value:.3f})" for iv in ivs]
         rows.append([t, " > ".join(order), *cells, verdicts[t]])
-    lines.append(markdown_rows(["task", "observed order", *[f"{a} − {b}" for a, b in zip(chain, chain[1:])],
-                                "verdict"], rows))
-    lines += ["", "A verdict *reproduces* when every adjacent difference of the paper's order is positive with "
-              "its 95 % interval above 0, *does not reproduce* when any is negative with its interval below 0, "
-              "and is *inconclusive* otherwise; a verdict that rests on one seed says so (training variance is "
-              "then not measured).", ""]
+    lines.append(
+        markdown_rows(["task", "observed order", *[f"{a} − {b}" for a, b in zip(chain, chain[1:])], "verdict"], rows)
+    )
+    lines += [
+        "",
+        "A verdict *reproduces* when every adjacent difference of the paper's order is positive with "
+        "its 95 % interval above 0, *does not reproduce* when any is negative with its interval below 0, "
+        "and is *inconclusive* otherwise; a verdict that rests on one seed says so (training variance is "
+        "then not measured).",
+        "",
+    ]
 
     lines += _pairs_section(scores, connectors, tasks)
 
@@ -136,8 +145,10 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
     # 9. what each connector costs, and what it buys; 10. how each trained
     means = {key: iv.estimate for key, iv in cis.items()}
     lines += cost_section(runs, figures, means, tasks, number=9)
-    trained = {c: {seed: s["run"] for seed, s in next(scores[(c, t)] for t in tasks if (c, t) in scores)[
-        "seeds"].items()} for c in connectors}
+    trained = {
+        c: {seed: s["run"] for seed, s in next(scores[(c, t)] for t in tasks if (c, t) in scores)["seeds"].items()}
+        for c in connectors
+    }
     lines += curves_section(runs / "runs", trained, figures, number=10)
     lines += measured_notes(runs, number=11)
 
@@ -149,20 +160,25 @@ def _header(command: str, runs: Path, scores: dict) -> list[str]:
     """The paragraph that says where the numbers come from and how the intervals are made."""
     finished = sorted(f for e in scores.values() for f in e["finished"])
     when = f"on runs that finished by {finished[-1][:10]}" if finished else "on runs with no recorded finish time"
-    lines = [f"Produced by `{command}` {when}, from the runs and probes under `{runs}`. Scores are in points (ANLS "
-             "or relaxed accuracy × 100): the mean over training seeds of each seed's mean over its questions. "
-             "Intervals are 95 %. Seeds are a random factor, so an interval is about the training recipe, not one "
-             "trained model, and widens when seeds disagree: with two or more seeds it is a t interval over the "
-             "seed means (seeds − 1 degrees of freedom); with one seed (marked †) it is the percentile interval of "
-             "a bootstrap that resamples pages, the questions of a page together (they share an image), and "
-             "training variance is not measured. Differences are paired (per question a − b on the same "
-             "questions), with a two-sided p-value of the same method. Model, estimators and their check by "
-             "simulation: docs/statistics.md."]
+    lines = [
+        f"Produced by `{command}` {when}, from the runs and probes under `{runs}`. Scores are in points (ANLS "
+        "or relaxed accuracy × 100): the mean over training seeds of each seed's mean over its questions. "
+        "Intervals are 95 %. Seeds are a random factor, so an interval is about the training recipe, not one "
+        "trained model, and widens when seeds disagree: with two or more seeds it is a t interval over the "
+        "seed means (seeds − 1 degrees of freedom); with one seed (marked †) it is the percentile interval of "
+        "a bootstrap that resamples pages, the questions of a page together (they share an image), and "
+        "training variance is not measured. Differences are paired (per question a − b on the same "
+        "questions), with a two-sided p-value of the same method. Model, estimators and their check by "
+        "simulation: docs/statistics.md."
+    ]
     runs_without = sum(s["pages"] is None for e in scores.values() for s in e["seeds"].values())
     if runs_without:
-        lines += ["", f"{runs_without} of {sum(len(e['seeds']) for e in scores.values())} runs' prediction records "
-                  "carry no page index (written before pages were recorded): there every question counts as its "
-                  "own page."]
+        lines += [
+            "",
+            f"{runs_without} of {sum(len(e['seeds']) for e in scores.values())} runs' prediction records "
+            "carry no page index (written before pages were recorded): there every question counts as its "
+            "own page.",
+        ]
     return lines
 
 
@@ -180,9 +196,13 @@ def _pairs_section(scores: dict, connectors: list[str], tasks: list[str]) -> lis
             rows.append([t, f"{a} − {b}", cell(iv), f"{iv.p_value:.3f}", f"{p:.3f}", significant])
     lines.append(markdown_rows(["task", "pair (a − b)", "difference [95 % CI]", "p", "p (Holm)", "significant"], rows))
     lines += ["", ONE_SEED] if one_seed else []
-    lines += ["", "p (Holm): Holm's step-down adjustment over the pairs of one task (each task is one family of "
-              f"comparisons); *significant* means p (Holm) ≤ {SIGNIFICANT}. The intervals are not adjusted, so an "
-              "interval that excludes 0 may still not be significant here.", ""]
+    lines += [
+        "",
+        "p (Holm): Holm's step-down adjustment over the pairs of one task (each task is one family of "
+        f"comparisons); *significant* means p (Holm) ≤ {SIGNIFICANT}. The intervals are not adjusted, so an "
+        "interval that excludes 0 may still not be significant here.",
+        "",
+    ]
     return lines
 
 

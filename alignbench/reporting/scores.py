@@ -14,16 +14,20 @@ from .stats import Interval, bootstrap, paired_difference
 
 # AlignVLM (Llama-3.2-3B): Table 2 (high-resource) and Table 3 (low-resource), and the noise analysis.
 PAPER = {
-    "high": {"mlp": {"docvqa": 71.46, "infovqa": 37.56, "chartqa": 66.48},
-             "perceiver": {"docvqa": 69.08, "infovqa": 34.13, "chartqa": 65.16},
-             "ovis": {"docvqa": 74.68, "infovqa": 42.11, "chartqa": 67.92},
-             "align": {"docvqa": 79.63, "infovqa": 44.53, "chartqa": 71.88}},
-    "low": {"mlp": {"docvqa": 42.11, "infovqa": 19.93, "chartqa": 48.44},
-            "perceiver": {"docvqa": 32.18, "infovqa": 18.10, "chartqa": 40.00},
-            "ovis": {"docvqa": 57.73, "infovqa": 26.39, "chartqa": 54.52},
-            "align": {"docvqa": 71.43, "infovqa": 30.50, "chartqa": 69.72},
-            "hreducer": {"docvqa": 34.59, "infovqa": 17.57, "chartqa": 45.64},
-            "cabstractor": {"docvqa": 55.86, "infovqa": 19.36, "chartqa": 55.32}},  # HoneyBee
+    "high": {
+        "mlp": {"docvqa": 71.46, "infovqa": 37.56, "chartqa": 66.48},
+        "perceiver": {"docvqa": 69.08, "infovqa": 34.13, "chartqa": 65.16},
+        "ovis": {"docvqa": 74.68, "infovqa": 42.11, "chartqa": 67.92},
+        "align": {"docvqa": 79.63, "infovqa": 44.53, "chartqa": 71.88},
+    },
+    "low": {
+        "mlp": {"docvqa": 42.11, "infovqa": 19.93, "chartqa": 48.44},
+        "perceiver": {"docvqa": 32.18, "infovqa": 18.10, "chartqa": 40.00},
+        "ovis": {"docvqa": 57.73, "infovqa": 26.39, "chartqa": 54.52},
+        "align": {"docvqa": 71.43, "infovqa": 30.50, "chartqa": 69.72},
+        "hreducer": {"docvqa": 34.59, "infovqa": 17.57, "chartqa": 45.64},
+        "cabstractor": {"docvqa": 55.86, "infovqa": 19.36, "chartqa": 55.32},
+    },  # HoneyBee
     "noise_drop": {"mlp": 25.54, "align": 1.67},  # average score drop at sigma = 3 (points)
     "drift": {"mlp": 0.3938, "align": 0.0036},  # cosine distance of outputs, clean vs noisy
 }
@@ -32,8 +36,10 @@ PAPER = {
 PAPER_ORDER = ["align", "ovis", "mlp", "perceiver"]  # document tasks, best first
 
 
-ONE_SEED = ("† one seed: the interval covers the sampling of pages and questions only; training variance (between "
-            "seeds) is not measured.")
+ONE_SEED = (
+    "† one seed: the interval covers the sampling of pages and questions only; training variance (between "
+    "seeds) is not measured."
+)
 
 
 SIGNIFICANT = 0.05  # level of the tests (after Holm's adjustment in section 4)
@@ -69,21 +75,26 @@ def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
             continue
         metric = get_metric(row.metric)
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        entry = out.setdefault((row.connector, row.task),
-                               {"seeds": {}, "metric": row.metric, "runs": [], "finished": []})
+        entry = out.setdefault(
+            (row.connector, row.task), {"seeds": {}, "metric": row.metric, "runs": [], "finished": []}
+        )
         entry["runs"].append(str(row.run_id))
         if isinstance(getattr(row, "finished", None), str):
             entry["finished"].append(row.finished)
         entry["seeds"][int(row.seed)] = {
-            "uids": [r["uid"] for r in records], "scores": [r["score"] for r in records],
-            "blind": [metric(r["blind_prediction"], r["answers"]) for r in records] if records and
-            "blind_prediction" in records[0] else None,
+            "uids": [r["uid"] for r in records],
+            "scores": [r["score"] for r in records],
+            "blind": [metric(r["blind_prediction"], r["answers"]) for r in records]
+            if records and "blind_prediction" in records[0]
+            else None,
             "pages": [r["page"] for r in records] if all("page" in r for r in records) else None,
             "run": str(row.run_id),
         }
     if not out:
-        raise AlignBenchError(f"no runs of {connectors} on {tasks} with predictions under {runs}; run "
-                              "`alignbench sweep --output DIR` first")
+        raise AlignBenchError(
+            f"no runs of {connectors} on {tasks} with predictions under {runs}; run "
+            "`alignbench sweep --output DIR` first"
+        )
     return out
 
 

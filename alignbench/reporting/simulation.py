@@ -51,11 +51,13 @@ class Scenario:
         c, s, p, q = self.connectors, self.seeds, self.pages, self.questions
         sds = np.array([self.sd_seed, self.sd_page, self.sd_connector_page, self.sd_question])
         scale = math.sqrt(1 + float(sds @ sds))
-        eta = (scale * ndtri(self.truth())[:, None, None, None]  # [C, 1, 1, 1]
-               + self.sd_seed * rng.standard_normal((c, s, 1, 1))
-               + self.sd_page * rng.standard_normal((1, s, p, 1))
-               + self.sd_connector_page * rng.standard_normal((c, s, p, 1))
-               + self.sd_question * rng.standard_normal((1, s, p, q)))
+        eta = (
+            scale * ndtri(self.truth())[:, None, None, None]  # [C, 1, 1, 1]
+            + self.sd_seed * rng.standard_normal((c, s, 1, 1))
+            + self.sd_page * rng.standard_normal((1, s, p, 1))
+            + self.sd_connector_page * rng.standard_normal((c, s, p, 1))
+            + self.sd_question * rng.standard_normal((1, s, p, q))
+        )
         return (rng.random(eta.shape) < ndtr(eta)).astype(float)
 
 
@@ -68,8 +70,10 @@ def _hierarchical_se_t(groups, pages, resamples, seed, with_p=False) -> Interval
     from scipy.stats import t
 
     estimate = float(np.mean([np.mean(g) for g in groups]))
-    half = t.ppf((1 + CONFIDENCE) / 2, max(1, len(groups) - 1)) * hierarchical_resample(groups, pages, resamples,
-                                                                                       seed).std()
+    half = (
+        t.ppf((1 + CONFIDENCE) / 2, max(1, len(groups) - 1))
+        * hierarchical_resample(groups, pages, resamples, seed).std()
+    )
     return Interval(estimate, estimate - half, estimate + half, seeds=len(groups))
 
 
@@ -83,8 +87,14 @@ METHODS = {
 }
 
 
-def simulate(scenario: Scenario, replications: int = 500, resamples: int = 1000, seed: int = 0,
-             methods: tuple[str, ...] = ("hierarchical", "within_seed"), alpha: float = 0.05) -> dict:
+def simulate(
+    scenario: Scenario,
+    replications: int = 500,
+    resamples: int = 1000,
+    seed: int = 0,
+    methods: tuple[str, ...] = ("hierarchical", "within_seed"),
+    alpha: float = 0.05,
+) -> dict:
     """Draw `replications` studies and measure, for each interval method, how often the 95 % interval covers the
     true mean of connector 0 and the true difference connector 0 - connector 1; with `bootstrap`'s method, how often
     the paired test of 0 vs 1 rejects at `alpha`, and the family-wise error over every pair of connectors (a
@@ -106,8 +116,13 @@ def simulate(scenario: Scenario, replications: int = 500, resamples: int = 1000,
         rejected += p[0] <= alpha
         family += bool(np.any(p[null] <= alpha))
         family_holm += bool(np.any(holm(p)[null] <= alpha))
-    return {"coverage_mean": {m: covered[m][0] / replications for m in methods},
-            "coverage_difference": {m: covered[m][1] / replications for m in methods},
-            "rejection": rejected / replications, "family_wise_error": family / replications,
-            "family_wise_error_holm": family_holm / replications, "null_pairs": int(null.sum()),
-            "replications": replications, "resamples": resamples}
+    return {
+        "coverage_mean": {m: covered[m][0] / replications for m in methods},
+        "coverage_difference": {m: covered[m][1] / replications for m in methods},
+        "rejection": rejected / replications,
+        "family_wise_error": family / replications,
+        "family_wise_error_holm": family_holm / replications,
+        "null_pairs": int(null.sum()),
+        "replications": replications,
+        "resamples": resamples,
+    }

@@ -74,8 +74,13 @@ class Interval:
         return self.seeds >= 2
 
     def as_dict(self) -> dict:
-        return {"estimate": self.estimate, "low": self.low, "high": self.high, "p_value": self.p_value,
-                "seeds": self.seeds}
+        return {
+            "estimate": self.estimate,
+            "low": self.low,
+            "high": self.high,
+            "p_value": self.p_value,
+            "seeds": self.seeds,
+        }
 
 
 # ---------------------------------------------------------------- data: seeds of (scores, page of each score)
@@ -112,8 +117,9 @@ def _page_table(values: np.ndarray, page: np.ndarray) -> tuple[np.ndarray, np.nd
 # ---------------------------------------------------------------- the hierarchical bootstrap
 
 
-def _resample_seed(table: np.ndarray, counts: np.ndarray, k: int, rng: np.random.Generator,
-                   questions: bool) -> np.ndarray:
+def _resample_seed(
+    table: np.ndarray, counts: np.ndarray, k: int, rng: np.random.Generator, questions: bool
+) -> np.ndarray:
     """k bootstrap means [k] of one seed: its pages with replacement, then (`questions`) each drawn page's questions
     with replacement; otherwise a drawn page keeps its questions."""
     n_pages, q_max = table.shape
@@ -130,12 +136,13 @@ def _resample_seed(table: np.ndarray, counts: np.ndarray, k: int, rng: np.random
             total = np.where(keep, table[drawn[..., None], position], 0.0).sum(axis=(1, 2))
         else:
             total = table.sum(axis=1)[drawn].sum(axis=1)
-        out[start:start + m] = total / n.sum(axis=1)
+        out[start : start + m] = total / n.sum(axis=1)
     return out
 
 
-def hierarchical_resample(groups: list, pages: list | None = None, resamples: int = RESAMPLES, seed: int = 0,
-                          questions: bool = True) -> np.ndarray:
+def hierarchical_resample(
+    groups: list, pages: list | None = None, resamples: int = RESAMPLES, seed: int = 0, questions: bool = True
+) -> np.ndarray:
     """Bootstrap means of seed means [resamples]: seeds with replacement, then pages within each drawn seed, then
     (`questions`) questions within each drawn page. Each slot of a resample that draws a seed resamples it anew."""
     data = [_page_table(v, p) for v, p in _seed_data(groups, pages)]
@@ -169,8 +176,14 @@ def _t_interval(means: np.ndarray, confidence: float, with_p: bool) -> Interval:
     return Interval(estimate, estimate - half, estimate + half, p, means.size)
 
 
-def bootstrap(groups: list, seed: int = 0, confidence: float = CONFIDENCE, with_p: bool = False,
-              pages: list | None = None, resamples: int = RESAMPLES) -> Interval:
+def bootstrap(
+    groups: list,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    with_p: bool = False,
+    pages: list | None = None,
+    resamples: int = RESAMPLES,
+) -> Interval:
     """Interval of the mean of seed means: groups[s] the scores of seed s, pages[s] their page indices (None:
     each question its own page). One seed: the page bootstrap's percentile interval; several: the t interval over
     seed means (module docstring)."""
@@ -187,8 +200,9 @@ def bootstrap(groups: list, seed: int = 0, confidence: float = CONFIDENCE, with_
     return _percentile_interval(estimate, draws, confidence, with_p)
 
 
-def paired_difference(a: list, b: list, seed: int = 0, pages: list | None = None,
-                      resamples: int = RESAMPLES) -> Interval:
+def paired_difference(
+    a: list, b: list, seed: int = 0, pages: list | None = None, resamples: int = RESAMPLES
+) -> Interval:
     """Mean difference a - b over the same questions (per seed, aligned), with its interval and p-value."""
     diffs = []
     for ga, gb in zip(a, b):
@@ -199,8 +213,9 @@ def paired_difference(a: list, b: list, seed: int = 0, pages: list | None = None
     return bootstrap(diffs, seed=seed, with_p=True, pages=pages, resamples=resamples)
 
 
-def within_seed_bootstrap(groups: list, seed: int = 0, confidence: float = CONFIDENCE,
-                          resamples: int = RESAMPLES) -> Interval:
+def within_seed_bootstrap(
+    groups: list, seed: int = 0, confidence: float = CONFIDENCE, resamples: int = RESAMPLES
+) -> Interval:
     """The earlier method, kept to compare against: the questions of each seed resampled on their own (pages and
     seeds held fixed), percentile interval of the mean of seed means. Blind to training variance."""
     data = [v for v, _ in _seed_data(groups, None)]
@@ -265,15 +280,15 @@ def variance_components(groups: list, pages: list | None = None) -> Components:
     df_w, df_p, df_s = n - n_pages, n_pages - n_seeds, n_seeds - 1
     ms_w = float(((y - mean_page[page_of]) ** 2).sum() / df_w) if df_w else 0.0
     ms_p = float((n_page * (mean_page - mean_seed[seed_of_page]) ** 2).sum() / df_p) if df_p else float("nan")
-    sum_sq_over_seed = float((n_page ** 2 / n_seed[seed_of_page]).sum())
+    sum_sq_over_seed = float((n_page**2 / n_seed[seed_of_page]).sum())
     n0 = (n - sum_sq_over_seed) / df_p if df_p else float("nan")
     question = ms_w
     page = (ms_p - ms_w) / n0 if df_w else ms_p  # one question per page: n0 = 1, page + question together
     seed = float("nan")
     if df_s:
         ms_s = float((n_seed * (mean_seed - y.mean()) ** 2).sum() / df_s)
-        n0_page = (sum_sq_over_seed - float((n_page ** 2).sum()) / n) / df_s
-        n0_seed = (n - float((n_seed ** 2).sum()) / n) / df_s
+        n0_page = (sum_sq_over_seed - float((n_page**2).sum()) / n) / df_s
+        n0_seed = (n - float((n_seed**2).sum()) / n) / df_s
         seed = max(0.0, (ms_s - question - n0_page * page) / n0_seed)
     if not df_w:
         question, page = page, float("nan")
@@ -298,6 +313,7 @@ def _noncentrality(df: float, power: float, alpha: float) -> float:
         def reach(k):
             wrong_side = float(np.nan_to_num(nct.cdf(-crit, df, k)))  # negligible where scipy returns nan
             return nct.sf(crit, df, k) + wrong_side - power
+
     high = crit + 2.0
     while reach(high) < 0:  # widen the bracket until the power is reached
         high *= 2
@@ -308,15 +324,18 @@ def _df(seeds: int) -> float:
     return seeds - 1 if seeds >= 2 else math.inf
 
 
-def detectable_difference(c: Components, seeds: int, pages: float, questions: float, power: float = 0.8,
-                          alpha: float = 0.05) -> float:
+def detectable_difference(
+    c: Components, seeds: int, pages: float, questions: float, power: float = 0.8, alpha: float = 0.05
+) -> float:
     """Smallest true difference (score units) the design detects with `power` at two-sided level `alpha`."""
     return _noncentrality(_df(seeds), power, alpha) * math.sqrt(c.variance_of_mean(seeds, pages, questions))
 
 
-def seeds_needed(c: Components, delta: float, power: float = 0.8, alpha: float = 0.05,
-                 most: int = 100_000) -> int | None:
+def seeds_needed(
+    c: Components, delta: float, power: float = 0.8, alpha: float = 0.05, most: int = 100_000
+) -> int | None:
     """Fewest seeds (>= 2) at the current pages and questions that detect `delta`; None beyond `most`."""
+
     def enough(s: int) -> bool:
         return detectable_difference(c, s, c.pages, c.questions, power, alpha) <= delta
 

@@ -37,17 +37,34 @@ from .workspace import quiet_libraries
 MODULE = "alignbench.run.jobs"  # what a local job runs: python -m alignbench.run.jobs JOB.json
 
 
-def job_spec(cfg, output: Path, checkpoint_every: int, result_file: Path | None = None,
-             feature_cache: bool = True) -> dict:
+def job_spec(
+    cfg, output: Path, checkpoint_every: int, result_file: Path | None = None, feature_cache: bool = True
+) -> dict:
     """A job as JSON: the run's configuration, where it writes, and whether it uses the feature cache."""
-    return {"config": json.loads(json.dumps(asdict(cfg))), "output": str(Path(output).resolve()),
-            "checkpoint_every": checkpoint_every, "result_file": str(result_file) if result_file else None,
-            "feature_cache": feature_cache}
+    return {
+        "config": json.loads(json.dumps(asdict(cfg))),
+        "output": str(Path(output).resolve()),
+        "checkpoint_every": checkpoint_every,
+        "result_file": str(result_file) if result_file else None,
+        "feature_cache": feature_cache,
+    }
 
 
 def summary(result: dict) -> dict:
-    keys = ("connector", "task", "metric", "score", "stderr", "n", "blind", "wall_seconds", "train_seconds",
-            "final_loss", "distributed", "run_dir")
+    keys = (
+        "connector",
+        "task",
+        "metric",
+        "score",
+        "stderr",
+        "n",
+        "blind",
+        "wall_seconds",
+        "train_seconds",
+        "final_loss",
+        "distributed",
+        "run_dir",
+    )
     return {k: result[k] for k in keys if k in result}
 
 
@@ -59,8 +76,15 @@ def run_job(spec: dict) -> dict | None:
     quiet_libraries()
     dist = distributed.init_from_env(cfg.device)
     try:
-        result = summary(run(cfg, Path(spec["output"]), log=print if dist.is_main else _quiet,
-                             checkpoint_every=spec["checkpoint_every"], feature_cache=spec.get("feature_cache", True)))
+        result = summary(
+            run(
+                cfg,
+                Path(spec["output"]),
+                log=print if dist.is_main else _quiet,
+                checkpoint_every=spec["checkpoint_every"],
+                feature_cache=spec.get("feature_cache", True),
+            )
+        )
         if dist.is_main and spec.get("result_file"):
             atomic_write(Path(spec["result_file"]), json.dumps(result, indent=2))
         return result if dist.is_main else None
@@ -86,22 +110,33 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-def launch(configs: list[RunConfig], output: Path, launch_cfg: LaunchConfig, checkpoint_every: int, log=print,
-           feature_cache: bool = True) -> list[JobOutcome]:
+def launch(
+    configs: list[RunConfig],
+    output: Path,
+    launch_cfg: LaunchConfig,
+    checkpoint_every: int,
+    log=print,
+    feature_cache: bool = True,
+) -> list[JobOutcome]:
     """Run every config as a job through the chosen scheduler; outcomes in input order (failed jobs carry their
     error and log, the others their summary)."""
     launch_cfg.validate()
     folder = Path(output) / "launch" / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
-    names = [safe_name(f"{i:03d}-{cfg.task}-{cfg.connector}-s{cfg.data.seed}", "job name")
-             for i, cfg in enumerate(configs)]  # they become file names
-    specs = [job_spec(cfg, output, checkpoint_every, folder / f"{name}.result.json", feature_cache)
-             for cfg, name in zip(configs, names)]
+    names = [
+        safe_name(f"{i:03d}-{cfg.task}-{cfg.connector}-s{cfg.data.seed}", "job name") for i, cfg in enumerate(configs)
+    ]  # they become file names
+    specs = [
+        job_spec(cfg, output, checkpoint_every, folder / f"{name}.result.json", feature_cache)
+        for cfg, name in zip(configs, names)
+    ]
     for name, spec in zip(names, specs):
         (folder / f"{name}.json").write_text(json.dumps(spec, indent=1))
-    log(f"{len(configs)} jobs through the {launch_cfg.launcher} launcher"
+    log(
+        f"{len(configs)} jobs through the {launch_cfg.launcher} launcher"
         f"{f' ({launch_cfg.cluster})' if launch_cfg.launcher == 'submitit' else ''}, "
-        f"{launch_cfg.world_size} process(es) each; job files and logs: {folder}")
+        f"{launch_cfg.world_size} process(es) each; job files and logs: {folder}"
+    )
     cpu_only = all(c.device == "cpu" for c in configs)
     if launch_cfg.launcher == "local":
         return launch_local(names, folder, launch_cfg, cpu_only, MODULE, log)

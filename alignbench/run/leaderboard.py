@@ -24,23 +24,37 @@ def leaderboard_row(run_dir: Path, config: dict, result: dict) -> dict:
     """One leaderboard row; a result without a finite score (a diverged or empty run) is refused."""
     score = result.get("score")
     if result.get("status", "ok") != "ok" or not isinstance(score, (int, float)) or not math.isfinite(score):
-        raise AlignBenchError(f"run {run_dir.name} has no valid score (status {result.get('status', 'ok')}, score "
-                              f"{score}); it is not added to the leaderboard")
+        raise AlignBenchError(
+            f"run {run_dir.name} has no valid score (status {result.get('status', 'ok')}, score "
+            f"{score}); it is not added to the leaderboard"
+        )
     blind = result.get("blind", {})
     return {
-        "run_id": run_dir.name, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "connector": config["connector"], "task": config["task"], "backbone": result.get("backbone_key"),
+        "run_id": run_dir.name,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "connector": config["connector"],
+        "task": config["task"],
+        "backbone": result.get("backbone_key"),
         "options": " ".join(f"{k}={option_text(v)}" for k, v in sorted(config.get("connector_args", {}).items())),
-        "stage": config["train"]["stage"], "steps": config["train"]["steps"], "lr": config["train"]["lr"],
-        "seed": config["data"]["seed"], "init_seed": config["train"]["init_seed"], "metric": result["metric"],
-        "score": result["score"], "stderr": result["stderr"], "n": result["n"],
+        "stage": config["train"]["stage"],
+        "steps": config["train"]["steps"],
+        "lr": config["train"]["lr"],
+        "seed": config["data"]["seed"],
+        "init_seed": config["train"]["init_seed"],
+        "metric": result["metric"],
+        "score": result["score"],
+        "stderr": result["stderr"],
+        "n": result["n"],
         # the same predictions scored by lmms-eval's definition of the metric (docs/lmms-eval.md)
         "score_lmms_eval": result.get("lmms_eval_metric", {}).get("score"),
         "n_skipped": result.get("n_skipped", 0),
-        "blind_score": blind.get("score"), "blind_stderr": blind.get("stderr"),
+        "blind_score": blind.get("score"),
+        "blind_stderr": blind.get("stderr"),
         "per_split": json.dumps(result.get("per_split", {})),
-        "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
-        "wall_seconds": result.get("wall_seconds"), "evaluator": result.get("evaluator", "alignbench"),
+        "train_seconds": result.get("train_seconds"),
+        "eval_seconds": result.get("eval_seconds"),
+        "wall_seconds": result.get("wall_seconds"),
+        "evaluator": result.get("evaluator", "alignbench"),
         "commit": result.get("commit"),
         # what trained the weights: the tasks whose training splits were mixed, and the run that trained them
         # when this run re-used weights of the same training configuration
@@ -61,8 +75,10 @@ REQUIRED_COLUMNS = ("run_id", "connector", "task", "metric", "score")
 
 
 def leaderboard_fix(output: Path) -> str:
-    return (f"rebuild it from the run directories with `alignbench leaderboard --repair --output {str(output)!r}` "
-            "(the damaged file is kept as a backup)")
+    return (
+        f"rebuild it from the run directories with `alignbench leaderboard --repair --output {str(output)!r}` "
+        "(the damaged file is kept as a backup)"
+    )
 
 
 def check_leaderboard(path: Path) -> str:
@@ -81,8 +97,7 @@ def check_leaderboard(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise AlignBenchError(f"{where} cannot be read ({exc.strerror}); fix its permissions and run again") \
-            from None
+        raise AlignBenchError(f"{where} cannot be read ({exc.strerror}); fix its permissions and run again") from None
 
     def bad(what: str) -> AlignBenchError:
         return AlignBenchError(f"{where} is not a valid leaderboard: {what}; {leaderboard_fix(path.parent)}")
@@ -106,9 +121,11 @@ def check_leaderboard(path: Path) -> str:
         header = next(reader)
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing or len(set(header)) != len(header) or header[0] != "run_id":
-            raise bad(f"line 1 is not a leaderboard header (missing {', '.join(missing) or 'nothing'}; "
-                      f"duplicate columns: {sorted({c for c in header if header.count(c) > 1}) or 'none'}; "
-                      "the first column must be run_id)")
+            raise bad(
+                f"line 1 is not a leaderboard header (missing {', '.join(missing) or 'nothing'}; "
+                f"duplicate columns: {sorted({c for c in header if header.count(c) > 1}) or 'none'}; "
+                "the first column must be run_id)"
+            )
         score = header.index("score")
         for cells in reader:
             line = reader.line_num
@@ -171,8 +188,14 @@ def repair_leaderboard(output: Path) -> tuple[Path | None, int, list[str]]:
     path = output / LEADERBOARD
     rows, skipped = [], []
     runs = output / "runs"
-    finished = sorted((d for d in runs.iterdir() if (d / "results.json").is_file()),
-                      key=lambda d: ((d / "results.json").stat().st_mtime, d.name)) if runs.is_dir() else []
+    finished = (
+        sorted(
+            (d for d in runs.iterdir() if (d / "results.json").is_file()),
+            key=lambda d: ((d / "results.json").stat().st_mtime, d.name),
+        )
+        if runs.is_dir()
+        else []
+    )
     for run_dir in finished:
         try:
             config = read_saved_config(run_dir)

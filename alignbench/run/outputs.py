@@ -33,8 +33,9 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 def safe_name(value: str, what: str) -> str:
     """`value` if it is a single harmless path component (letters, digits, '_', '-', '.'; no '..')."""
     if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value or len(value) > 200:
-        raise AlignBenchError(f"invalid {what} {value!r}: use letters, digits, '_', '-' and '.' "
-                              "(no path separators or '..')")
+        raise AlignBenchError(
+            f"invalid {what} {value!r}: use letters, digits, '_', '-' and '.' (no path separators or '..')"
+        )
     return value
 
 
@@ -54,8 +55,10 @@ def prepare_output(output: Path) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise AlignBenchError(f"output directory {str(output)!r} is not writable ({exc.strerror}); "
-                              "pass --output with a directory you can write to") from None
+        raise AlignBenchError(
+            f"output directory {str(output)!r} is not writable ({exc.strerror}); "
+            "pass --output with a directory you can write to"
+        ) from None
     check_leaderboard(output / LEADERBOARD)  # a damaged leaderboard stops a run before any work, not after
     return output
 
@@ -63,8 +66,10 @@ def prepare_output(output: Path) -> Path:
 def new_run_dir(output: Path, task: str, connector: str, seed: int) -> Path:
     """A fresh directory, created exclusively: two runs with the same settings (even in the same second, with
     the same random suffix) never share one. Task and connector names are validated path components."""
-    base = (f"{safe_name(task, 'task name')}-{safe_name(connector, 'connector name')}-s{int(seed)}-"
-            f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    base = (
+        f"{safe_name(task, 'task name')}-{safe_name(connector, 'connector name')}-s{int(seed)}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    )
     (output / "runs").mkdir(parents=True, exist_ok=True)
     for n in range(1, 10_000):
         path = run_path(output, base if n == 1 else f"{base}-{n}")
@@ -78,8 +83,9 @@ def new_run_dir(output: Path, task: str, connector: str, seed: int) -> Path:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -92,8 +98,13 @@ def versions() -> dict:
 
     from .. import __version__
 
-    return {"alignbench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "datasets": datasets.__version__, "python": platform.python_version()}
+    return {
+        "alignbench": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def machine() -> dict:
@@ -107,8 +118,15 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "gpu": gpu}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+    }
 
 
 def write_run(run_dir: Path, config: dict, result: dict, records: list[dict]) -> None:

@@ -29,13 +29,20 @@ def _run_in_worker(cfg: RunConfig, output: Path) -> dict:
     """One sweep job in a worker process; the workspace is kept for the worker's next job."""
     global _WORKSPACE
     if _WORKSPACE is None:
-        _WORKSPACE = Workspace(cfg.backbone, cfg.data, resolve_device(cfg.device), log=lambda *a, **k: None,
-                               feature_cache=_FEATURE_CACHE)
+        _WORKSPACE = Workspace(
+            cfg.backbone, cfg.data, resolve_device(cfg.device), log=lambda *a, **k: None, feature_cache=_FEATURE_CACHE
+        )
     return run(cfg, output, _WORKSPACE, progress=None, log=lambda *a, **k: None, reuse_from=_REUSE_FROM)
 
 
-def run_parallel(configs: list[RunConfig], output: Path, jobs: int, on_result=None,
-                 feature_cache: bool = True, reuse_from: Sequence[Path] = ()) -> list[dict]:
+def run_parallel(
+    configs: list[RunConfig],
+    output: Path,
+    jobs: int,
+    on_result=None,
+    feature_cache: bool = True,
+    reuse_from: Sequence[Path] = (),
+) -> list[dict]:
     """Run sweep jobs in `jobs` processes of `cpu_count // jobs` threads each (CPU sweeps: small matrices
     use cores better as separate processes than as threads of one). Results come back in input order."""
     import multiprocessing as mp
@@ -44,8 +51,9 @@ def run_parallel(configs: list[RunConfig], output: Path, jobs: int, on_result=No
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, feature_cache, tuple(reuse_from))) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads, feature_cache, tuple(reuse_from))
+    ) as pool:
         futures = [pool.submit(_run_in_worker, cfg, output) for cfg in configs]
         results = []
         for fut in futures:

@@ -51,14 +51,34 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
-def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
-        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: Path | None = None,
-        plugins: Sequence[str | Path] = (), feature_cache: bool = True, reuse_from: Sequence[Path] = ()) -> dict:
+def run(
+    cfg: RunConfig,
+    output: Path,
+    workspace: Workspace | None = None,
+    progress=None,
+    log=print,
+    *,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    resume: Path | None = None,
+    plugins: Sequence[str | Path] = (),
+    feature_cache: bool = True,
+    reuse_from: Sequence[Path] = (),
+) -> dict:
     """Train one connector on one task, evaluate it, write its run directory and leaderboard row (holding the run
     directory's writer lock throughout: `_run`)."""
     try:
-        result = _run(cfg, output, workspace, progress, log, checkpoint_every=checkpoint_every, resume=resume,
-                      plugins=plugins, feature_cache=feature_cache, reuse_from=reuse_from)
+        result = _run(
+            cfg,
+            output,
+            workspace,
+            progress,
+            log,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            plugins=plugins,
+            feature_cache=feature_cache,
+            reuse_from=reuse_from,
+        )
     except ConnectorContractError as exc:  # a connector that broke its contract on a later patch count: the run
         active = resuming.ACTIVE_RUN  # directory says so (resumable once the connector is fixed)
         if active is not None and context().is_main:
@@ -70,9 +90,19 @@ def run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progre
     return result
 
 
-def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progress=None, log=print, *,
-         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: Path | None = None,
-         plugins: Sequence[str | Path] = (), feature_cache: bool = True, reuse_from: Sequence[Path] = ()) -> dict:
+def _run(
+    cfg: RunConfig,
+    output: Path,
+    workspace: Workspace | None = None,
+    progress=None,
+    log=print,
+    *,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    resume: Path | None = None,
+    plugins: Sequence[str | Path] = (),
+    feature_cache: bool = True,
+    reuse_from: Sequence[Path] = (),
+) -> dict:
     """Train one connector on one task, evaluate it, write its run directory and leaderboard row.
 
     The run directory is made before training: checkpoints (every `checkpoint_every` steps) and the
@@ -121,19 +151,27 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
     # 2. data and frozen vision features: the training splits of every training task, the evaluated task's
     #    evaluation split (one process per machine fills the caches, then the others read them)
     spent = dict(ws.seconds)
-    backbone, train_splits, (eval_split, eval_feats) = dist.main_first(lambda: (
-        ws.backbone, [ws.split(TASKS.get(name), "train", cfg.data) for name in cfg.train_tasks],
-        ws.split(task, cfg.data.eval_split, cfg.data)))
+    backbone, train_splits, (eval_split, eval_feats) = dist.main_first(
+        lambda: (
+            ws.backbone,
+            [ws.split(TASKS.get(name), "train", cfg.data) for name in cfg.train_tasks],
+            ws.split(task, cfg.data.eval_split, cfg.data),
+        )
+    )
     spent = {f"{k}_seconds": round(ws.seconds[k] - spent[k], 2) for k in spent}  # 0 when already in memory
     sources = [TrainSource(TASKS.get(name), *pair) for name, pair in zip(cfg.train_tasks, train_splits)]
-    _log_skipped([(f"{src.task.name}/train", src.split) for src in sources]
-                 + [(f"{task.name}/{cfg.data.eval_split}", eval_split)], log)
+    _log_skipped(
+        [(f"{src.task.name}/train", src.split) for src in sources]
+        + [(f"{task.name}/{cfg.data.eval_split}", eval_split)],
+        log,
+    )
 
     # 3. the connector, with its own init seed, on a copy of the LLM where the LLM trains (the shared one stays
     #    pristine); its contract is checked on every patch count the run will feed it
     backbone = training_backbone(backbone, asdict(cfg.train))
-    connector = build_connector(cfg.connector, backbone.connector_context(), cfg.connector_args,
-                                cfg.train.init_seed).to(device)
+    connector = build_connector(
+        cfg.connector, backbone.connector_context(), cfg.connector_args, cfg.train.init_seed
+    ).to(device)
     model = VLM(backbone, connector)
     _check_contract(model, [src.features for src in sources] + [eval_feats], device)
     key = training_key(cfg, asdict(connector.config), backbone.key, device, (dist.world_size, parallel.strategy))
@@ -146,25 +184,55 @@ def _run(cfg: RunConfig, output: Path, workspace: Workspace | None = None, progr
     log(f"run directory: {run_dir} (if interrupted, continue it with: {resuming.resume_command(run_dir)})")
 
     # 5. train (checkpointed, resumable), or re-use the weights of a finished run with the same training key
-    model, stats = _train_or_reuse(model, sources, cfg, ws, output, reuse_from, run_dir, key, device, progress, log,
-                                   checkpoint_every, dist, parallel)
+    model, stats = _train_or_reuse(
+        model,
+        sources,
+        cfg,
+        ws,
+        output,
+        reuse_from,
+        run_dir,
+        key,
+        device,
+        progress,
+        log,
+        checkpoint_every,
+        dist,
+        parallel,
+    )
 
     # 6. evaluate (journaled, resumable)
-    result, records = evaluate(model, task, eval_split, eval_feats, cfg.eval, device, progress,
-                               journal=run_dir / resuming.PREDICTIONS_JOURNAL)
+    result, records = evaluate(
+        model, task, eval_split, eval_feats, cfg.eval, device, progress, journal=run_dir / resuming.PREDICTIONS_JOURNAL
+    )
     diag = eval_feats[:64]
     result["connector_diagnostics"] = model.connector.diagnostics(
-        (diag.largest_group() if isinstance(diag, PatchBatch) else diag).to(device))
-    result["train_skipped"] = {"n": sum(len(src.split.skipped) for src in sources),
-                               "reasons": dict(sum((Counter(src.split.skip_counts()) for src in sources), Counter()))}
+        (diag.largest_group() if isinstance(diag, PatchBatch) else diag).to(device)
+    )
+    result["train_skipped"] = {
+        "n": sum(len(src.split.skipped) for src in sources),
+        "reasons": dict(sum((Counter(src.split.skip_counts()) for src in sources), Counter())),
+    }
     result["train_tasks"] = cfg.train_tasks
 
     # 7. write: results.json last (it marks the run finished), then the leaderboard row; rank 0 only
-    result |= stats | spent | {"task": task.name, "connector": cfg.connector, "backbone_key": backbone.key,
-                               "wall_seconds": round(time.time() - t0, 2), "versions": versions(),
-                               "commit": git_commit(), "device": device, "machine": machine()}
+    result |= (
+        stats
+        | spent
+        | {
+            "task": task.name,
+            "connector": cfg.connector,
+            "backbone_key": backbone.key,
+            "wall_seconds": round(time.time() - t0, 2),
+            "versions": versions(),
+            "commit": git_commit(),
+            "device": device,
+            "machine": machine(),
+        }
+    )
     skipped = [{"split": f"{src.task.name}/train", **row} for src in sources for row in src.split.skipped] + [
-        {"split": f"{task.name}/{cfg.data.eval_split}", **row} for row in eval_split.skipped]
+        {"split": f"{task.name}/{cfg.data.eval_split}", **row} for row in eval_split.skipped
+    ]
     dist.on_main(resuming.write_finished, run_dir, output, config, result, records, skipped)
     result["run_dir"] = str(run_dir)
     return result
@@ -180,8 +248,10 @@ def _log_skipped(splits: list, log) -> None:
     for name, split in splits:
         if split.skipped:
             reasons = ", ".join(f"{n} {r}" for r, n in split.skip_counts().items())
-            log(f"{name}: skipped {len(split.skipped)} of {len(split.skipped) + len(split.samples)} "
-                f"questions ({reasons})")
+            log(
+                f"{name}: skipped {len(split.skipped)} of {len(split.skipped) + len(split.samples)} "
+                f"questions ({reasons})"
+            )
 
 
 def _config_record(cfg: RunConfig, backbone, connector, device: str, key: str, spread: dict) -> dict:
@@ -191,19 +261,42 @@ def _config_record(cfg: RunConfig, backbone, connector, device: str, key: str, s
     tiled = backbone.max_patches != backbone.num_patches
     if tiled:
         dims["max_patches"] = backbone.max_patches
-    return json.loads(json.dumps(asdict(cfg) | {
-        "connector_config": asdict(connector.config), "connector_tokens": connector.num_tokens(backbone.num_patches),
-        "dims": dims, "backbone_key": backbone.key, "resolved_device": device,
-        **({"backbone_source": backbone.source} if backbone.source is not None else {}),
-        "train_tasks": cfg.train_tasks, "training_key": key,
-    } | ({"connector_tokens_max": connector.num_tokens(backbone.max_patches)} if tiled else {})
-      | ({"plugins": loaded_plugins()} if loaded_plugins() else {})
-      | {"distributed": spread}))
+    return json.loads(
+        json.dumps(
+            asdict(cfg)
+            | {
+                "connector_config": asdict(connector.config),
+                "connector_tokens": connector.num_tokens(backbone.num_patches),
+                "dims": dims,
+                "backbone_key": backbone.key,
+                "resolved_device": device,
+                **({"backbone_source": backbone.source} if backbone.source is not None else {}),
+                "train_tasks": cfg.train_tasks,
+                "training_key": key,
+            }
+            | ({"connector_tokens_max": connector.num_tokens(backbone.max_patches)} if tiled else {})
+            | ({"plugins": loaded_plugins()} if loaded_plugins() else {})
+            | {"distributed": spread}
+        )
+    )
 
 
-def _train_or_reuse(model: VLM, sources: list[TrainSource], cfg: RunConfig, ws: Workspace, output: Path,
-                    reuse_from: list[Path], run_dir: Path, key: str, device: str, progress, log,
-                    checkpoint_every: int, dist, parallel) -> tuple[VLM, dict]:
+def _train_or_reuse(
+    model: VLM,
+    sources: list[TrainSource],
+    cfg: RunConfig,
+    ws: Workspace,
+    output: Path,
+    reuse_from: list[Path],
+    run_dir: Path,
+    key: str,
+    device: str,
+    progress,
+    log,
+    checkpoint_every: int,
+    dist,
+    parallel,
+) -> tuple[VLM, dict]:
     """Train the model (checkpointed, resumable), or load the weights of a finished run with the same training key
     (a sweep trains each connector once on its training tasks, then scores every task); either way the run
     directory gets the weights it evaluates and their curve. Rank 0 holds the lock and decides; every process
@@ -212,14 +305,33 @@ def _train_or_reuse(model: VLM, sources: list[TrainSource], cfg: RunConfig, ws: 
         trained_in = dist.on_main(trained_source, [output, *reuse_from], key, run_dir, cfg.train.stage)
         if trained_in is None:
             try:
-                stats = train(model, sources, cfg.train, cfg.data.seed, device, progress, log,
-                              checkpoint_dir=run_dir, checkpoint_every=checkpoint_every, dist=dist,
-                              parallel=parallel)
+                stats = train(
+                    model,
+                    sources,
+                    cfg.train,
+                    cfg.data.seed,
+                    device,
+                    progress,
+                    log,
+                    checkpoint_dir=run_dir,
+                    checkpoint_every=checkpoint_every,
+                    dist=dist,
+                    parallel=parallel,
+                )
             except TrainingDiverged as exc:
                 if dist.is_main:
-                    atomic_write(run_dir / resuming.RUN_STATUS, json.dumps(
-                        {"status": "diverged", "step": exc.step, "checkpoint_step": exc.checkpoint_step,
-                         "message": str(exc)}, indent=2))
+                    atomic_write(
+                        run_dir / resuming.RUN_STATUS,
+                        json.dumps(
+                            {
+                                "status": "diverged",
+                                "step": exc.step,
+                                "checkpoint_step": exc.checkpoint_step,
+                                "message": str(exc),
+                            },
+                            indent=2,
+                        ),
+                    )
                 raise
             if is_sharded(model.connector) or is_sharded(model.llm):  # FSDP: every process evaluates a whole model
                 model = _gathered(model, ws, cfg, device)
@@ -231,8 +343,10 @@ def _train_or_reuse(model: VLM, sources: list[TrainSource], cfg: RunConfig, ws: 
             return model, stats
         source = Path(trained_in["source"])
         load_reused(source, model, cfg.train.stage, device)
-        log(f"re-using the weights trained in {trained_in['trained_in']} (same training configuration, key {key}); "
-            "no training")
+        log(
+            f"re-using the weights trained in {trained_in['trained_in']} (same training configuration, key {key}); "
+            "no training"
+        )
         if dist.is_main:
             save_trained(run_dir, model, cfg.train.stage)
             source_curve = source / CURVE
@@ -249,8 +363,9 @@ def _gathered(model: VLM, ws: Workspace, cfg: RunConfig, device: str) -> VLM:
     if is_sharded(model.llm):
         llm = unshard_into(model.llm, copy.deepcopy(ws.backbone.llm).float())
     backbone = dataclasses.replace(ws.backbone, llm=llm)
-    connector = build_connector(cfg.connector, backbone.connector_context(), cfg.connector_args,
-                                cfg.train.init_seed).to(device)
+    connector = build_connector(
+        cfg.connector, backbone.connector_context(), cfg.connector_args, cfg.train.init_seed
+    ).to(device)
     unshard_into(model.connector, connector)
     connector.on_llm_loaded(llm)
     return VLM(backbone, connector).eval()

@@ -49,8 +49,10 @@ def hold_run_dir(run_dir: Path) -> None:
             pid = (run_dir / WRITER_PID).read_text().strip() or "unknown"
         except OSError:
             pid = "unknown"
-        raise AlignBenchError(f"{run_dir} is being written by another process (PID {pid}); wait for it to end, or "
-                              "stop it before resuming this run") from None
+        raise AlignBenchError(
+            f"{run_dir} is being written by another process (PID {pid}); wait for it to end, or "
+            "stop it before resuming this run"
+        ) from None
     _held.append(held)
     atomic_write(run_dir / WRITER_PID, f"{os.getpid()}\n")
     ACTIVE_RUN = run_dir
@@ -76,8 +78,10 @@ def finished() -> None:
 def check_resumable(run_dir: Path, output: Path) -> Path:
     """The run directory to continue: one under OUTPUT/runs, started (config.json) and not diverged."""
     if not run_dir.is_dir() or run_dir.resolve().parent != (output / "runs").resolve():
-        raise AlignBenchError(f"--resume {str(run_dir)!r} is not a run directory under {output / 'runs'}; "
-                              "give the RUN_DIR a run printed when it started")
+        raise AlignBenchError(
+            f"--resume {str(run_dir)!r} is not a run directory under {output / 'runs'}; "
+            "give the RUN_DIR a run printed when it started"
+        )
     read_saved_config(run_dir)  # it started: a configuration to continue with
     status = run_dir / RUN_STATUS
     if status.is_file():
@@ -110,11 +114,16 @@ def finish_listed(run_dir: Path, output: Path, log) -> dict | None:
 def open_run_dir(config: dict, output: Path, task: str, cfg: RunConfig, resume: Path | None) -> Path:
     if resume is not None:
         saved = read_saved_config(resume)
-        differ = sorted(k for k in set(saved) | set(config)
-                        if k not in PLACEMENT_KEYS and _comparable(saved, k) != _comparable(config, k))
+        differ = sorted(
+            k
+            for k in set(saved) | set(config)
+            if k not in PLACEMENT_KEYS and _comparable(saved, k) != _comparable(config, k)
+        )
         if differ:
-            raise AlignBenchError(f"{resume} was started with another configuration ({', '.join(differ)} differ); "
-                                  "resume it with its own configuration or start a new run")
+            raise AlignBenchError(
+                f"{resume} was started with another configuration ({', '.join(differ)} differ); "
+                "resume it with its own configuration or start a new run"
+            )
         return resume
     run_dir = new_run_dir(output, task, cfg.connector, cfg.data.seed)
     atomic_write(run_dir / "config.json", json.dumps(config, indent=2))
@@ -138,8 +147,9 @@ def write_skipped(run_dir: Path, skipped: list[dict]) -> None:
         atomic_write(run_dir / SKIPPED, "".join(json.dumps(row, default=str) + "\n" for row in skipped))
 
 
-def write_finished(run_dir: Path, output: Path, config: dict, result: dict, records: list[dict],
-                    skipped: list[dict]) -> None:
+def write_finished(
+    run_dir: Path, output: Path, config: dict, result: dict, records: list[dict], skipped: list[dict]
+) -> None:
     write_skipped(run_dir, skipped)
     write_run(run_dir, config, result, records)
     append_leaderboard(output, leaderboard_row(run_dir, config, result))

@@ -40,8 +40,14 @@ def connector_config_of(cfg: RunConfig) -> dict:
     return asdict(parse_connector_args(CONNECTORS.get(cfg.connector), cfg.connector_args))
 
 
-def training_key(cfg: RunConfig, connector_config: dict, backbone_key: str, device: str,
-                 spread: tuple[int, str] = (1, "single"), plugins: Sequence[str] | None = None) -> str:
+def training_key(
+    cfg: RunConfig,
+    connector_config: dict,
+    backbone_key: str,
+    device: str,
+    spread: tuple[int, str] = (1, "single"),
+    plugins: Sequence[str] | None = None,
+) -> str:
     """A content key of everything that decides the trained weights (not the evaluated task or its split):
     runs with the same key would train bit for bit the same connector, so the later ones re-use it.
     `connector_config` is the connector's whole configuration (as config.json records it); `spread` (processes,
@@ -51,10 +57,16 @@ def training_key(cfg: RunConfig, connector_config: dict, backbone_key: str, devi
     for name in ("eval_questions", "eval_limit", "eval_split"):  # evaluation only
         data.pop(name)
     data["train_tasks"] = cfg.train_tasks
-    what = {"connector": cfg.connector, "connector_config": connector_config, "backbone": asdict(cfg.backbone),
-            "backbone_key": backbone_key, "data": data, "train": cfg.train.key_fields(), "device": device,
-            "plugins": loaded_plugins() if plugins is None else list(plugins)} | (
-        {"placement": list(spread)} if spread[0] > 1 else {})
+    what = {
+        "connector": cfg.connector,
+        "connector_config": connector_config,
+        "backbone": asdict(cfg.backbone),
+        "backbone_key": backbone_key,
+        "data": data,
+        "train": cfg.train.key_fields(),
+        "device": device,
+        "plugins": loaded_plugins() if plugins is None else list(plugins),
+    } | ({"placement": list(spread)} if spread[0] > 1 else {})
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -71,8 +83,10 @@ def register_trained(output: Path, key: str, run_dir: Path, stats: dict) -> None
 def check_reuse_source(folder: Path) -> Path:
     """An output directory whose trained weights a run may re-use (`--reuse-from`): one that has a training index."""
     if not (folder / TRAINED).is_dir():
-        raise AlignBenchError(f"--reuse-from {str(folder)!r}: no {TRAINED}/ index of trained weights there; give the "
-                              "--output of an earlier run, sweep or search (it holds runs/ and trained/)")
+        raise AlignBenchError(
+            f"--reuse-from {str(folder)!r}: no {TRAINED}/ index of trained weights there; give the "
+            "--output of an earlier run, sweep or search (it holds runs/ and trained/)"
+        )
     return folder
 
 
@@ -92,8 +106,10 @@ def trained_source(outputs: Sequence[Path], key: str, run_dir: Path | None, stag
         try:  # a name read back from the output directory must stay inside it
             source = run_path(output, run_id)
         except AlignBenchError:
-            raise AlignBenchError(f"{entry} names run {run_id!r}, which is not a run directory under "
-                                  f"{output / 'runs'}; delete the file (the run then trains again)") from None
+            raise AlignBenchError(
+                f"{entry} names run {run_id!r}, which is not a run directory under "
+                f"{output / 'runs'}; delete the file (the run then trains again)"
+            ) from None
         if source != run_dir and has_weights(source, stage):
             return found | {"source": str(source), "trained_in": run_id if output == outputs[0] else str(source)}
     return None

@@ -23,7 +23,7 @@ from ..task import Task
 
 
 def resolve_device(device: str) -> str:
-    """"auto" is CUDA when there is a GPU; with several processes each takes its own (cuda:LOCAL_RANK)."""
+    """ "auto" is CUDA when there is a GPU; with several processes each takes its own (cuda:LOCAL_RANK)."""
     return device_for(device, context())
 
 
@@ -49,8 +49,9 @@ class Workspace:
     (`alignbench.data.feature_cache`), so other processes and later sweeps read them instead of running the
     tower again. `seconds` adds up where this workspace's time went ("data", "features")."""
 
-    def __init__(self, backbone_cfg: BackboneConfig, data_cfg: DataConfig, device: str, log=print,
-                 feature_cache: bool = True):
+    def __init__(
+        self, backbone_cfg: BackboneConfig, data_cfg: DataConfig, device: str, log=print, feature_cache: bool = True
+    ):
         self.backbone_cfg, self.data_cfg, self.device, self.log = backbone_cfg, data_cfg, device, log
         self._backbone: Backbone | None = None
         self._splits: dict[tuple[str, str, str], tuple[Split, torch.Tensor | PatchBatch | LazyFeatures]] = {}
@@ -63,14 +64,22 @@ class Workspace:
         if self._backbone is None:
             self._backbone = b = load_backbone(self.backbone_cfg, device=self.device)
             if b.dtype is not None:
-                self.log(f"backbone {b.key}: {b.dtype} on {self.device}, {b.num_patches} patches per tile, tiles per "
-                         f"image at most {b.max_tiles}" + (" + thumbnail" if b.max_tiles > 1 else ""))
+                self.log(
+                    f"backbone {b.key}: {b.dtype} on {self.device}, {b.num_patches} patches per tile, tiles per "
+                    f"image at most {b.max_tiles}" + (" + thumbnail" if b.max_tiles > 1 else "")
+                )
         return self._backbone
 
     def data(self, task: Task, name: str, data_cfg: DataConfig | None = None) -> Split:
         """The split's samples and images (generated and cached on disk once), without vision features."""
-        return load_split(task, name, data_cfg or self.data_cfg, self.backbone.page or PageSpec(), cache_root(),
-                          self.backbone.renderer)
+        return load_split(
+            task,
+            name,
+            data_cfg or self.data_cfg,
+            self.backbone.page or PageSpec(),
+            cache_root(),
+            self.backbone.renderer,
+        )
 
     def split(self, task: Task, name: str, data_cfg: DataConfig | None = None) -> tuple[Split, torch.Tensor]:
         """Samples and vision features of a split, for `data_cfg` (default: the workspace's); runs with
@@ -95,7 +104,9 @@ class Workspace:
             t2 = time.time()
             self.seconds["data"] += t1 - t0
             self.seconds["features"] += t2 - t1
-            self.log(f"{task.name}/{name}: {len(split.samples)} questions on {len(split.images)} pages "
-                     f"(data {t1 - t0:.1f} s, vision features {t2 - t1:.1f} s, {how})")
+            self.log(
+                f"{task.name}/{name}: {len(split.samples)} questions on {len(split.images)} pages "
+                f"(data {t1 - t0:.1f} s, vision features {t2 - t1:.1f} s, {how})"
+            )
             self._splits[key] = (split, feats)
         return self._splits[key]

@@ -107,17 +107,29 @@ def set_trainable(model: VLM, stage: str) -> dict[str, int]:
     if trained is not None:
         trained.requires_grad_(True)
     model.connector.requires_grad_(True)
-    count = {name: sum(p.numel() for p in m.parameters())
-             for name, m in (("vision", model.vision), ("llm", model.llm), ("connector", model.connector))}
+    count = {
+        name: sum(p.numel() for p in m.parameters())
+        for name, m in (("vision", model.vision), ("llm", model.llm), ("connector", model.connector))
+    }
     count["llm_trained"] = sum(p.numel() for p in trained.parameters()) if trained is not None else 0
     trainable = count["connector"] + count["llm_trained"]
     return {**count, "trainable": trainable, "frozen": sum(count.values()) - trainable - count["llm_trained"]}
 
 
-def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: int, device: str = "cpu",
-          progress=None, log=print, *, checkpoint_dir: Path | None = None,
-          checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, dist: Dist | None = None,
-          parallel: ParallelConfig | None = None) -> dict:
+def train(
+    model: VLM,
+    sources: list[TrainSource],
+    cfg: TrainConfig,
+    data_seed: int,
+    device: str = "cpu",
+    progress=None,
+    log=print,
+    *,
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    dist: Dist | None = None,
+    parallel: ParallelConfig | None = None,
+) -> dict:
     """Train in place on pre-computed vision features; step k takes `cfg.batch_size` pages of source k mod n.
     Returns training statistics.
 
@@ -132,28 +144,38 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
         raise AlignBenchError(f"--checkpoint-every must be 0 (last step only) or more, got {checkpoint_every}")
     counts = set_trainable(model, cfg.stage)
     llm_start = cfg.llm_start()
-    log(f"parameters: trainable {counts['trainable']:,} (connector {counts['connector']:,}"
+    log(
+        f"parameters: trainable {counts['trainable']:,} (connector {counts['connector']:,}"
         f"{f', llm {cfg.stage} ' + format(counts['llm_trained'], ',') if cfg.stage != 'connector' else ''}), "
         f"frozen {counts['frozen']:,}"
-        + (f"; the LLM trains from step {llm_start + 1} of {cfg.steps}" if 0 < llm_start < cfg.steps else ""))
+        + (f"; the LLM trains from step {llm_start + 1} of {cfg.steps}" if 0 < llm_start < cfg.steps else "")
+    )
     if dist.enabled or accum > 1:
-        log(f"{dist.world_size} process{'es' if dist.enabled else ''}"
+        log(
+            f"{dist.world_size} process{'es' if dist.enabled else ''}"
             f"{f' ({parallel.strategy})' if dist.enabled else ''}, {cfg.batch_size} pages per step: micro-batches "
-            f"of {micro} pages, gradient accumulation {accum}")
+            f"of {micro} pages, gradient accumulation {accum}"
+        )
     if not sources:
         raise AlignBenchError("no training data: give at least one training task")
     # Every connector gets the same pages in the same order: one seeded order per source.
     page_groups = [pages(src.split, cfg.questions_per_page) for src in sources]
     for src, groups_of_src in zip(sources, page_groups):
         if not groups_of_src:
-            raise AlignBenchError(f"the {src.task.name} training split has no page with a usable question; "
-                                  "check the data")
+            raise AlignBenchError(
+                f"the {src.task.name} training split has no page with a usable question; check the data"
+            )
     orders = [BatchOrder(len(g), cfg.batch_size, source_seed(data_seed, i)) for i, g in enumerate(page_groups)]
     stage_sources = connector_stage_sources(cfg, [src.task.name for src in sources])
     # What a checkpoint must agree on to be continued (weights of another configuration are refused); the
     # number of processes is not part of it: a run resumes on any number.
-    identity = {"train": cfg.key_fields(), "data_seed": data_seed, "connector": type(model.connector).__name__,
-                "pages": [len(g) for g in page_groups], "tasks": [src.task.name for src in sources]}
+    identity = {
+        "train": cfg.key_fields(),
+        "data_seed": data_seed,
+        "connector": type(model.connector).__name__,
+        "pages": [len(g) for g in page_groups],
+        "tasks": [src.task.name for src in sources],
+    }
     engine = wrap_for_training(model, cfg.stage, dist, parallel, device)  # FSDP replaces the parameters: before
     groups = model.connector.param_groups(cfg.lr)  # the optimizer is built on what the engine left
     trained_llm = llm_trained(model, cfg.stage)
@@ -166,8 +188,9 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     params = [p for g in groups for p in g["params"]]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
-    modules = {"connector": model.connector} | ({"llm" if cfg.stage == "full" else "lora": trained_llm}
-                                                 if trained_llm is not None else {})
+    modules = {"connector": model.connector} | (
+        {"llm" if cfg.stage == "full" else "lora": trained_llm} if trained_llm is not None else {}
+    )
     losses: list[float] = []
     curve: list[dict] = []  # per step: step, task, loss, lr (connector), llm_lr, seconds since training began
     start, previous_seconds, ckpt_step = 0, 0.0, None
@@ -176,16 +199,20 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(data_seed)
         if checkpoint_dir is not None:
-            start, losses, curve, previous_seconds = _resume(checkpoint_dir, modules, opt, orders, identity, device,
-                                                             cuda, dist)
+            start, losses, curve, previous_seconds = _resume(
+                checkpoint_dir, modules, opt, orders, identity, device, cuda, dist
+            )
             ckpt_step = start or None
             if start:
                 model.connector.on_llm_loaded(model.llm)
                 log(f"resuming from the checkpoint after step {start} of {cfg.steps}")
         model.connector.train()
         model.llm.train(cfg.stage != "connector")
-        tracker = open_tracker(cfg.report_to, checkpoint_dir, {"train": asdict(cfg), "data_seed": data_seed}) \
-            if dist.is_main and checkpoint_dir is not None else None
+        tracker = (
+            open_tracker(cfg.report_to, checkpoint_dir, {"train": asdict(cfg), "data_seed": data_seed})
+            if dist.is_main and checkpoint_dir is not None
+            else None
+        )
         t0 = time.time()
         task_id = progress.add_task("train", total=cfg.steps, completed=start, loss=float("nan")) if progress else None
         for step in range(start, cfg.steps):
@@ -200,7 +227,9 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * (
                     (warmup_cosine(step - llm_start, cfg.steps - llm_start, llm_warmup) if step >= llm_start else 0.0)
-                    if g.get("llm") else warmup_cosine(step, cfg.steps, cfg.warmup_steps))
+                    if g.get("llm")
+                    else warmup_cosine(step, cfg.steps, cfg.warmup_steps)
+                )
             micro_batches = []
             for part in rank_slices(idx, dist, micro, accum):
                 chosen = [[src.split.samples[i] for i in page_groups[which][k]] for k in part]
@@ -233,17 +262,30 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
             done = step + 1
             lrs = [g["lr"] for g in opt.param_groups]
             llm_lr = next((float(f"{g['lr']:.6g}") for g in opt.param_groups if g.get("llm")), None)
-            curve.append({"step": done, "task": src.task.name, "loss": round(loss, 6), "lr": float(f"{lrs[0]:.6g}"),
-                          "llm_lr": llm_lr, "seconds": round(previous_seconds + time.time() - t0, 3)})
+            curve.append(
+                {
+                    "step": done,
+                    "task": src.task.name,
+                    "loss": round(loss, 6),
+                    "lr": float(f"{lrs[0]:.6g}"),
+                    "llm_lr": llm_lr,
+                    "seconds": round(previous_seconds + time.time() - t0, 3),
+                }
+            )
             if tracker is not None:
-                tracker.log({k: v for k, v in curve[-1].items() if isinstance(v, float) and k != "seconds"},
-                            step=done)
+                tracker.log({k: v for k, v in curve[-1].items() if isinstance(v, float) and k != "seconds"}, step=done)
             due = done == cfg.steps or (checkpoint_every and done % checkpoint_every == 0)
             if checkpoint_dir is not None and due:
-                state = {"identity": identity, "data_order": [o.state_dict() for o in orders], "losses": losses,
-                         "curve": curve, "train_seconds": previous_seconds + time.time() - t0}
+                state = {
+                    "identity": identity,
+                    "data_order": [o.state_dict() for o in orders],
+                    "losses": losses,
+                    "curve": curve,
+                    "train_seconds": previous_seconds + time.time() - t0,
+                }
                 rng = {"rng.torch": torch.get_rng_state()} | (
-                    {"rng.cuda": torch.cuda.get_rng_state(cuda[0])} if cuda else {})
+                    {"rng.cuda": torch.cuda.get_rng_state(cuda[0])} if cuda else {}
+                )
                 module_states = {k: full_state(m, dist) for k, m in modules.items()}  # every rank: collectives
                 moments = optimizer_state(opt)
                 if dist.is_main:
@@ -257,34 +299,52 @@ def train(model: VLM, sources: list[TrainSource], cfg: TrainConfig, data_seed: i
     opt.zero_grad(set_to_none=True)
     model.eval()
     tail = losses[-20:]
-    stats = {"train_seconds": round(seconds, 2), "final_loss": round(sum(tail) / max(1, len(tail)), 4),
-             "first_loss": round(losses[0], 4) if losses else None, "params": counts,
-             "distributed": placement(parallel, dist, micro, accum), "curve": curve}
+    stats = {
+        "train_seconds": round(seconds, 2),
+        "final_loss": round(sum(tail) / max(1, len(tail)), 4),
+        "first_loss": round(losses[0], 4) if losses else None,
+        "params": counts,
+        "distributed": placement(parallel, dist, micro, accum),
+        "curve": curve,
+    }
     return stats | ({"resumed_from_step": start} if start else {})
 
 
-def _resume(checkpoint_dir: Path, modules: dict, opt, orders: list[BatchOrder], identity: dict, device: str,
-            cuda: list[int], dist: Dist) -> tuple[int, list[float], list[dict], float]:
+def _resume(
+    checkpoint_dir: Path,
+    modules: dict,
+    opt,
+    orders: list[BatchOrder],
+    identity: dict,
+    device: str,
+    cuda: list[int],
+    dist: Dist,
+) -> tuple[int, list[float], list[dict], float]:
     """Restore the latest checkpoint of `checkpoint_dir`, if any: (completed steps, losses, curve, seconds so far).
     Every process reads it (the run directory must be on a file system they all see)."""
     found = latest_checkpoint(checkpoint_dir)
     seen = dist.gather(found[0] if found else None)
     if len(set(seen)) > 1:
-        raise AlignBenchError(f"the processes see different checkpoints in {checkpoint_dir} (steps {seen} by rank); "
-                              "the output directory must be on a file system every process sees")
+        raise AlignBenchError(
+            f"the processes see different checkpoints in {checkpoint_dir} (steps {seen} by rank); "
+            "the output directory must be on a file system every process sees"
+        )
     if found is None:
         return 0, [], [], 0.0
     state, module_states, moments, extra = load_checkpoint(checkpoint_dir, sorted(modules))
     if state.get("identity") != identity:
-        raise AlignBenchError(f"the checkpoint in {found[1]} was written by another training configuration; "
-                              "start a new run instead of resuming this one")
+        raise AlignBenchError(
+            f"the checkpoint in {found[1]} was written by another training configuration; "
+            "start a new run instead of resuming this one"
+        )
     try:
         for key, module in modules.items():
             load_full_state(module, module_states[key], f"checkpoint {found[1]} ({key})")
         load_optimizer_state(opt, moments)
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise AlignBenchError(f"checkpoint {found[1]} does not fit this model ({type(exc).__name__}: {exc}); "
-                              "start a new run") from None
+        raise AlignBenchError(
+            f"checkpoint {found[1]} does not fit this model ({type(exc).__name__}: {exc}); start a new run"
+        ) from None
     for order, saved in zip(orders, state["data_order"]):
         order.load_state_dict(saved)
     torch.set_rng_state(extra["rng.torch"])
@@ -297,7 +357,14 @@ def _resume(checkpoint_dir: Path, modules: dict, opt, orders: list[BatchOrder], 
 
 
 def _diverged(what: str, step: int, steps: int, ckpt_step: int | None, checkpoint_dir: Path | None) -> None:
-    kept = (f"the last good checkpoint (after step {ckpt_step}) is kept in {Path(checkpoint_dir) / 'checkpoints'}"
-            if ckpt_step and checkpoint_dir is not None else "no checkpoint had been written")
-    raise TrainingDiverged(f"training diverged: {what} at step {step} of {steps}; {kept}; no results were written. "
-                           "Lower --lr and start a new run", step, ckpt_step)
+    kept = (
+        f"the last good checkpoint (after step {ckpt_step}) is kept in {Path(checkpoint_dir) / 'checkpoints'}"
+        if ckpt_step and checkpoint_dir is not None
+        else "no checkpoint had been written"
+    )
+    raise TrainingDiverged(
+        f"training diverged: {what} at step {step} of {steps}; {kept}; no results were written. "
+        "Lower --lr and start a new run",
+        step,
+        ckpt_step,
+    )

@@ -15,8 +15,9 @@ import numpy as np
 from ...config.data import DataConfig
 from ...io import publish_dir
 from ...task import TASKS
-from .generators import Doc, sample_docs
+from .generators import sample_docs
 from .page import PageSpec, render
+from .schemas import Doc
 
 # Seeds of the embedded splits are offset so train and evaluation pages never share a stream.
 SPLIT_OFFSET = {"train": 0, "eval": 7919, "val": 15401}  # "val": for learning-rate search

@@ -8,41 +8,86 @@ carries its `EmbeddedSet` (generator, columns, row builder), defined at the end 
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from ...task import TASKS, EmbeddedSet
 from .page import GRAPHIC, Page, PageSpec
+from .schemas import CHARTQA_COLUMNS, DOCVQA_COLUMNS, INFOVQA_COLUMNS, QA, Doc, chartqa_row, docvqa_row, infovqa_row
 
-NAMES = ["ANNA", "JOHN", "MARIA", "LEE", "OMAR", "SARA", "IVAN", "MEI", "PAUL", "NINA", "RAJ", "EMMA", "LUIS",
-         "KIM", "ZOE", "ALI", "TOM", "EVA", "MAX", "JANE"]
+NAMES = [
+    "ANNA",
+    "JOHN",
+    "MARIA",
+    "LEE",
+    "OMAR",
+    "SARA",
+    "IVAN",
+    "MEI",
+    "PAUL",
+    "NINA",
+    "RAJ",
+    "EMMA",
+    "LUIS",
+    "KIM",
+    "ZOE",
+    "ALI",
+    "TOM",
+    "EVA",
+    "MAX",
+    "JANE",
+]
 CITIES = ["ROME", "OSLO", "LIMA", "PARIS", "CAIRO", "DELHI", "TOKYO", "BERN", "QUITO", "DOHA", "KIEV", "BAKU"]
 ITEMS = ["MILK", "BREAD", "EGGS", "RICE", "TEA", "SOAP", "FISH", "CORN", "BEANS", "SALT", "OIL", "JAM", "PEAS"]
 STORES = ["MART", "SHOP", "DELI", "FOODS", "MARKET", "STORE", "GROCER", "BAZAAR"]
-WORDS = ["THE", "WE", "ARE", "GLAD", "TO", "SEND", "YOU", "OUR", "NEW", "PLAN", "FOR", "NEXT", "YEAR", "PLEASE",
-         "CALL", "SOON", "THANK", "AND", "MEET", "WITH", "TEAM", "REPORT", "WEEK", "DUE"]
+WORDS = [
+    "THE",
+    "WE",
+    "ARE",
+    "GLAD",
+    "TO",
+    "SEND",
+    "YOU",
+    "OUR",
+    "NEW",
+    "PLAN",
+    "FOR",
+    "NEXT",
+    "YEAR",
+    "PLEASE",
+    "CALL",
+    "SOON",
+    "THANK",
+    "AND",
+    "MEET",
+    "WITH",
+    "TEAM",
+    "REPORT",
+    "WEEK",
+    "DUE",
+]
 FORM_TITLES = ["ORDER FORM", "APPLICATION", "REGISTRATION", "VISIT FORM", "CLAIM FORM", "RECORD"]
 TABLE_SCHEMES = [("ITEM", "QTY", ITEMS), ("CITY", "POP", CITIES), ("NAME", "AGE", NAMES), ("YEAR", "SALES", None)]
 INFO_TITLES = ["CITY FACTS", "SURVEY 2024", "OUR USERS", "TRAVEL DATA", "HEALTH", "EDUCATION", "ENERGY USE"]
-INFO_LABELS = ["BUS", "CAR", "BIKE", "WALK", "TRAIN", "REMOTE", "ONLINE", "RURAL", "URBAN", "YOUNG", "OLDER",
-               "WOMEN", "MEN", "SOLAR", "WIND", "COAL"]
+INFO_LABELS = [
+    "BUS",
+    "CAR",
+    "BIKE",
+    "WALK",
+    "TRAIN",
+    "REMOTE",
+    "ONLINE",
+    "RURAL",
+    "URBAN",
+    "YOUNG",
+    "OLDER",
+    "WOMEN",
+    "MEN",
+    "SOLAR",
+    "WIND",
+    "COAL",
+]
 CHART_TITLES = ["SALES 2024", "VOTES", "USERS", "REVENUE", "VISITS", "EXPORTS", "SCORES", "BUDGET"]
 CATEGORIES = ["CAR", "BUS", "VAN", "TAXI", "BIKE", "TRAM", "BOAT", "SHIP", "JET", "CART", "SKI", "CAB"]
-
-@dataclass
-class QA:
-    question: str
-    answers: list[str]
-    kind: str  # question family (used for ChartQA's human/augmented split and InfoVQA's answer_type)
-
-
-@dataclass
-class Doc:
-    page: Page
-    qas: list[QA] = field(default_factory=list)
-    kind: str = ""
 
 
 def _pick(rng: np.random.Generator, seq):
@@ -137,8 +182,11 @@ def _table(rng, spec) -> Doc:
     page = Page(spec)
     key_col, val_col, keys = TABLE_SCHEMES[int(rng.integers(len(TABLE_SCHEMES)))]
     n = int(rng.integers(3, 7))
-    keys = [str(2015 + i) for i in rng.choice(10, size=n, replace=False)] if keys is None else \
-        [str(k) for k in rng.choice(keys, size=n, replace=False)]
+    keys = (
+        [str(2015 + i) for i in rng.choice(10, size=n, replace=False)]
+        if keys is None
+        else [str(k) for k in rng.choice(keys, size=n, replace=False)]
+    )
     _key_value(page, 0, key_col, val_col)
     page.write(1, 0, "-" * spec.cols)
     qas = []
@@ -298,8 +346,9 @@ def chartqa_doc(rng: np.random.Generator, spec: PageSpec) -> Doc:
     if values.count(min(values)) == 1:
         qas.append(QA("Which category has the lowest value?", [cats[order[0]]], "human"))
     a, b = rng.choice(n, size=2, replace=False)
-    qas.append(QA(f"What is the difference between {cats[a]} and {cats[b]}?",
-                  [str(abs(values[a] - values[b]))], "human"))
+    qas.append(
+        QA(f"What is the difference between {cats[a]} and {cats[b]}?", [str(abs(values[a] - values[b]))], "human")
+    )
     return Doc(page, qas, kind)
 
 
@@ -314,32 +363,6 @@ def transcription_doc(rng: np.random.Generator, spec: PageSpec) -> Doc:
     lines = [line.replace(GRAPHIC, " ").rstrip() for line in doc.page.lines()]
     text = "\n".join(line for line in lines if line)
     return Doc(doc.page, [QA("What does the page say?", [text], "transcription")], "transcription")
-
-
-# ---------------------------------------------------------------- rows in the real datasets' schemas
-
-DOCVQA_COLUMNS = ("questionId", "question", "question_types", "image", "docId", "ucsf_document_id",
-                  "ucsf_document_page_no", "answers", "data_split")  # lmms-lab/DocVQA, config DocVQA
-INFOVQA_COLUMNS = ("questionId", "question", "answers", "answer_type", "image", "image_url", "operation/reasoning",
-                   "ocr", "data_split")  # lmms-lab/DocVQA, config InfographicVQA
-CHARTQA_COLUMNS = ("type", "question", "answer", "image")  # lmms-lab/ChartQA
-
-
-def docvqa_row(split: str, doc_id: int, q_index: int, doc: Doc, qa: QA, image) -> dict:
-    return {"questionId": f"{split}-{doc_id}-{q_index}", "question": qa.question, "question_types": [qa.kind],
-            "image": image, "docId": doc_id, "ucsf_document_id": f"emb{doc_id:06d}", "ucsf_document_page_no": "1",
-            "answers": qa.answers, "data_split": split}
-
-
-def infovqa_row(split: str, doc_id: int, q_index: int, doc: Doc, qa: QA, image) -> dict:
-    return {"questionId": f"{split}-{doc_id}-{q_index}", "question": qa.question, "answers": qa.answers,
-            "answer_type": [qa.kind], "image": image, "image_url": "", "operation/reasoning": [],
-            "ocr": json.dumps(doc.page.lines()), "data_split": split}
-
-
-def chartqa_row(split: str, doc_id: int, q_index: int, doc: Doc, qa: QA, image) -> dict:
-    return {"type": f"{qa.kind}_{'test' if split != 'train' else 'train'}", "question": qa.question,
-            "answer": qa.answers[0], "image": image}
 
 
 DOCVQA = EmbeddedSet(docvqa_doc, DOCVQA_COLUMNS, docvqa_row)

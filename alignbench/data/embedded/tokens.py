@@ -26,8 +26,8 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw
 
-from .generators import Doc
 from .page import GRAPHIC, _font
+from .schemas import Doc
 
 BLANK = ""  # a cell with no token
 
@@ -63,8 +63,9 @@ def token_cells(doc: Doc, tokenizer, grid: TokenGrid) -> list[str]:
             row = pieces[start : start + grid.cols]
             cells += row + [BLANK] * (grid.cols - len(row))
     if len(cells) > grid.num_cells:
-        raise PageTooLong(f"the page needs {len(cells) // grid.cols} rows of {grid.cols} tokens; the grid has "
-                          f"{grid.rows}")
+        raise PageTooLong(
+            f"the page needs {len(cells) // grid.cols} rows of {grid.cols} tokens; the grid has {grid.rows}"
+        )
     return cells + [BLANK] * (grid.num_cells - len(cells))
 
 
@@ -74,7 +75,7 @@ def _pieces(tokenizer, line: str) -> list[str]:
     out, done = [], ""
     for k in range(len(ids)):
         text = tokenizer.decode(ids[: k + 1], skip_special_tokens=False)
-        out.append(text[len(done):])
+        out.append(text[len(done) :])
         done = text
     return out
 
@@ -112,8 +113,11 @@ def _fit(chars: int, cell: int) -> int:
 
 def tokenizer_digest(tokenizer) -> str:
     """Identifies how a tokenizer splits text (its vocabulary and merges), for cache keys."""
-    blob = tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else repr(
-        sorted(tokenizer.get_vocab().items()))
+    blob = (
+        tokenizer.backend_tokenizer.to_str()
+        if hasattr(tokenizer, "backend_tokenizer")
+        else repr(sorted(tokenizer.get_vocab().items()))
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

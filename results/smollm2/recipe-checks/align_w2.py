@@ -1,8 +1,10 @@
 """ALIGN with its own learning-rate multiplier for W2 (the D -> V layer initialised from the LM head)."""
+
 from dataclasses import dataclass
 
-from alignbench.connector import CONNECTORS
 from alignbench.connectors.align import AlignConnector
+
+from alignbench.connector import CONNECTORS
 
 
 @CONNECTORS.register("align_w2")
