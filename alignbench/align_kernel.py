@@ -55,7 +55,10 @@ Math runs in float32 (float64 if an input is float64); bf16 or fp16 inputs are u
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 STRATEGIES = ("auto", "gram", "stream", "hybrid")
@@ -420,16 +423,23 @@ def _backward_stream(vocab: _Vocab, x, r, lse, out, dout, extra, need):
 # ---------------------------------------------------------------- statistics of the distribution, streamed
 
 
+class VocabHead(NamedTuple):
+    """ALIGN's map onto the vocabulary, LN2(h · W2ᵀ + b2): W2 [V, D], b2 [V], LN2's gain and bias [V] and eps."""
+
+    w2: Tensor
+    b2: Tensor
+    ln_weight: Tensor
+    ln_bias: Tensor
+    eps: float
+
+    @classmethod
+    def of(cls, linear: torch.nn.Linear, norm: torch.nn.LayerNorm) -> VocabHead:
+        return cls(linear.weight, linear.bias, norm.weight, norm.bias, norm.eps)
+
+
 @torch.no_grad()
 def vocab_pass(
-    h: torch.Tensor,
-    w2: torch.Tensor,
-    b2: torch.Tensor,
-    ln_weight: torch.Tensor,
-    ln_bias: torch.Tensor,
-    eps: float,
-    chunk_size: int = 4096,
-    targets: torch.Tensor | None = None,
+    h: Tensor, head: VocabHead, chunk_size: int = 4096, targets: Tensor | None = None
 ) -> dict[str, torch.Tensor]:
     """What a probe needs of p = softmax(LN2(h · W2ᵀ + b2)), h: [..., D], without the [..., V] matrix:
 
@@ -439,6 +449,7 @@ def vocab_pass(
     inputs); two passes over the vocabulary."""
     _check(chunk_size, "auto")
     with torch.autocast(h.device.type, enabled=False):
+        w2, b2, ln_weight, ln_bias, eps = head
         vocab, _, bufs, x, r, _ = _prepare(h, w2, b2, ln_weight, ln_bias, None, eps, chunk_size, "auto")
         X = _queries(x, r, vocab.width)
         lse = _softmax_pass(X, vocab, bufs, values=False, track_q=False)[0]  # 1. log-sum-exp [T]
@@ -475,18 +486,10 @@ def vocab_pass(
 
 
 @torch.no_grad()
-def vocab_stats(
-    h: torch.Tensor,
-    w2: torch.Tensor,
-    b2: torch.Tensor,
-    ln_weight: torch.Tensor,
-    ln_bias: torch.Tensor,
-    eps: float,
-    chunk_size: int = 4096,
-) -> dict:
+def vocab_stats(h: Tensor, head: VocabHead, chunk_size: int = 4096) -> dict:
     """`alignbench.connector.distribution_stats` of softmax(LN2(h · W2ᵀ + b2)) without the [T, V] matrix:
     mean top probability, mean entropy (nats), entries whose mean probability exceeds 1e-6, and V."""
-    out = vocab_pass(h, w2, b2, ln_weight, ln_bias, eps, chunk_size)
+    out = vocab_pass(h, head, chunk_size)
     mean_prob = out["prob_sum"] / out["top_prob"].numel()
     return {
         "mean_top_prob": out["top_prob"].mean().item(),
@@ -497,20 +500,12 @@ def vocab_stats(
 
 
 @torch.no_grad()
-def normalised_logits(
-    h: torch.Tensor,
-    w2: torch.Tensor,
-    b2: torch.Tensor,
-    ln_weight: torch.Tensor,
-    ln_bias: torch.Tensor,
-    eps: float,
-    ids: torch.Tensor,
-    chunk_size: int = 4096,
-) -> torch.Tensor:
+def normalised_logits(h: Tensor, head: VocabHead, ids: Tensor, chunk_size: int = 4096) -> torch.Tensor:
     """LN2(h · W2ᵀ + b2)[..., ids]: the LayerNorm over the whole vocabulary, the logits of `ids` only
     ([..., len(ids)], float32 or float64). For ALIGN restricted to a few tokens (the pruning probe)."""
     _check(chunk_size, "auto")
     with torch.autocast(h.device.type, enabled=False):
+        w2, b2, ln_weight, ln_bias, eps = head
         vocab, _, _, x, r, _ = _prepare(h, w2, b2, ln_weight, ln_bias, None, eps, chunk_size, "auto")
         ids = ids.to(w2.device)
         sub = _Vocab(w2[ids], b2[ids], ln_weight[ids], ln_bias[ids], None, max(1, len(ids)), vocab.dtype)

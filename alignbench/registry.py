@@ -178,3 +178,15 @@ def _module_of(obj) -> str:
     if module.startswith("alignbench."):
         return f"the built-in module {module}"
     return f"module {module}"
+
+
+def import_modules(package: str, path: list[str], first: tuple[str, ...] = ()) -> None:
+    """Import every module of a built-in package (`connectors/`, `tasks/`), so a new built-in is one new file:
+    the modules named in `first` in that order, then the others by name. Import order is registration order,
+    the order in which tables list them."""
+    import importlib
+    import pkgutil
+
+    found = sorted(m.name for m in pkgutil.iter_modules(path) if not m.name.startswith("_"))
+    for name in [n for n in first if n in found] + [n for n in found if n not in first]:
+        importlib.import_module(f"{package}.{name}")

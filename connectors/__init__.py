@@ -1,4 +1,6 @@
-"""Built-in connectors, one file each. Importing this package registers them, in the order tables list them:
-the study's four (AlignVLM, Table 2), then the other connectors it and today's VLMs compare."""
+"""Built-in connectors, one file each: every module of this package is imported, which registers it. Tables list
+the study's four first, in AlignVLM's Table 2 order, then the others by name."""
 
-from . import mlp, perceiver, ovis, align, hreducer, cabstractor, pixelshuffle  # noqa: F401, I001
+from alignbench.registry import import_modules
+
+import_modules(__name__, __path__, first=("mlp", "perceiver", "ovis", "align"))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from alignbench.align_kernel import align_attention, vocab_stats
+from alignbench.align_kernel import VocabHead, align_attention, vocab_stats
 from alignbench.connector import CONNECTORS, Connector, ConnectorContext, distribution_stats
 from alignbench.errors import AlignBenchError
 
@@ -103,9 +103,7 @@ class AlignConnector(Connector):
     def diagnostics(self, features: torch.Tensor) -> dict:
         if self.chunked_for(features):  # the same statistics without the [B, N, V] matrix
             h = self.ln1(self.w1(features))  # [B, N, D]
-            stats = vocab_stats(
-                h, self.w2.weight, self.w2.bias, self.ln2.weight, self.ln2.bias, self.ln2.eps, self.config.chunk_size
-            )
+            stats = vocab_stats(h, VocabHead.of(self.w2, self.ln2), self.config.chunk_size)
             return {"vocab_distribution": stats}
         return {"vocab_distribution": distribution_stats(self.vocab_distribution(features))}
 

@@ -49,6 +49,14 @@ def _finish(output: Path, probe: dict, t0: float) -> None:
     common.echo(f"probe written: {d}")
 
 
+def _measure(cmd: ProbeCommand, measure) -> None:
+    """Find or train the runs the probe examines, measure them (`measure(trained, workspace) -> probe`), write it."""
+    common.quiet()
+    t0 = time.time()
+    trained, ws = _trained(cmd)
+    _finish(cmd.output, measure(trained, ws), t0)
+
+
 @probe_app.command("noise")
 @generated(NoiseProbeCommand)
 def probe_noise(cmd: NoiseProbeCommand) -> None:
@@ -56,11 +64,8 @@ def probe_noise(cmd: NoiseProbeCommand) -> None:
     from ..probes.noise import noise_probe
 
     cmd.validate()
-    common.quiet()
-    t0 = time.time()
-    trained, ws = _trained(cmd)
-    probe = noise_probe(trained, cmd.run.task, ws, cmd.levels(), cmd.sigma_mode, cmd.noise_seed, log=common.echo)
-    _finish(cmd.output, probe, t0)
+    levels, mode, seed = cmd.levels(), cmd.sigma_mode, cmd.noise_seed
+    _measure(cmd, lambda trained, ws: noise_probe(trained, cmd.run.task, ws, levels, mode, seed, log=common.echo))
 
 
 @probe_app.command("image")
@@ -70,11 +75,7 @@ def probe_image(cmd: ImageProbeCommand) -> None:
     from ..probes.image import image_probe, parse_corruptions
 
     corruptions = parse_corruptions(cmd.corruptions)
-    common.quiet()
-    t0 = time.time()
-    trained, ws = _trained(cmd)
-    probe = image_probe(trained, cmd.run.task, ws, corruptions, log=common.echo)
-    _finish(cmd.output, probe, t0)
+    _measure(cmd, lambda trained, ws: image_probe(trained, cmd.run.task, ws, corruptions, log=common.echo))
 
 
 @probe_app.command("vocab")

@@ -23,6 +23,12 @@ class Trained:
     model: object  # VLM
 
 
+def run_entry(t: Trained, **measures: dict) -> dict:
+    """A probe's record of one trained run: which run it is, then the probe's own measures (each a dict to fill)."""
+    entry = {"connector": t.label, "seed": t.seed, "run": t.run_dir.name, "trained_now": t.trained_now}
+    return {**entry, "scores": {}, "per_sample": {}, **measures}
+
+
 def trained_models(configs: list[RunConfig], output: Path, ws: Workspace, log=print, progress=None) -> list[Trained]:
     """Load every config's trained model from its run directory, training only what is missing."""
     out = []

@@ -13,7 +13,7 @@ from ..errors import AlignBenchError
 from ..evaluate import evaluate
 from ..run.workspace import Workspace
 from ..task import TASKS
-from .common import Trained, scores_of
+from .common import Trained, run_entry, scores_of
 
 # severity 1..3 for each corruption (pages of the embedded set are 96 x 96 px; real pages are larger, so the
 # parameters are relative where that matters)
@@ -73,14 +73,7 @@ def image_probe(
     cache: dict = {}
     for t in trained:
         split, feats = ws.split(task, "eval", dataclasses.replace(ws.data_cfg, seed=t.seed))
-        entry = {
-            "connector": t.label,
-            "seed": t.seed,
-            "run": t.run_dir.name,
-            "trained_now": t.trained_now,
-            "scores": {},
-            "per_sample": {},
-        }
+        entry = run_entry(t)
         for name, severity in [("clean", 0), *corruptions]:
             key = "clean" if name == "clean" else f"{name}:{severity}"
             if name == "clean":

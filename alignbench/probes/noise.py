@@ -16,7 +16,7 @@ from ..errors import AlignBenchError
 from ..evaluate import evaluate
 from ..run.workspace import Workspace
 from ..task import TASKS
-from .common import Trained, scores_of
+from .common import Trained, run_entry, scores_of
 
 SIGMA_MODES = ("absolute", "relative")
 
@@ -67,16 +67,7 @@ def noise_probe(
         split, feats = ws.split(task, "eval", dataclasses.replace(ws.data_cfg, seed=t.seed))
         std = feats.std().item()
         out["feature_std"][str(t.seed)] = std
-        entry = {
-            "connector": t.label,
-            "seed": t.seed,
-            "run": t.run_dir.name,
-            "trained_now": t.trained_now,
-            "scores": {},
-            "per_sample": {},
-            "drift": {},
-            "abs_sigma": {},
-        }
+        entry = run_entry(t, drift={}, abs_sigma={})
         for k, sigma in enumerate(sigmas):
             abs_sigma = sigma * std if sigma_mode == "relative" else sigma
             noisy = feats + gaussian(feats.shape, abs_sigma, noise_seed * 1000 + k) if abs_sigma > 0 else feats

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..align_kernel import normalised_logits, vocab_pass
+from ..align_kernel import VocabHead, normalised_logits, vocab_pass
 from ..backbones.base import PatchBatch
 from ..config.eval import EvalConfig
 from ..data.embedded.dataset import embedded_docs
@@ -30,10 +30,9 @@ def _align_queries(connector, features: torch.Tensor) -> torch.Tensor:
     return connector.ln1(connector.w1(features))  # [B, N, D]: ALIGN's queries, before W2 and LN2
 
 
-def _align_args(connector) -> tuple:
-    """W2, b2, LN2's gain, bias and eps, and the chunk size: the arguments of the streamed ALIGN functions."""
-    chunk = getattr(connector.config, "chunk_size", 4096)
-    return (connector.w2.weight, connector.w2.bias, connector.ln2.weight, connector.ln2.bias, connector.ln2.eps, chunk)
+def _align_args(connector) -> tuple[VocabHead, int]:
+    """ALIGN's map onto the vocabulary and its chunk size: the arguments of the streamed ALIGN functions."""
+    return VocabHead.of(connector.w2, connector.ln2), getattr(connector.config, "chunk_size", 4096)
 
 
 class PrunedAlign(nn.Module):
@@ -51,10 +50,8 @@ class PrunedAlign(nn.Module):
         return self.inner.num_tokens(num_patches)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        w2, b2, gain, bias, eps, chunk = _align_args(self.inner)
-        logits = normalised_logits(
-            _align_queries(self.inner, features), w2, b2, gain, bias, eps, self.keep, chunk
-        )  # [B, N, k]
+        head, chunk = _align_args(self.inner)
+        logits = normalised_logits(_align_queries(self.inner, features), head, self.keep, chunk)  # [B, N, k]
         e_text = self.inner._text_embeddings.weight[self.keep]  # [k, D]
         return torch.softmax(logits.float(), dim=-1).to(e_text.dtype) @ e_text
 
@@ -99,7 +96,7 @@ def vocab_probe(
     # [patches, V] matrix is ever made (at paper scale, 100 pages of 6,561 patches x 128,256 tokens: 336 GB).
     # Tiled pages with different grids (a PatchBatch): every real patch of every tile, group by group.
     prob_sum, top_prob, top_id, patch_entropy, target_prob = None, [], [], [], []
-    w2, b2, gain, bias, eps, chunk = _align_args(connector)
+    head, chunk = _align_args(connector)
     step = max(1, VOCAB_PASS_TOKENS // ws.backbone.max_patches)  # pages per pass
     for i in range(0, n, step):
         batch = feats[i : min(i + step, n)]
@@ -109,7 +106,7 @@ def vocab_probe(
         for g in groups:
             queries = _align_queries(connector, g.to(ws.device))  # [b, N, D]
             targets = ids[i : i + step] if ids is not None else None
-            part = vocab_pass(queries, w2, b2, gain, bias, eps, chunk, targets=targets)
+            part = vocab_pass(queries, head, chunk, targets=targets)
             prob_sum = part["prob_sum"] if prob_sum is None else prob_sum + part["prob_sum"]
             top_prob.append(part["top_prob"].flatten().cpu())
             top_id.append(part["top_id"].flatten().cpu())

@@ -21,15 +21,34 @@ from .stats import (
 from .tables import markdown_rows
 
 
-def noise_section(probes: dict, figures: Path, scores: dict) -> list[str]:
-    found = [p for (kind, _), p in probes.items() if kind == "noise"]
-    lines = ["## 5. Finding 2: robustness to noise on the vision features", ""]
+def _probes_of(probes: dict, kind: str, title: str, command: str) -> tuple[list[dict], list[str]]:
+    """The probes of one kind found under the directory and their section's opening lines, which say how to make
+    one where there is none."""
+    found = [p for (k, _), p in probes.items() if k == kind]
+    lines = [f"## {title}", ""]
     if not found:
-        return lines + ["No noise probe under this directory; run `alignbench probe noise`.", ""]
+        label = "vocabulary" if kind == "vocab" else kind
+        lines += [f"No {label} probe under this directory; run `{command}`.", ""]
+    return found, lines
+
+
+def _heading(p: dict) -> str:
+    return f"### {p['task']} (`{p.get('command', '')}`)"
+
+
+def _figure(p: dict, figures: Path, kind: str) -> str:
+    """Plot one probe into the report's figures; its file name there."""
+    name = f"{kind}_{p['task']}.png"
+    plot(p, figures / name)
+    return name
+
+
+def noise_section(probes: dict, figures: Path, scores: dict) -> list[str]:
+    title = "5. Finding 2: robustness to noise on the vision features"
+    found, lines = _probes_of(probes, "noise", title, "alignbench probe noise")
     for p in found:
-        name = f"noise_{p['task']}.png"
-        plot(p, figures / name)
-        lines += [f"### {p['task']} (`{p.get('command', '')}`)", "", probe_markdown(p), f"![noise](figures/{name})", ""]
+        name = _figure(p, figures, "noise")
+        lines += [_heading(p), "", probe_markdown(p), f"![noise](figures/{name})", ""]
         sigmas = [f"{s:g}" for s in p["sigmas"]]
         clean, worst = sigmas[0], sigmas[-1]
         by = {}
@@ -100,33 +119,22 @@ def noise_section(probes: dict, figures: Path, scores: dict) -> list[str]:
 
 
 def image_section(probes: dict, figures: Path) -> list[str]:
-    found = [p for (kind, _), p in probes.items() if kind == "image"]
-    lines = ["## 6. Image corruptions (noise a scanner makes)", ""]
-    if not found:
-        return lines + ["No image probe under this directory; run `alignbench probe image`.", ""]
+    found, lines = _probes_of(probes, "image", "6. Image corruptions (noise a scanner makes)", "alignbench probe image")
     for p in found:
-        name = f"image_{p['task']}.png"
-        plot(p, figures / name)
+        name = _figure(p, figures, "image")
         levels = "; ".join(f"{k}: {v}" for k, v in p["levels"].items())
-        lines += [
-            f"### {p['task']} (`{p.get('command', '')}`)",
-            "",
-            f"Levels (severity 1, 2, 3): {levels}.",
-            "",
-            probe_markdown(p),
-            f"![image corruptions](figures/{name})",
-            "",
-        ]
+        lines += [_heading(p), "", f"Levels (severity 1, 2, 3): {levels}.", "", probe_markdown(p)]
+        lines += [f"![image corruptions](figures/{name})", ""]
     return lines
 
 
 def vocab_section(probes: dict) -> list[str]:
-    found = [p for (kind, _), p in probes.items() if kind == "vocab"]
-    lines = ["## 7. ALIGN's vocabulary distribution", ""]
+    title = "7. ALIGN's vocabulary distribution"
+    found, lines = _probes_of(probes, "vocab", title, "alignbench probe vocab --run DIR")
     if not found:
-        return lines + ["No vocabulary probe under this directory; run `alignbench probe vocab --run DIR`.", ""]
+        return lines
     for p in found:
-        lines += [f"### {p['task']} (`{p.get('command', '')}`)", "", vocab_markdown(p)]
+        lines += [_heading(p), "", vocab_markdown(p)]
     lines += [
         "The paper reports a dense averaged distribution (many tokens with small mass, no single dominant "
         "token) and little loss when E_text is pruned to the most used tokens.",

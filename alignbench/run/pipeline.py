@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import time
 from collections import Counter
@@ -51,46 +52,32 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
+def _records_failure(fn):
+    """Hold the run directory's writer lock for the whole run and leave a status a later command can read: a
+    connector that broke its contract on a later patch count marks its run directory failed (resumable once the
+    connector is fixed); the record of the active run is kept when the run stops early, so the interrupted command
+    names it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> dict:
+        try:
+            result = fn(*args, **kwargs)
+        except ConnectorContractError as exc:
+            active = resuming.ACTIVE_RUN
+            if active is not None and context().is_main:
+                status = json.dumps({"status": "failed", "message": str(exc)}, indent=2)
+                atomic_write(active / resuming.RUN_STATUS, status)
+            raise
+        finally:
+            resuming.release_run_dirs()
+        resuming.finished()
+        return result
+
+    return wrapper
+
+
+@_records_failure
 def run(
-    cfg: RunConfig,
-    output: Path,
-    workspace: Workspace | None = None,
-    progress=None,
-    log=print,
-    *,
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-    resume: Path | None = None,
-    plugins: Sequence[str | Path] = (),
-    feature_cache: bool = True,
-    reuse_from: Sequence[Path] = (),
-) -> dict:
-    """Train one connector on one task, evaluate it, write its run directory and leaderboard row (holding the run
-    directory's writer lock throughout: `_run`)."""
-    try:
-        result = _run(
-            cfg,
-            output,
-            workspace,
-            progress,
-            log,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            plugins=plugins,
-            feature_cache=feature_cache,
-            reuse_from=reuse_from,
-        )
-    except ConnectorContractError as exc:  # a connector that broke its contract on a later patch count: the run
-        active = resuming.ACTIVE_RUN  # directory says so (resumable once the connector is fixed)
-        if active is not None and context().is_main:
-            atomic_write(active / resuming.RUN_STATUS, json.dumps({"status": "failed", "message": str(exc)}, indent=2))
-        raise
-    finally:
-        resuming.release_run_dirs()
-    resuming.finished()  # kept when the run stops early: the interrupted command names it
-    return result
-
-
-def _run(
     cfg: RunConfig,
     output: Path,
     workspace: Workspace | None = None,
