@@ -21,21 +21,24 @@ probe_app = typer.Typer(
 
 
 def _trained(cmd: ProbeCommand):
-    """(each connector's and seed's trained model, the workspace): the runs under --output with the same training
-    key, trained now where there is none."""
+    """(each connector's and seed's trained model, the workspace): the runs under --output, then --reuse-from, with
+    the same training key, trained now (under --output) where there is none."""
     from ..probes.common import trained_models
     from ..run.outputs import prepare_output
+    from ..run.reuse import check_reuse_source
     from ..run.sweep import probe_configs
     from ..run.workspace import Workspace, resolve_device
 
     configs = probe_configs(cmd)
     for cfg in configs:
         cfg.validate()
+    for folder in cmd.reuse_from:
+        check_reuse_source(Path(folder))
     prepare_output(cmd.output)
     ws = Workspace(configs[0].backbone, configs[0].data, resolve_device(cmd.run.device), common.echo)
     t0 = time.time()
     with common.progress() as progress:
-        trained = trained_models(configs, cmd.output, ws, log=common.echo, progress=progress)
+        trained = trained_models(configs, cmd.output, ws, log=common.echo, progress=progress, reuse_from=cmd.reuse_from)
     n_new = sum(t.trained_now for t in trained)
     common.echo(f"{len(trained) - n_new} run(s) re-used, {n_new} trained ({time.time() - t0:.0f} s)")
     return trained, ws

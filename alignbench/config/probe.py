@@ -1,5 +1,6 @@
 """The probes of `alignbench probe`: feature noise and image corruptions on the trained runs of each connector and
-seed (trained now where no run under --output has the same training key), and ALIGN's vocabulary distribution."""
+seed (trained now where no run under --output or --reuse-from has the same training key), and ALIGN's vocabulary
+distribution."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from ..errors import AlignBenchError
 from .base import group, opt, same_as
 from .run import RunConfig
-from .session import DEFAULT_OUTPUT
+from .session import DEFAULT_OUTPUT, Session
 from .sweep import Selection
 
 SIGMA_MODES = ("absolute", "relative")
@@ -25,6 +26,7 @@ class ProbeCommand:
     run: RunConfig = group(RunConfig, skip=("connector", "connector_args", "eval", "parallel", "data.seed"))
     seeds: list[int] = opt([0], "Comma-separated seeds (data seed s, init seed init_seed + s).", example="0,1,2")
     output: Path = opt(DEFAULT_OUTPUT, "Where the runs are (leaderboard.csv) and probes/ goes.")
+    reuse_from: list[Path] = same_as(Session, "reuse_from")
 
 
 @dataclass

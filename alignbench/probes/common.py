@@ -1,9 +1,10 @@
 """The runs a probe examines: each configuration's trained weights, found by the training key of the runs under
-`--output` (`alignbench.run.reuse.trained_run`: the same definition of "the same trained run" every sweep uses), or
-trained now when none has them."""
+`--output` or `--reuse-from` (`alignbench.run.reuse.trained_run`: the same definition of "the same trained run" every
+sweep uses), or trained now when none has them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,14 @@ def run_entry(t: Trained, **measures: dict) -> dict:
     return {**entry, "scores": {}, "per_sample": {}, **measures}
 
 
-def trained_models(configs: list[RunConfig], output: Path, ws: Workspace, log=print, progress=None) -> list[Trained]:
-    """Load every config's trained model from its run directory, training only what is missing."""
+def trained_models(
+    configs: list[RunConfig], output: Path, ws: Workspace, log=print, progress=None, reuse_from: Sequence[Path] = ()
+) -> list[Trained]:
+    """Load every config's trained model from its run directory (under `output`, else under `reuse_from`, in that
+    order), training only what is missing (under `output`)."""
     out = []
     for cfg in configs:
-        run_dir = trained_run(output, cfg, ws.backbone.key, ws.device)
+        run_dir = trained_run([output, *reuse_from], cfg, ws.backbone.key, ws.device)
         trained_now = run_dir is None
         if trained_now:
             log(f"{cfg.connector} on {cfg.task} (seed {cfg.data.seed}): no trained run under {output}; training it")

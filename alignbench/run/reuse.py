@@ -125,10 +125,10 @@ def load_reused(source: Path, model: VLM, stage: str, device: str) -> None:
     model.eval()
 
 
-def trained_run(output: Path, cfg: RunConfig, backbone_key: str, device: str) -> Path | None:
-    """The finished run under `output` that trained the weights `cfg` would train (the same training key, on this
-    backbone and device), or None."""
+def trained_run(outputs: Sequence[Path], cfg: RunConfig, backbone_key: str, device: str) -> Path | None:
+    """The finished run under the first of `outputs` that has one that trained the weights `cfg` would train (the
+    same training key, on this backbone and device), or None."""
     cfg = with_default_lr(cfg)
     key = training_key(cfg, connector_config_of(cfg), backbone_key, device)
-    found = trained_source([output], key, None, cfg.train.stage)
+    found = trained_source(list(outputs), key, None, cfg.train.stage)
     return Path(found["source"]) if found is not None else None

@@ -11,7 +11,7 @@ seeds=${1:-0}
 search=$out/tune/lr_search.csv
 connectors=${2:-all}
 settings=()  # ALIGN's LN2 starting gain 1 is passed only where ALIGN is among the connectors
-if [[ -f $search ]]; then settings=(--tuned "$search")
+if [[ -f $search ]]; then settings=(--tuned "$search" --reuse-from $out/tune)  # seed 0: the search trained it
 elif [[ ",$connectors," =~ ,(all|align), ]]; then settings=(--connector-arg align.ln2_gain_init=1); fi
 alignbench probe noise --backbone smollm2 --connectors "$connectors" --task docvqa --sigmas 0,0.5,1,3 \
   --seeds "$seeds" --train-tasks $mix "${settings[@]}" --output $out
