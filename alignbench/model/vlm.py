@@ -171,8 +171,8 @@ class VLM(nn.Module):
            left-padded: [page | pads | prompt], pads masked, positions counted without the pads.
         3. One token per step for the whole batch until every answer has ended (EOS) or the budget is spent.
         The result is what `generate_reference` (one Hugging Face `generate` call) returns, sample by sample:
-        tests/test_model.py checks it for every connector, one sample at a time and in batches, and
-        tests/test_tiling.py for pages with different tile grids."""
+        tests/unit/test_model.py checks it for every connector, one sample at a time and in batches, and
+        tests/integration/test_tiling.py for pages with different tile grids."""
         tok = self.tokenizer
         device = features.values.device if isinstance(features, PatchBatch) else features.device
         n = len(prompts)

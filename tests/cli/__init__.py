@@ -1,0 +1,1 @@
+"""The `alignbench` command line, driven as a user drives it."""

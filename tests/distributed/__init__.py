@@ -1,0 +1,1 @@
+"""Several processes launched for real (torchrun, accelerate launch, the sweep launchers) on the CPU."""

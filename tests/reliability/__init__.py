@@ -1,0 +1,1 @@
+"""Faults caused on purpose: kills and crashes, concurrent writers, bad data, damaged files, divergence."""
