@@ -7,9 +7,6 @@ from dataclasses import dataclass
 from ..errors import AlignBenchError
 from .base import opt
 
-LAUNCHERS = ("inline", "local", "submitit")
-CLUSTERS = ("slurm", "local", "debug")
-
 
 @dataclass
 class LaunchConfig:
@@ -64,3 +61,8 @@ class LaunchConfig:
     @property
     def world_size(self) -> int:
         return self.nproc_per_job * self.nodes_per_job
+
+
+# the values validate() accepts
+LAUNCHERS = ("inline", "local", "submitit")
+CLUSTERS = ("slurm", "local", "debug")
