@@ -22,11 +22,13 @@ def tune(cmd: TuneCommand) -> None:
     from ..config.run import option_text
     from ..io import atomic_write
     from ..reporting.tables import markdown_rows
-    from ..run.sweep import best_trials, tune_configs
+    from ..run.sweep import best_trials, earlier_search, merge_search, tune_configs
 
     common.quiet()
     common.load_plugins(cmd.session.plugins)
     configs = tune_configs(cmd)
+    earlier = earlier_search(cmd.output / "lr_search.csv")
+    command = "alignbench " + " ".join(sys.argv[1:])
     results = common.execute(
         configs,
         cmd.output,
@@ -44,12 +46,13 @@ def tune(cmd: TuneCommand) -> None:
             "val_stderr": r["stderr"],
             "n": r["n"],
             "final_loss": r["final_loss"],
+            "command": command,
         }
         for cfg, r in zip(configs, results)
     ]
     if not common.is_main():
         return  # rank 0 writes the search's table
-    df = pd.DataFrame(rows)
+    df = merge_search(earlier, pd.DataFrame(rows))
     best = best_trials(df)
     first = configs[0]
     title = (
@@ -73,13 +76,11 @@ def tune(cmd: TuneCommand) -> None:
             ]
         )
         table.add_row(*cells[-1])
-    md = [
-        f"# {title[0].upper()}{title[1:]}",
-        "",
-        f"`alignbench {' '.join(sys.argv[1:])}`",
-        "",
-        markdown_rows(list(COLUMNS), cells),
-    ]
+    commands = [c for c in dict.fromkeys(df["command"]) if isinstance(c, str) and c]
+    md = [f"# {title[0].upper()}{title[1:]}", "", *[f"- `{c}`" for c in commands]]
+    if len(commands) > 1 or len(df) > len(rows):
+        md.append("- the rows of connectors the last command did not search come from the earlier search in this folder")
+    md += ["", markdown_rows(list(COLUMNS), cells)]
     common.echo(table)
     output = cmd.output
     atomic_write(output / "lr_search.csv", df.to_csv(index=False))

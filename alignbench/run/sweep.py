@@ -211,3 +211,31 @@ def read_search(path: Path) -> dict[str, tuple[float, dict[str, str]]]:
             f"--tuned {path} is not a search table written by `alignbench tune` "
             f"({type(exc).__name__}: {exc}); give its lr_search.csv"
         ) from None
+
+
+SEARCH_COLUMNS = ("connector", "options", "lr", "val_score", "final_loss")
+
+
+def earlier_search(path: Path) -> pd.DataFrame | None:
+    """The search table already at `path`, whose rows a new search into the same folder keeps for the connectors it
+    does not search (a search of some connectors never drops another's trials); None when there is none. Read
+    before the trials run, so a table that cannot be kept stops the search before any training."""
+    if not path.is_file():
+        return None
+    hint = "move it away or give the search another --output"
+    try:
+        search = pd.read_csv(path, keep_default_na=False)
+    except (ValueError, OSError) as exc:
+        raise AlignBenchError(f"{path} is not a search table ({type(exc).__name__}: {exc}); {hint}") from None
+    missing = [c for c in SEARCH_COLUMNS if c not in search.columns]
+    if missing:
+        raise AlignBenchError(f"{path} is not a search table (no column {', '.join(missing)}); {hint}")
+    return search
+
+
+def merge_search(earlier: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """The new search's rows, after the earlier table's rows of the connectors the new search did not search."""
+    if earlier is None:
+        return new
+    kept = earlier[~earlier.connector.astype(str).isin(new.connector.astype(str))]
+    return pd.concat([kept, new], ignore_index=True)

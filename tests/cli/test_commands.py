@@ -221,6 +221,28 @@ def test_tune_scores_on_the_validation_split(tmp_path):
     assert bad.returncode == 2 and "CONNECTOR.OPTION=VALUE" in bad.stderr
 
 
+def test_a_second_search_into_the_same_folder_keeps_the_first_ones_connectors(tmp_path):
+    """Searching some connectors into a folder that holds another search keeps the other connectors' trials
+    (their rows, and so the --tuned choice a sweep reads); a table that cannot be kept stops before any training."""
+    out = tmp_path / "tune"
+    first = cli("tune", "--connectors", "mlp", "--lrs", "1e-2", "--task", "chartqa", *SMALL, "--output", str(out))
+    assert first.returncode == 0, first.stderr
+    before = pd.read_csv(out / "lr_search.csv", keep_default_na=False)
+    second = cli("tune", "--connectors", "ovis", "--lrs", "1e-3", "--task", "chartqa", *SMALL, "--output", str(out))
+    assert second.returncode == 0, second.stderr
+    after = pd.read_csv(out / "lr_search.csv", keep_default_na=False)
+    assert list(after.connector) == ["mlp", "ovis"]
+    assert after[after.connector == "mlp"].iloc[0].to_dict() == before.iloc[0].to_dict()  # kept as it was
+    md = (out / "lr_search.md").read_text()
+    assert "--connectors mlp" in md and "--connectors ovis" in md and "| ovis" in md and "| mlp" in md
+    (out / "lr_search.csv").write_text("not,a\nsearch,table\n")
+    runs = sorted((out / "runs").iterdir())
+    bad = cli("tune", "--connectors", "align", "--lrs", "1e-3", "--task", "chartqa", *SMALL, "--output", str(out))
+    assert bad.returncode == 2 and "is not a search table" in bad.stderr and "Traceback" not in bad.stderr
+    assert sorted((out / "runs").iterdir()) == runs  # refused before any training
+    assert (out / "lr_search.csv").read_text() == "not,a\nsearch,table\n"
+
+
 def test_tune_reuses_a_sweeps_training_of_the_same_setting(tmp_path):
     study, search = tmp_path / "study", tmp_path / "search"
     res = cli(
