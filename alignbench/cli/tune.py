@@ -79,7 +79,7 @@ def tune(cmd: TuneCommand) -> None:
     commands = [c for c in dict.fromkeys(df["command"]) if isinstance(c, str) and c]
     md = [f"# {title[0].upper()}{title[1:]}", "", *[f"- `{c}`" for c in commands]]
     if len(commands) > 1 or len(df) > len(rows):
-        md.append("- the rows of connectors the last command did not search come from the earlier search in this folder")
+        md.append("- rows of connectors the last command did not search come from the earlier search in this folder")
     md += ["", markdown_rows(list(COLUMNS), cells)]
     common.echo(table)
     output = cmd.output
