@@ -15,12 +15,11 @@ hashes in `manifest.json`, so a fresh machine needs no preparation.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from ..data.embedded.page import CELL_CLASSES, PageSpec
 from ..task import TASKS
 from .base import Backbone, glyph_transform
 from .prepared import cache_root, publish_prepared, staging, verified
+from .spec import Net, flat, replace_flat
 from .tiny_pretrain import TASK_NAMES, pretrain_llm, pretrain_llm_soft, pretrain_vision
 
 # Bump when the page generators or the text format change: it invalidates prepared weights.
@@ -37,55 +37,50 @@ ASSETS = Path(__file__).parents[1] / "assets" / "tiny"
 
 
 @dataclass
+class SoftInput:
+    """Stage 2 of the LLM's pretraining: reading blended inputs. A share of the sequences have every page token's
+    embedding replaced by alpha * e_token + (1 - alpha) * (p . E) with alpha ~ U(alpha_min, 1) per token and p a
+    random softmax: the convex combinations of token embeddings that a softmax connector hands the LLM before its
+    distribution is sharp. Large LLMs read such inputs (AlignVLM's premise); a model this small, trained on exact
+    tokens only, stops reading below about 60 % weight on the right token (benchmarks/soft_input_tolerance.py)."""
+
+    steps: int = 300  # 0 = no stage 2
+    lr: float = 1e-3
+    fraction: float = 0.5  # share of sequences whose page is blended
+    alpha_min: float = 0.2
+    sharpness_max: float = 3.0  # p = softmax(s * N(0, 1)) with s ~ U(0, this) per sequence
+
+
+@dataclass
 class TinyConfig:
     rows: int = 12
     cols: int = 12
     cell: int = 8  # = patch size
-    vision_hidden: int = 128
-    vision_layers: int = 2
-    vision_heads: int = 4
-    vision_mlp: int = 256
-    llm_hidden: int = 128
-    llm_layers: int = 4
-    llm_heads: int = 4
-    llm_mlp: int = 384
-    vision_steps: int = 400
-    vision_batch: int = 32
-    vision_lr: float = 2e-3
+    vision: Net = field(
+        default_factory=lambda: Net(hidden=128, layers=2, heads=4, mlp=256, steps=400, batch=32, lr=2e-3)
+    )
     vision_pool: int = 600  # rendered pages per task for glyph pretraining
-    llm_steps: int = 1800
-    llm_batch: int = 32
-    llm_lr: float = 3e-3
+    llm: Net = field(default_factory=lambda: Net(hidden=128, layers=4, heads=4, mlp=384, steps=1800, batch=32, lr=3e-3))
     doc_loss_weight: float = 0.1  # next-token loss on page text and questions (answers weigh 1)
     quote_loss_weight: float = 0.5  # next-token loss on the page quoted after its questions
     qas_per_sequence: int = 4
     seed: int = 0
-    # Stage 2: reading blended inputs. Half the sequences have every page token's embedding replaced by
-    # alpha * e_token + (1 - alpha) * (p . E) with alpha ~ U(alpha_min, 1) per token and p a random softmax:
-    # the convex combinations of token embeddings that a softmax connector hands the LLM before its
-    # distribution is sharp. Large LLMs read such inputs (AlignVLM's premise); a model this small, trained
-    # on exact tokens only, stops reading below about 60 % weight on the right token
-    # (benchmarks/soft_input_tolerance.py). 0 steps = no stage 2.
-    soft_input_steps: int = 300
-    soft_input_lr: float = 1e-3
-    soft_input_fraction: float = 0.5  # share of sequences whose page is blended
-    soft_input_alpha_min: float = 0.2
-    soft_input_sharpness_max: float = 3.0  # p = softmax(s * N(0, 1)) with s ~ U(0, this) per sequence
+    soft_input: SoftInput = field(default_factory=SoftInput)
 
     @property
     def page(self) -> PageSpec:
         return PageSpec(rows=self.rows, cols=self.cols, cell=self.cell)
 
     def key(self) -> str:
-        fields = asdict(self)
-        if self.soft_input_steps == 0:  # without stage 2 the stage-2 settings do not change the weights
+        fields = flat(self)
+        if self.soft_input.steps == 0:  # without stage 2 the stage-2 settings do not change the weights
             fields = {k: v for k, v in fields.items() if not k.startswith("soft_input_")}
         blob = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def stage1(self) -> TinyConfig:
         """The same backbone before stage 2 (its weights are stage 2's starting point, cached on their own)."""
-        return dataclasses.replace(self, soft_input_steps=0)
+        return replace_flat(self, soft_input_steps=0)
 
 
 def make_tokenizer():
@@ -107,29 +102,17 @@ def make_tokenizer():
 
 
 def build_models(cfg: TinyConfig, vocab_size: int):
-    from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    side = cfg.rows * cfg.cell
-    assert cfg.rows == cfg.cols, "the SigLIP tower takes square pages"
-    vision = SiglipVisionModel(
-        SiglipVisionConfig(
-            hidden_size=cfg.vision_hidden,
-            intermediate_size=cfg.vision_mlp,
-            num_hidden_layers=cfg.vision_layers,
-            num_attention_heads=cfg.vision_heads,
-            image_size=side,
-            patch_size=cfg.cell,
-            num_channels=3,
-        )
-    )
+    vision = cfg.vision.siglip(cfg.rows, cfg.cols, cfg.cell)
     llm = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=vocab_size,
-            hidden_size=cfg.llm_hidden,
-            intermediate_size=cfg.llm_mlp,
-            num_hidden_layers=cfg.llm_layers,
-            num_attention_heads=cfg.llm_heads,
-            num_key_value_heads=cfg.llm_heads,
+            hidden_size=cfg.llm.hidden,
+            intermediate_size=cfg.llm.mlp,
+            num_hidden_layers=cfg.llm.layers,
+            num_attention_heads=cfg.llm.heads,
+            num_key_value_heads=cfg.llm.heads,
             max_position_embeddings=1024,
             tie_word_embeddings=True,
             pad_token_id=0,
@@ -147,7 +130,7 @@ def prepare(cfg: TinyConfig, out_dir: Path, log=print, command: str = "alignbenc
     it is shipped or cached; stage 2 (blended pages) continues from it."""
     t0 = time.time()
     extra: dict = {}
-    if cfg.soft_input_steps > 0:
+    if cfg.soft_input.steps > 0:
         base_cfg = cfg.stage1()
         base = locate(base_cfg)
         if base is None:
@@ -186,7 +169,7 @@ def prepare(cfg: TinyConfig, out_dir: Path, log=print, command: str = "alignbenc
         {
             "key": cfg.key(),
             "format_version": FORMAT_VERSION,
-            "config": asdict(cfg),
+            "config": flat(cfg),
             "command": command,
             "seconds": round(time.time() - t0, 1),
             "vision_cell_accuracy": round(vision_acc, 4),

@@ -78,10 +78,10 @@ def pretrain_vision(vision, cfg: TinyConfig, log=print) -> float:
         pixels,
         labels,
         len(CELL_CLASSES),
-        cfg.vision_hidden,
-        cfg.vision_steps,
-        cfg.vision_batch,
-        cfg.vision_lr,
+        cfg.vision.hidden,
+        cfg.vision.steps,
+        cfg.vision.batch,
+        cfg.vision.lr,
         cfg.seed,
         50,
         lambda step, loss, acc: log(f"vision step {step:4d}  loss {loss:.4f}  cell accuracy {acc:.3f}"),
@@ -114,12 +114,12 @@ def pretrain_llm(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 202)
     suffix = {t: TASKS.get(t).prompt_suffix for t in TASK_NAMES}
-    opt = torch.optim.AdamW(llm.parameters(), lr=cfg.llm_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(llm.parameters(), lr=cfg.llm.lr, weight_decay=0.01, betas=(0.9, 0.98))
     llm.train()
     answer_acc = 0.0
-    for step in range(cfg.llm_steps):
+    for step in range(cfg.llm.steps):
         for g in opt.param_groups:
-            g["lr"] = cfg.llm_lr * warmup_cosine(step, cfg.llm_steps, 100)
+            g["lr"] = cfg.llm.lr * warmup_cosine(step, cfg.llm.steps, 100)
         ids, w = _text_batch(tokenizer, cfg, rng, suffix)
         logits = llm(input_ids=ids).logits[:, :-1]  # [B, L-1, V]
         target, weight = ids[:, 1:], w[:, 1:]
@@ -132,31 +132,31 @@ def pretrain_llm(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
         is_answer = weight == 1.0  # answers (and eos) only
         acc = ((logits.argmax(-1) == target) & is_answer).sum().item() / max(1, is_answer.sum().item())
         answer_acc = 0.95 * answer_acc + 0.05 * acc
-        if step % 100 == 0 or step == cfg.llm_steps - 1:
+        if step % 100 == 0 or step == cfg.llm.steps - 1:
             log(f"llm step {step:5d}  loss {loss.item():.4f}  answer-token accuracy {answer_acc:.3f}")
     llm.eval()
     return answer_acc
 
 
 def pretrain_llm_soft(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
-    """Stage 2: the stage-1 objective, with the page tokens of some sequences blended (see `TinyConfig`)."""
+    """Stage 2: the stage-1 objective, with the page tokens of some sequences blended (see `SoftInput`)."""
     torch.manual_seed(cfg.seed + 303)
     rng = np.random.default_rng(cfg.seed + 303)
     suffix = {t: TASKS.get(t).prompt_suffix for t in TASK_NAMES}
     embed = llm.get_input_embeddings()
     n_page = cfg.rows * cfg.cols
-    opt = torch.optim.AdamW(llm.parameters(), lr=cfg.soft_input_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(llm.parameters(), lr=cfg.soft_input.lr, weight_decay=0.01, betas=(0.9, 0.98))
     llm.train()
     loss_avg = float("nan")
-    for step in range(cfg.soft_input_steps):
+    for step in range(cfg.soft_input.steps):
         for g in opt.param_groups:
-            g["lr"] = cfg.soft_input_lr * warmup_cosine(step, cfg.soft_input_steps, 30)
+            g["lr"] = cfg.soft_input.lr * warmup_cosine(step, cfg.soft_input.steps, 30)
         ids, w = _text_batch(tokenizer, cfg, rng, suffix)
         embeds = embed(ids)  # [B, L, D]; the page is the first n_page tokens of every sequence
         batch, vocab = ids.shape[0], embed.weight.shape[0]
-        blended = torch.rand(batch) < cfg.soft_input_fraction
-        alpha = torch.empty(batch, n_page, 1).uniform_(cfg.soft_input_alpha_min, 1.0)
-        sharpness = torch.empty(batch, 1, 1).uniform_(0.0, cfg.soft_input_sharpness_max)
+        blended = torch.rand(batch) < cfg.soft_input.fraction
+        alpha = torch.empty(batch, n_page, 1).uniform_(cfg.soft_input.alpha_min, 1.0)
+        sharpness = torch.empty(batch, 1, 1).uniform_(0.0, cfg.soft_input.sharpness_max)
         other = torch.softmax(sharpness * torch.randn(batch, n_page, vocab), dim=-1) @ embed.weight  # [B, N, D]
         page = torch.where(blended[:, None, None], alpha * embeds[:, :n_page] + (1 - alpha) * other, embeds[:, :n_page])
         logits = llm(inputs_embeds=torch.cat([page, embeds[:, n_page:]], dim=1)).logits[:, :-1]
@@ -167,16 +167,16 @@ def pretrain_llm_soft(llm, tokenizer, cfg: TinyConfig, log=print) -> float:
         torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
         opt.step()
         loss_avg = loss.item() if step == 0 else 0.95 * loss_avg + 0.05 * loss.item()
-        if step % 50 == 0 or step == cfg.soft_input_steps - 1:
+        if step % 50 == 0 or step == cfg.soft_input.steps - 1:
             log(f"llm (blended pages) step {step:4d}  loss {loss.item():.4f}")
     llm.eval()
     return loss_avg
 
 
 def _text_batch(tokenizer, cfg: TinyConfig, rng, suffix: dict):
-    """`cfg.llm_batch` freshly generated pages in text form (the three tasks in turn), padded, with weights."""
+    """`cfg.llm.batch` freshly generated pages in text form (the three tasks in turn), padded, with weights."""
     seqs = []
-    for i in range(cfg.llm_batch):
+    for i in range(cfg.llm.batch):
         task = TASK_NAMES[i % len(TASK_NAMES)]
         doc = sample_docs(task, 1, int(rng.integers(2**31)), cfg.page)[0]
         order = rng.permutation(len(doc.qas))[: cfg.qas_per_sequence]

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ from ..data.embedded.tokens import BLANK, TokenGrid, TokenPages
 from . import smollm2
 from .base import Backbone, glyph_transform, torch_dtype
 from .prepared import cache_root, publish_prepared, staging, verified
+from .spec import Net, flat
 from .tiny_pretrain import TASK_NAMES, fit_cell_head
 
 if TYPE_CHECKING:
@@ -44,13 +45,11 @@ class TowerConfig:
     rows: int = 10
     cols: int = 10
     cell: int = 24  # = patch size
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    mlp: int = 256
-    steps: int = 600
-    batch: int = 32
-    lr: float = 2e-3
+    # In the flat form (content key, manifest) its fields carry no prefix: `hidden`, `steps`, ...
+    net: Net = field(
+        default_factory=lambda: Net(hidden=128, layers=2, heads=4, mlp=256, steps=600, batch=32, lr=2e-3),
+        metadata={"prefix": ""},
+    )
     pool: int = 600  # pages per task for pretraining
     held_out: int = 100  # pages per task (other seeds) on which the per-cell accuracy is measured
     seed: int = 0
@@ -60,24 +59,12 @@ class TowerConfig:
         return TokenGrid(self.rows, self.cols, self.cell)
 
     def key(self, pages: TokenPages) -> str:
-        blob = json.dumps({"format": FORMAT_VERSION, "pages": pages.key, **asdict(self)}, sort_keys=True)
+        blob = json.dumps({"format": FORMAT_VERSION, "pages": pages.key, **flat(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_tower(cfg: TowerConfig):
-    from transformers import SiglipVisionConfig, SiglipVisionModel
-
-    return SiglipVisionModel(
-        SiglipVisionConfig(
-            hidden_size=cfg.hidden,
-            intermediate_size=cfg.mlp,
-            num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads,
-            image_size=cfg.rows * cfg.cell,
-            patch_size=cfg.cell,
-            num_channels=3,
-        )
-    )
+    return cfg.net.siglip(cfg.rows, cfg.cols, cfg.cell)
 
 
 def _pages(pages: TokenPages, n: int, seed: int):
@@ -99,10 +86,10 @@ def pretrain(vision, pages: TokenPages, cfg: TowerConfig, log=print) -> dict:
         pixels,
         labels,
         len(classes),
-        cfg.hidden,
-        cfg.steps,
-        cfg.batch,
-        cfg.lr,
+        cfg.net.hidden,
+        cfg.net.steps,
+        cfg.net.batch,
+        cfg.net.lr,
         cfg.seed,
         100,
         lambda step, loss, acc: log(f"tower step {step:4d}  loss {loss:.4f}"),
@@ -143,7 +130,7 @@ def prepare(
         {
             "key": cfg.key(pages),
             "format_version": FORMAT_VERSION,
-            "config": asdict(cfg),
+            "config": flat(cfg),
             "command": command,
             "seconds": round(time.time() - t0, 1),
             **stats,

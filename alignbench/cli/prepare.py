@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from ..config.prepare import PrepareCommand
@@ -23,20 +22,22 @@ def prepare(cmd: PrepareCommand) -> None:
         return
     if cmd.backbone != "tiny":
         raise AlignBenchError(f"--backbone {cmd.backbone!r}: prepare builds 'tiny' or 'smollm2'")
+    from ..backbones.spec import replace_flat
     from ..backbones.tiny import TinyConfig
     from ..backbones.tiny import prepare as prepare_tiny
 
     cfg = TinyConfig()
-    for name in ("llm_steps", "vision_steps", "soft_input_steps"):
+    for name in ("llm_steps", "vision_steps", "soft_input_steps", "vision_pool"):
         if getattr(cmd, name) is not None:
-            cfg = dataclasses.replace(cfg, **{name: getattr(cmd, name)})
-    if cmd.vision_pool is not None:
-        if cmd.vision_pool < 1:
-            raise AlignBenchError(f"--vision-pool must be at least 1, got {cmd.vision_pool}")
-        cfg = dataclasses.replace(cfg, vision_pool=cmd.vision_pool)
-    for name, value in (("llm", cfg.llm_steps), ("vision", cfg.vision_steps), ("soft-input", cfg.soft_input_steps)):
-        if value < (0 if name == "soft-input" else 1):
-            raise AlignBenchError(f"--{name}-steps must be at least {0 if name == 'soft-input' else 1}, got {value}")
+            cfg = replace_flat(cfg, **{name: getattr(cmd, name)})
+    for name, value, least in (
+        ("llm-steps", cfg.llm.steps, 1),
+        ("vision-steps", cfg.vision.steps, 1),
+        ("soft-input-steps", cfg.soft_input.steps, 0),
+        ("vision-pool", cfg.vision_pool, 1),
+    ):
+        if value < least:
+            raise AlignBenchError(f"--{name} must be at least {least}, got {value}")
     out = cmd.output or cache_root() / "backbones" / f"tiny-{cfg.key()}"
     prepare_tiny(cfg, out, log=common.echo, command=command)
 
@@ -44,6 +45,7 @@ def prepare(cmd: PrepareCommand) -> None:
 def _prepare_token_tower(cmd: PrepareCommand, cache, command: str) -> None:
     """smollm2: its LLM comes pretrained (converted from its package); the token-page tower is pretrained here."""
     from ..backbones import smollm2
+    from ..backbones.spec import replace_flat
     from ..backbones.token_tower import TowerConfig
     from ..backbones.token_tower import prepare as prepare_tower
     from ..data.embedded.tokens import TokenPages
@@ -54,10 +56,10 @@ def _prepare_token_tower(cmd: PrepareCommand, cache, command: str) -> None:
         )
     tower = TowerConfig()
     if cmd.vision_steps is not None:
-        tower = dataclasses.replace(tower, steps=cmd.vision_steps)
+        tower = replace_flat(tower, steps=cmd.vision_steps)
     if cmd.vision_pool is not None:
-        tower = dataclasses.replace(tower, pool=cmd.vision_pool)
-    if tower.steps < 1 or tower.pool < 1:
+        tower = replace_flat(tower, pool=cmd.vision_pool)
+    if tower.net.steps < 1 or tower.pool < 1:
         raise AlignBenchError("--vision-steps and --vision-pool must be at least 1")
     _, tokenizer, _ = smollm2.load(cache, common.echo)
     pages = TokenPages(tokenizer, tower.grid)

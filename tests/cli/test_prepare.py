@@ -3,6 +3,7 @@
 import json
 
 from alignbench.backbones.prepared import verified as _valid
+from alignbench.backbones.spec import from_flat, replace_flat
 from alignbench.backbones.tiny import ASSETS, TinyConfig, load_tiny, locate
 from tests.support.cli import cli
 
@@ -34,8 +35,8 @@ def test_prepare_runs_on_a_reduced_budget(tmp_path):
     res = cli("prepare", *args)
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    cfg = TinyConfig(**manifest["config"])
-    assert cfg.llm_steps == 3 and cfg.soft_input_steps == 2 and cfg.vision_pool == 4 and _valid(out, cfg.key())
+    cfg = from_flat(TinyConfig, manifest["config"])
+    assert cfg.llm.steps == 3 and cfg.soft_input.steps == 2 and cfg.vision_pool == 4 and _valid(out, cfg.key())
     assert manifest["command"] == "alignbench prepare " + " ".join(args)
     assert manifest["stage1"]["key"] == cfg.stage1().key()  # stage 1 prepared first, then continued
     assert set(manifest["sha256"]) >= {"vision/model.safetensors", "llm/model.safetensors", "tokenizer/tokenizer.json"}
@@ -43,7 +44,7 @@ def test_prepare_runs_on_a_reduced_budget(tmp_path):
 
 def test_cached_backbone_is_reused_and_tampering_is_detected(tmp_path, monkeypatch):
     monkeypatch.setenv("ALIGNBENCH_CACHE", str(tmp_path))
-    cfg = TinyConfig(vision_steps=2, llm_steps=2, vision_pool=2, soft_input_steps=2)
+    cfg = replace_flat(TinyConfig(), vision_steps=2, llm_steps=2, vision_pool=2, soft_input_steps=2)
     logs: list[str] = []
     b = load_tiny(cfg, log=logs.append)
     assert any("preparing it once" in line for line in logs)
