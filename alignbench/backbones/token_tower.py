@@ -42,10 +42,8 @@ ASSETS = Path(__file__).parents[1] / "assets" / "token_tower"
 
 @dataclass
 class TowerConfig:
-    rows: int = 10
-    cols: int = 10
-    cell: int = 24  # = patch size
-    # In the flat form (content key, manifest) its fields carry no prefix: `hidden`, `steps`, ...
+    # In the flat form (content key, manifest) these groups' fields carry no prefix: `rows`, `cell`, `hidden`, ...
+    grid: TokenGrid = field(default_factory=TokenGrid, metadata={"prefix": ""})  # its cell = the patch size
     net: Net = field(
         default_factory=lambda: Net(hidden=128, layers=2, heads=4, mlp=256, steps=600, batch=32, lr=2e-3),
         metadata={"prefix": ""},
@@ -54,17 +52,13 @@ class TowerConfig:
     held_out: int = 100  # pages per task (other seeds) on which the per-cell accuracy is measured
     seed: int = 0
 
-    @property
-    def grid(self) -> TokenGrid:
-        return TokenGrid(self.rows, self.cols, self.cell)
-
     def key(self, pages: TokenPages) -> str:
         blob = json.dumps({"format": FORMAT_VERSION, "pages": pages.key, **flat(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_tower(cfg: TowerConfig):
-    return cfg.net.siglip(cfg.rows, cfg.cols, cfg.cell)
+    return cfg.net.siglip(cfg.grid.rows, cfg.grid.cols, cfg.grid.cell)
 
 
 def _pages(pages: TokenPages, n: int, seed: int):
@@ -165,7 +159,7 @@ def load_smollm2(cfg: TowerConfig | None = None, log=print) -> Backbone:
         log("no prepared token-page tower for this configuration; preparing it once (cached for later runs)")
         path = prepare(cfg, pages, cache_root() / "backbones" / f"token-tower-{cfg.key(pages)}", log)
     vision = SiglipVisionModel.from_pretrained(path / "vision", local_files_only=True)
-    side = cfg.rows * cfg.cell
+    side = cfg.grid.rows * cfg.grid.cell
     source = {
         "package": f"{smollm2.PACKAGE}=={smollm2.package_version()}",
         "file": smollm2.GGUF_NAME,

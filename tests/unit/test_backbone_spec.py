@@ -30,6 +30,7 @@ def test_flat_keys_carry_the_group_prefix_and_changes_reach_the_group():
 def test_the_token_tower_writes_its_group_without_a_prefix():
     values = flat(replace_flat(TowerConfig(), steps=5))
     assert values["steps"] == 5 and "net_steps" not in values and values["pool"] == TowerConfig().pool
+    assert values["rows"] == TowerConfig().grid.rows and "grid_rows" not in values
 
 
 def test_a_changed_setting_changes_the_content_key_and_stage_two_settings_count_only_with_stage_two():
