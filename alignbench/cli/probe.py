@@ -54,10 +54,14 @@ def _finish(output: Path, probe: dict, t0: float) -> None:
 
 def _measure(cmd: ProbeCommand, measure) -> None:
     """Find or train the runs the probe examines, measure them (`measure(trained, workspace) -> probe`), write it."""
+    from ..probes.collect import probe_setup
+
     common.quiet()
     t0 = time.time()
     trained, ws = _trained(cmd)
-    _finish(cmd.output, measure(trained, ws), t0)
+    probe = measure(trained, ws)
+    probe["setup"] = probe_setup(ws.backbone.key, ws.data_cfg)  # which probes the report may join with this one
+    _finish(cmd.output, probe, t0)
 
 
 @probe_app.command("noise")

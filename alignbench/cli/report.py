@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from rich.table import Table
 
@@ -31,6 +32,46 @@ def report(cmd: ReportCommand) -> None:
         common.echo(table, *(n.replace("Δ", f"{plan:g} points") for n in notes), sep="\n")
         return
     path = write_report(
-        runs, cmd.out or runs / "REPORT.md", connectors, tasks, command="alignbench " + " ".join(sys.argv[1:])
+        runs,
+        cmd.out or runs / "REPORT.md",
+        connectors,
+        tasks,
+        command="alignbench " + " ".join(sys.argv[1:]),
+        probe_setup_of=lambda probe: recorded_setup(probe, runs),
     )
     common.echo(f"report written: {path}")
+
+
+def recorded_setup(probe: dict, runs: Path) -> dict | None:
+    """The setup of a probe written before probes recorded theirs: the data settings its recorded command line builds
+    and the backbone key its runs' config.json files (under `runs`) agree on; None where either is unknown."""
+    import json
+    import shlex
+
+    import typer
+
+    from ..errors import AlignBenchError
+    from ..probes.collect import probe_setup
+    from ..run.sweep import probe_configs
+    from .options import parse
+    from .probe import probe_app
+
+    argv = shlex.split(probe.get("command", ""))
+    if argv[:2] != ["alignbench", "probe"] or len(argv) < 3:
+        return None
+    try:
+        configs = probe_configs(parse(probe_app, argv[2:]))
+    except (typer.TyperException, AlignBenchError, KeyError, ValueError):  # options that no longer exist
+        return None
+    names = {r.get("run") for r in probe.get("runs", [])}
+    keys, seen = set(), set()
+    for path in runs.rglob("config.json"):
+        if path.parent.name in names and path.parent.parent.name == "runs":
+            try:
+                keys.add(json.loads(path.read_text()).get("backbone_key"))
+            except (OSError, ValueError):
+                return None
+            seen.add(path.parent.name)
+    if seen != names or len(keys) != 1 or not configs:  # a run not found here: its backbone is unknown
+        return None
+    return probe_setup(keys.pop(), configs[0].data)

@@ -1,5 +1,5 @@
 """A probe's results: written once under OUTPUT/probes/KIND-TASK-STAMP/ (probe.json, table.md, table.csv and a
-plot), its tables in the paper's layout, and the newest probe of each kind and task for the report."""
+plot), and its tables in the paper's layout."""
 
 from __future__ import annotations
 
@@ -170,16 +170,3 @@ def write_probe(output: Path, probe: dict, command: str, seconds: float) -> Path
         plot(probe, d / "plot.png")
     atomic_write(d / "probe.json", json.dumps(probe, indent=1))
     return d
-
-
-def latest_probes(output: Path) -> dict[tuple[str, str], dict]:
-    """The newest probe of each (kind, task) under `output/probes`."""
-    found: dict[tuple[str, str], dict] = {}
-    for path in sorted((output / "probes").glob("*/probe.json")):
-        try:
-            p = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        p["dir"] = str(path.parent)
-        found[(p["kind"], p["task"])] = p  # sorted by name = by time stamp: the last wins
-    return found

@@ -14,7 +14,7 @@ from itertools import combinations
 from pathlib import Path
 
 from ..io import atomic_write
-from ..probes.write import latest_probes
+from ..probes.collect import collect_probes
 from .cost import cost_section
 from .curves import curves_section
 from .scores import (
@@ -35,7 +35,11 @@ from .stats import bootstrap, holm, paired_difference
 from .tables import markdown_rows
 
 
-def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str], command: str) -> Path:
+def write_report(
+    runs: Path, out: Path, connectors: list[str], tasks: list[str], command: str, probe_setup_of=None
+) -> Path:
+    """Write the report of the runs and probes under `runs` to `out`. `probe_setup_of(probe)`: the setup of a probe
+    that does not record one (`alignbench.probes.collect`)."""
     scores = load_scores(runs, connectors, tasks)
     connectors = [c for c in connectors if any((c, t) in scores for t in tasks)]
     figures = out.parent / "figures"
@@ -136,7 +140,7 @@ def write_report(runs: Path, out: Path, connectors: list[str], tasks: list[str],
     lines += _pairs_section(scores, connectors, tasks)
 
     # 5. probes
-    probes = latest_probes(runs)
+    probes = collect_probes(runs, probe_setup_of)
     lines += noise_section(probes, figures, scores)
     lines += image_section(probes, figures)
     lines += vocab_section(probes)

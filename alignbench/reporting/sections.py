@@ -33,7 +33,14 @@ def _probes_of(probes: dict, kind: str, title: str, command: str) -> tuple[list[
 
 
 def _heading(p: dict) -> str:
-    return f"### {p['task']} (`{p.get('command', '')}`)"
+    sources = p.get("sources", [])
+    if len(sources) <= 1:
+        return f"### {p['task']} (`{p.get('command', '')}`)"
+    commands = "; ".join(f"`{s['command']}`" for s in sources)
+    return (
+        f"### {p['task']}\n\nJoined from {len(sources)} probes measured the same way (each connector and seed: its "
+        f"newest measurement): {commands}"
+    )
 
 
 def _figure(p: dict, figures: Path, kind: str) -> str:

@@ -3,7 +3,8 @@
 #   bash results/smollm2/probes.sh [SEEDS] [CONNECTORS]     (default: seed 0, every built-in connector)
 # The noise probe finds each connector's trained run of each seed by its training configuration (the same settings
 # rule as study.sh: the search's best trial once results/smollm2/tune/lr_search.csv exists, else the default rates
-# and ALIGN's LN2 starting gain 1), so it trains nothing that the study trained.
+# and ALIGN's LN2 starting gain 1), so it trains nothing that the study trained. The report joins noise probes with
+# the same flags (each connector and seed: its newest measurement), so a connector added later is probed alone.
 set -euo pipefail
 out=results/smollm2
 mix=docvqa,infovqa,chartqa,transcribe  # the sweep trained every connector on this mixture: the probes read those runs

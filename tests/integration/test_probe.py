@@ -2,6 +2,7 @@
 budget (the statistics behind the report: tests/unit/test_stats.py)."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -317,3 +318,60 @@ def test_sweep_with_seeds_reports_mean_and_std(tmp_path):
     assert "(2 seeds)" in (tmp_path / "table.md").read_text()
     res = cli("leaderboard", "--output", str(tmp_path), cwd=tmp_path)
     assert "across seeds" in res.stdout
+
+
+def test_report_joins_probes_measured_the_same_way(trained_output, tmp_path):
+    """A connector probed after the others joins their probe in the report; other settings start afresh."""
+    import shutil
+
+    from alignbench.cli.report import recorded_setup
+    from alignbench.probes.collect import collect_probes
+
+    out = tmp_path / "out"
+    shutil.copytree(trained_output, out)
+    shutil.rmtree(out / "probes", ignore_errors=True)
+
+    def probe(connectors, sigmas):
+        args = ("probe", "noise", "--connectors", connectors, "--sigmas", sigmas, *SMALL, "--output", str(out))
+        res = cli(*args, cwd=out)
+        assert res.returncode == 0, res.stderr
+        return max((out / "probes").glob("noise-*/probe.json"), key=lambda p: p.parent.name)
+
+    first, second = probe("mlp", "0,3"), probe("align", "0,3")
+    written = {p: json.loads(p.read_text()) for p in (first, second)}
+    assert written[first]["setup"] == written[second]["setup"]
+    joined = collect_probes(out)[("noise", "docvqa")]
+    assert [(r["connector"], r["probe"]) for r in joined["runs"]] == [
+        ("mlp", str(first.parent)),
+        ("align", str(second.parent)),
+    ]
+    assert joined["runs"][0]["scores"] == written[first]["runs"][0]["scores"]
+    res = cli("report", "--runs", str(out), "--connectors", "mlp,align", "--tasks", "docvqa", cwd=out)
+    assert res.returncode == 0, res.stderr
+    text = (out / "REPORT.md").read_text()
+    section = text[text.index("## 5.") : text.index("## 6.")]
+    rows = re.findall(r"^\| (\w+) +\|", section, flags=re.M)
+    assert "Joined from 2 probes" in section and {"mlp", "align"} <= set(rows)
+    assert written[first]["command"] in section and written[second]["command"] in section
+
+    # A probe written before probes recorded their setup joins through the command line it recorded
+    legacy = {k: v for k, v in written[first].items() if k != "setup"}
+    first.write_text(json.dumps(legacy))
+    assert collect_probes(out)[("noise", "docvqa")]["runs"][0]["connector"] == "align"  # unknown setup: alone
+    assert recorded_setup(legacy, out) == written[second]["setup"]
+    joined = collect_probes(out, lambda p: recorded_setup(p, out))[("noise", "docvqa")]
+    assert [r["connector"] for r in joined["runs"]] == ["mlp", "align"]
+    unreadable = {**legacy, "command": "alignbench probe noise --no-such-option"}
+    assert recorded_setup(unreadable, out) is None
+
+    # Re-probing a connector with the same settings replaces its entry; other levels start afresh
+    third = probe("mlp", "0,3")
+    joined = collect_probes(out)[("noise", "docvqa")]
+    assert {r["connector"]: r["probe"] for r in joined["runs"]} == {
+        "mlp": str(third.parent),
+        "align": str(second.parent),
+    }
+    fourth = probe("mlp", "0,1")
+    joined = collect_probes(out)[("noise", "docvqa")]
+    assert [(r["connector"], r["probe"]) for r in joined["runs"]] == [("mlp", str(fourth.parent))]
+    assert joined["sigmas"] == [0.0, 1.0] and len(joined["sources"]) == 1
