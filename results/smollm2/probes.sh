@@ -16,5 +16,7 @@ if [[ -f $search ]]; then settings=(--tuned "$search" --reuse-from $out/tune)  #
 elif [[ ",$connectors," =~ ,(all|align), ]]; then settings=(--connector-arg align.ln2_gain_init=1); fi
 alignbench probe noise --backbone smollm2 --connectors "$connectors" --task docvqa --sigmas 0,0.5,1,3 \
   --seeds "$seeds" --train-tasks $mix "${settings[@]}" --output $out
-alignbench probe vocab --run "$(ls -d $out/runs/docvqa-align-* | tail -1)" --docs 100 --top-k 50
+if [[ ",$connectors," =~ ,(all|align), ]]; then  # the vocabulary probe reads ALIGN's newest DocVQA run
+  alignbench probe vocab --run "$(ls -d $out/runs/docvqa-align-* | tail -1)" --docs 100 --top-k 50
+fi
 alignbench report --runs $out --out $out/REPORT.md
