@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -31,21 +32,39 @@ def report(cmd: ReportCommand) -> None:
             table.add_row(*row)
         common.echo(table, *(n.replace("Δ", f"{plan:g} points") for n in notes), sep="\n")
         return
+
+    @functools.cache
+    def backbones() -> dict[str, str | None]:  # read once, and only if a probe without a recorded setup needs it
+        return run_backbones(runs)
+
     path = write_report(
         runs,
         cmd.out or runs / "REPORT.md",
         connectors,
         tasks,
         command="alignbench " + " ".join(sys.argv[1:]),
-        probe_setup_of=lambda probe: recorded_setup(probe, runs),
+        probe_setup_of=lambda probe: recorded_setup(probe, backbones()),
     )
     common.echo(f"report written: {path}")
 
 
-def recorded_setup(probe: dict, runs: Path) -> dict | None:
-    """The setup of a probe written before probes recorded theirs: the data settings its recorded command line builds
-    and the backbone key its runs' config.json files (under `runs`) agree on; None where either is unknown."""
+def run_backbones(runs: Path) -> dict[str, str | None]:
+    """The backbone key of every run directory under `runs` (any depth), by run name; None where unreadable."""
     import json
+
+    found: dict[str, str | None] = {}
+    for path in runs.rglob("config.json"):
+        if path.parent.parent.name == "runs":
+            try:
+                found[path.parent.name] = json.loads(path.read_text()).get("backbone_key")
+            except (OSError, ValueError):
+                found[path.parent.name] = None
+    return found
+
+
+def recorded_setup(probe: dict, backbones: dict[str, str | None]) -> dict | None:
+    """The setup of a probe written before probes recorded theirs: the data settings its recorded command line builds
+    and the backbone key its runs agree on (`backbones`: `run_backbones`); None where either is unknown."""
     import shlex
 
     import typer
@@ -63,15 +82,7 @@ def recorded_setup(probe: dict, runs: Path) -> dict | None:
         configs = probe_configs(parse(probe_app, argv[2:]))
     except (typer.TyperException, AlignBenchError, KeyError, ValueError):  # options that no longer exist
         return None
-    names = {r.get("run") for r in probe.get("runs", [])}
-    keys, seen = set(), set()
-    for path in runs.rglob("config.json"):
-        if path.parent.name in names and path.parent.parent.name == "runs":
-            try:
-                keys.add(json.loads(path.read_text()).get("backbone_key"))
-            except (OSError, ValueError):
-                return None
-            seen.add(path.parent.name)
-    if seen != names or len(keys) != 1 or not configs:  # a run not found here: its backbone is unknown
+    keys = {backbones.get(r.get("run")) for r in probe.get("runs", [])}
+    if len(keys) != 1 or None in keys or not configs:  # a run not found or unreadable: its backbone is unknown
         return None
     return probe_setup(keys.pop(), configs[0].data)

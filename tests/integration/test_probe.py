@@ -324,7 +324,7 @@ def test_report_joins_probes_measured_the_same_way(trained_output, tmp_path):
     """A connector probed after the others joins their probe in the report; other settings start afresh."""
     import shutil
 
-    from alignbench.cli.report import recorded_setup
+    from alignbench.cli.report import recorded_setup, run_backbones
     from alignbench.probes.collect import collect_probes
 
     out = tmp_path / "out"
@@ -358,11 +358,11 @@ def test_report_joins_probes_measured_the_same_way(trained_output, tmp_path):
     legacy = {k: v for k, v in written[first].items() if k != "setup"}
     first.write_text(json.dumps(legacy))
     assert collect_probes(out)[("noise", "docvqa")]["runs"][0]["connector"] == "align"  # unknown setup: alone
-    assert recorded_setup(legacy, out) == written[second]["setup"]
-    joined = collect_probes(out, lambda p: recorded_setup(p, out))[("noise", "docvqa")]
+    assert recorded_setup(legacy, run_backbones(out)) == written[second]["setup"]
+    joined = collect_probes(out, lambda p: recorded_setup(p, run_backbones(out)))[("noise", "docvqa")]
     assert [r["connector"] for r in joined["runs"]] == ["mlp", "align"]
     unreadable = {**legacy, "command": "alignbench probe noise --no-such-option"}
-    assert recorded_setup(unreadable, out) is None
+    assert recorded_setup(unreadable, run_backbones(out)) is None
 
     # Re-probing a connector with the same settings replaces its entry; other levels start afresh
     third = probe("mlp", "0,3")
