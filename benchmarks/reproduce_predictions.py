@@ -1,7 +1,7 @@
 """Re-evaluate saved runs with the current code and compare every prediction with the saved one.
 
-    python benchmarks/reproduce_predictions.py RUN_DIR [RUN_DIR ...]
-        -> results/bench/reproduce_predictions.json
+    python benchmarks/reproduce_predictions.py RUN_DIR [RUN_DIR ...] [--threads 1] [--out FILE]
+        -> results/bench/reproduce_predictions.json (or FILE)
 
 For each run directory (embedded backbone): the trained weights are loaded, the evaluation split is
 predicted as `alignbench run` predicts it (its EvalConfig, the blind pass included), and each question's
@@ -31,12 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "reproduce_predictions.json")
     args = parser.parse_args()
     missing = [str(r) for r in args.runs if not (r / "predictions.jsonl").is_file()]
     if missing:
         parser.error(f"not run directories with predictions.jsonl: {', '.join(missing)}")
     quiet_libraries()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     rows = []
     for run in args.runs:
         config = json.loads((run / "config.json").read_text())
@@ -51,7 +53,8 @@ def main() -> None:
             for r, s in zip(records, saved)
             if (r["prediction"], r.get("blind_prediction")) != (s["prediction"], s.get("blind_prediction"))
         ]
-        saved_score = json.loads((run / "results.json").read_text())["score"]
+        saved_result = json.loads((run / "results.json").read_text())
+        saved_score = saved_result["score"]
         rows.append(
             {
                 "run": run.name,
@@ -60,6 +63,12 @@ def main() -> None:
                 "different_predictions": differ,
                 "score": result["score"],
                 "saved_score": saved_score,
+                "blind_score": result.get("blind", {}).get("score"),
+                "saved_blind_score": saved_result.get("blind", {}).get("score"),
+                "eval_dtype": result["eval_dtype"],
+                "saved_eval_dtype": saved_result.get("eval_dtype"),
+                "eval_seconds": result["eval_seconds"],
+                "saved_eval_seconds": saved_result.get("eval_seconds"),
             }
         )
         print(
@@ -67,7 +76,8 @@ def main() -> None:
             f"identical; score {result['score']:.4f} (saved {saved_score:.4f})",
             flush=True,
         )
-    out = ROOT / "results" / "bench" / "reproduce_predictions.json"
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
             {

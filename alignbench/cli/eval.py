@@ -28,9 +28,9 @@ def eval_cmd(cmd: EvalCommand) -> None:
     checkpoint, via = cmd.checkpoint, cmd.via
     if via not in EVALUATORS:
         raise AlignBenchError(f"unknown --via {via!r}; use {' or '.join(EVALUATORS)}")
-    for name, value in (("limit", cmd.limit), ("eval-batch-size", cmd.eval.batch_size)):
-        if value is not None and value < 1:
-            raise AlignBenchError(f"--{name} must be at least 1, got {value}")
+    if cmd.limit is not None and cmd.limit < 1:
+        raise AlignBenchError(f"--limit must be at least 1, got {cmd.limit}")
+    cmd.eval.validate()
     run_cfg, _ = read_run_config(checkpoint)
     data_cfg = dataclasses.replace(
         run_cfg.data,

@@ -148,7 +148,11 @@ def evaluate_with_lmms_eval(model, backbone, task: Task, split, cfg, log=print) 
         # Only the derived task: it includes lmms-eval's definition by path (and so needs no index of the rest).
         manager = TaskManager("WARNING", include_path=str(Path(tmp) / "tasks"), include_defaults=False)
         lm = AlignBenchLMMS(
-            model=model, backbone=backbone, device=backbone_device(backbone), batch_size=cfg.eval.batch_size
+            model=model,
+            backbone=backbone,
+            device=backbone_device(backbone),
+            batch_size=cfg.eval.batch_size,
+            eval_dtype=cfg.eval.dtype,
         )
         log(f"lmms-eval {lmms_eval_version()}: task {lmms_task} ({definition}) on {len(split.samples)} questions")
         with _own_rng():

@@ -36,7 +36,8 @@ def _prompt_task(name: str, max_new_tokens: int) -> Task:
 
 
 class AlignBenchLMMS(lmms):
-    """lmms-eval model arguments: `checkpoint` (a run directory), `device` (auto, cpu, cuda[:N]), `batch_size`."""
+    """lmms-eval model arguments: `checkpoint` (a run directory), `device` (auto, cpu, cuda[:N]), `batch_size`,
+    `eval_dtype` (auto, float32 or model: `alignbench eval --eval-dtype`)."""
 
     is_simple = True
 
@@ -46,6 +47,7 @@ class AlignBenchLMMS(lmms):
         device: str | None = None,
         batch_size: int | str = 16,
         max_batch_size=None,
+        eval_dtype: str = "auto",
         model=None,
         backbone=None,
         **kwargs,
@@ -65,6 +67,8 @@ class AlignBenchLMMS(lmms):
             backbone, device = ws.backbone, ws.device
         self.vlm, self.backbone, self.device = model.eval(), backbone, device or "cpu"
         self.batch_size = int(batch_size)
+        self.eval_config = EvalConfig(batch_size=self.batch_size, blind=False, dtype=str(eval_dtype))
+        self.eval_config.validate()
         self._warned_sampling = False
 
     # ------------------------------------------------------------------ requests
@@ -99,7 +103,7 @@ class AlignBenchLMMS(lmms):
                 _prompt_task("lmms-eval", max_new_tokens),
                 Split(images, samples),
                 LazyFeatures(self.backbone, images, self.device),
-                EvalConfig(batch_size=self.batch_size, blind=False),
+                self.eval_config,
                 device=self.device,
             )
             for i, text in zip(members, preds):
@@ -110,27 +114,29 @@ class AlignBenchLMMS(lmms):
         return out
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        from ..evaluate import eval_dtype
+
+        with self.vlm.llm_in(eval_dtype(self.eval_config, self.device)):
+            return [self._loglikelihood(request) for request in requests]
+
+    def _loglikelihood(self, request: Instance) -> tuple[float, bool]:
         import torch
 
         from ..prompt import prompt_format
 
         tok = self.vlm.tokenizer
-        fmt = prompt_format(tok)
-        out = []
-        for request in requests:
-            context, target, _, doc_id, task, split = request.args[:6]
-            if callable(target):
-                target = target(self.task_dict[task][split][doc_id])
-            if isinstance(target, (list, tuple)):
-                target = target[0]
-            prompt = fmt.prompt_ids(tok, context)
-            continuation = tok(str(target), add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([prompt + continuation], device=self.device)
-            labels = torch.tensor([[-100] * len(prompt) + continuation], device=self.device)
-            features = self.backbone.encode_images([self._visual(request)], device=self.device).to(self.device)
-            logprob, greedy = self.vlm.continuation_logprobs(features, ids, torch.ones_like(ids), labels)
-            out.append((logprob[0], greedy[0]))
-        return out
+        context, target, _, doc_id, task, split = request.args[:6]
+        if callable(target):
+            target = target(self.task_dict[task][split][doc_id])
+        if isinstance(target, (list, tuple)):
+            target = target[0]
+        prompt = prompt_format(tok).prompt_ids(tok, context)
+        continuation = tok(str(target), add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + continuation], device=self.device)
+        labels = torch.tensor([[-100] * len(prompt) + continuation], device=self.device)
+        features = self.backbone.encode_images([self._visual(request)], device=self.device).to(self.device)
+        logprob, greedy = self.vlm.continuation_logprobs(features, ids, torch.ones_like(ids), labels)
+        return logprob[0], greedy[0]
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError("alignbench models answer single-turn questions about one image")

@@ -14,6 +14,7 @@ prefix and visual tokens are prefilled once for all the questions about it, prom
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 
@@ -83,6 +84,27 @@ class VLM(nn.Module):
             tokens[idx, longest - t.shape[1] :] = t
             mask[idx, longest - t.shape[1] :] = 1
         return tokens, mask
+
+    @contextlib.contextmanager
+    def llm_in(self, dtype: torch.dtype | None):
+        """The LLM's lower-precision floating-point weights and buffers upcast to `dtype` while the block runs;
+        afterwards the very tensors it had are put back (nothing is rounded on the way back). None, a
+        lower-precision `dtype` or sharded weights (DTensor) leave the LLM as it is. Yields the dtype the LLM
+        computes in (that of its input embeddings)."""
+        tensors = [*self.llm.parameters(), *self.llm.buffers()]
+        sharded = any(type(t).__name__ == "DTensor" for t in tensors)
+        saved = []
+        if dtype is not None and not sharded:
+            with torch.no_grad():
+                for t in tensors:
+                    if t.is_floating_point() and t.dtype.itemsize < dtype.itemsize:
+                        saved.append((t, t.data))
+                        t.data = t.data.to(dtype)
+        try:
+            yield self.llm.get_input_embeddings().weight.dtype
+        finally:
+            for t, data in saved:
+                t.data = data
 
     @property
     def connector_dtype(self) -> torch.dtype:

@@ -1,7 +1,7 @@
 """The probes a report shows. For each kind and task: the newest probe; a noise or image probe is joined by every
-earlier one measured the same way (the same levels or corruptions, backbone and evaluation questions), each connector
-and seed keeping its newest measurement. A connector probed after the others then costs only its own probe, and a
-probe with other settings starts afresh (the earlier ones stay on disk, unread)."""
+earlier one measured the same way (the same levels or corruptions, backbone, evaluation questions and scoring
+precision), each connector and seed keeping its newest measurement. A connector probed after the others then
+costs only its own probe, and a probe with other settings starts afresh (the earlier ones stay on disk, unread)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-# The fields, besides the setup, that make two probes of one kind measure the same thing.
+# The fields, besides the setup, that make two probes of one kind measure the same thing (eval_dtype: the LLM's
+# precision while scoring, absent from probes scored before it was recorded).
 SAME_MEASURE = {
-    "noise": ("metric", "sigma_mode", "sigmas", "noise_seed"),
-    "image": ("metric", "corruptions", "levels"),
+    "noise": ("metric", "sigma_mode", "sigmas", "noise_seed", "eval_dtype"),
+    "image": ("metric", "corruptions", "levels", "eval_dtype"),
 }
 
 

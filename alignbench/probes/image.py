@@ -86,6 +86,7 @@ def image_probe(
             result, records = evaluate(
                 t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False), ws.device
             )
+            out["eval_dtype"] = result["eval_dtype"]  # the LLM's precision while scoring
             entry["scores"][key] = {"score": result["score"], "stderr": result["stderr"], "n": result["n"]}
             entry["per_sample"][key] = scores_of(records)
             log(f"  {t.label} seed {t.seed} {key}: {100 * result['score']:.1f}")

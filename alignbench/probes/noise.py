@@ -76,6 +76,7 @@ def noise_probe(
             )
             key = f"{sigma:g}"
             entry["abs_sigma"][key] = abs_sigma
+            out["eval_dtype"] = result["eval_dtype"]  # the LLM's precision while scoring
             entry["scores"][key] = {"score": result["score"], "stderr": result["stderr"], "n": result["n"]}
             entry["per_sample"][key] = scores_of(records)
             m = min(drift_images, len(feats))

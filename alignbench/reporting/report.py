@@ -10,6 +10,7 @@ same report, byte for byte: the date is the newest run's, and every resampling h
 
 from __future__ import annotations
 
+from collections import Counter
 from itertools import combinations
 from pathlib import Path
 
@@ -182,6 +183,19 @@ def _header(command: str, runs: Path, scores: dict) -> list[str]:
             f"{runs_without} of {sum(len(e['seeds']) for e in scores.values())} runs' prediction records "
             "carry no page index (written before pages were recorded): there every question counts as its "
             "own page.",
+        ]
+    precisions = Counter(s.get("eval_dtype") for e in scores.values() for s in e["seeds"].values())
+    if len(precisions) > 1:
+        unrecorded = "not recorded (scored before --eval-dtype, in the LLM's own precision)"
+        counts = ", ".join(
+            f"{name or unrecorded}: {n}"
+            for name, n in sorted(precisions.items(), key=lambda x: (x[0] is None, str(x[0])))
+        )
+        lines += [
+            "",
+            f"The runs were scored in different precisions ({counts}; each run's `results.json`: `eval_dtype`). "
+            "A question's answer can differ between them by the precision alone (docs/fairness.md), so their "
+            "differences hold that too.",
         ]
     return lines
 

@@ -62,8 +62,9 @@ def qualified(word: str, ivs: list[Interval]) -> str:
 def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
     """{(connector, task): {"seeds": {seed: {"uids", "scores", "blind", "pages"}}, "metric", "runs", "finished"}}
     from the latest run of each (connector, task, seed) in the leaderboard. "pages": each question's page index
-    in its run's evaluation set, None for records written before pages were recorded; "finished": the runs'
-    finish times from the leaderboard."""
+    in its run's evaluation set, None for records written before pages were recorded; "eval_dtype": the precision the
+    LLM scored in (results.json), None for runs scored before it was recorded; "finished": the runs' finish times
+    from the leaderboard."""
     board = training_runs(read_leaderboard(runs / "leaderboard.csv"))
     latest = board.drop_duplicates(["connector", "task", "seed"], keep="last")
     out: dict = {}
@@ -89,6 +90,7 @@ def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
             else None,
             "pages": [r["page"] for r in records] if all("page" in r for r in records) else None,
             "run": str(row.run_id),
+            "eval_dtype": _eval_dtype(path.parent / "results.json"),
         }
     if not out:
         raise AlignBenchError(
@@ -96,6 +98,13 @@ def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
             "`alignbench sweep --output DIR` first"
         )
     return out
+
+
+def _eval_dtype(results: Path) -> str | None:
+    try:
+        return json.loads(results.read_text()).get("eval_dtype")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def paired(a: dict, b: dict, key_a: str = "scores", key_b: str = "scores"):

@@ -53,11 +53,11 @@ def run_config(cfg: RunConfig) -> RunConfig:
         ("limit", cfg.data.eval_limit),
         ("train-docs", cfg.data.train_docs),
         ("eval-questions", cfg.data.eval_questions),
-        ("eval-batch-size", cfg.eval.batch_size),
         ("train-limit", cfg.data.train_limit),
     ):
         if value is not None and value < 1:
             raise AlignBenchError(f"--{name} must be at least 1, got {value}")
+    cfg.eval.validate()
     if cfg.backbone.name == "tiny" and (cfg.backbone.vision or cfg.backbone.llm):
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, name="hf"))
     cfg = apply_recipe(cfg)

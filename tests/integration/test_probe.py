@@ -375,3 +375,11 @@ def test_report_joins_probes_measured_the_same_way(trained_output, tmp_path):
     joined = collect_probes(out)[("noise", "docvqa")]
     assert [(r["connector"], r["probe"]) for r in joined["runs"]] == [("mlp", str(fourth.parent))]
     assert joined["sigmas"] == [0.0, 1.0] and len(joined["sources"]) == 1
+
+    # A probe scored in another precision (here: one scored before the precision was recorded) starts afresh
+    assert written[first]["eval_dtype"] == "float32"  # the tiny LLM on the CPU
+    fifth = probe("align", "0,1")
+    assert [r["connector"] for r in collect_probes(out)[("noise", "docvqa")]["runs"]] == ["mlp", "align"]
+    unrecorded = {k: v for k, v in json.loads(fifth.read_text()).items() if k != "eval_dtype"}
+    fifth.write_text(json.dumps(unrecorded))
+    assert [r["connector"] for r in collect_probes(out)[("noise", "docvqa")]["runs"]] == ["align"]

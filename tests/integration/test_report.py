@@ -101,6 +101,19 @@ def test_records_without_pages_are_said_once(tmp_path):
     assert "carry no page index" not in _report(_output(tmp_path / "paged"))
 
 
+def test_runs_scored_in_different_precisions_are_said(tmp_path):
+    """Runs whose results.json record another scoring precision (or none: scored before it was recorded) are
+    named in the header with their counts; runs scored alike add nothing."""
+    out = _output(tmp_path, seeds=(0, 1))
+    for run_dir in (out / "runs").iterdir():
+        (run_dir / "results.json").write_text(json.dumps({"eval_dtype": "float32"}))
+    assert "different precisions" not in _report(out)
+    (out / "runs" / "docvqa-mlp-s1-x" / "results.json").write_text(json.dumps({"eval_dtype": "bfloat16"}))
+    (out / "runs" / "docvqa-ovis-s0-x" / "results.json").unlink()
+    text = " ".join(_report(out).split())
+    assert "scored in different precisions (bfloat16: 1, float32: 4, not recorded (scored before --eval-dtype" in text
+
+
 def test_plan_prints_the_power_plan_and_writes_no_report(tmp_path):
     out = _output(tmp_path, seeds=(0, 1, 2))
     res = cli("report", "--runs", str(out), "--connectors", "mlp,ovis", "--tasks", "docvqa", "--plan", "2", cwd=out)
