@@ -152,11 +152,11 @@ def predict_passes(
     (`VLM.generate`); pages come in the order of their shortest prompt, which keeps the padding small.
     Each pass has batches of its own, fixed by the split, that pass and the batch size: a pass predicts the
     same whatever other passes run beside it. (In bfloat16, which rows share a batch changes the rounding
-    of every product, and a greedy answer whose two best tokens are that close flips: mixing the blind
-    pass into the evaluation's batches changed 33 of 300 DocVQA-like answers of a smollm2 run.) With a
+    of every product, and a greedy answer whose two best tokens are that close flips: batches of 16 instead
+    of 64 changed 20 of 300 DocVQA-like answers of a smollm2 run, benchmarks/batch_invariance.py.) With a
     journal, batches it already holds are not generated again and new ones are appended to it. The LLM
     computes in `cfg.dtype` (`eval_dtype`)."""
-    with model.llm_in(eval_dtype(cfg, device)), torch.inference_mode():
+    with model.llm_in(eval_dtype(cfg, device, model)), torch.inference_mode():
         return _predict_passes(model, task, split, features, cfg, passes, device, progress, journal)
 
 
@@ -226,17 +226,35 @@ def evaluate(
     metric = get_metric(task.metric)
     t0 = time.time()
     model.eval()
-    with model.llm_in(eval_dtype(cfg, device)) as dtype:
+    with model.llm_in(eval_dtype(cfg, device, model)) as dtype:
         result, records = _journaled(model, task, split, features, cfg, device, progress, metric, journal, dtype)
     result["eval_dtype"] = str(dtype).removeprefix("torch.")
     result["eval_seconds"] = round(time.time() - t0, 2)
     return result, records
 
 
-def eval_dtype(cfg: EvalConfig, device) -> torch.dtype | None:
-    """The precision the LLM scores in (`EvalConfig.dtype`): float32, or None for the model's own."""
-    on_cpu = torch.device(device).type == "cpu"
-    return torch.float32 if cfg.dtype == "float32" or (cfg.dtype == "auto" and on_cpu) else None
+def eval_dtype(cfg: EvalConfig, device, model: VLM) -> torch.dtype | None:
+    """The precision the LLM scores in (`EvalConfig.dtype`): float32, or None for the model's own. `auto` is
+    float32 on the CPU where the float32 weights fit in half the memory still available, else the model's own."""
+    if cfg.dtype == "float32":
+        return torch.float32
+    if cfg.dtype != "auto" or torch.device(device).type != "cpu":
+        return None
+    available = available_memory()
+    fits = available is None or model.upcast_bytes(torch.float32) <= available // 2
+    return torch.float32 if fits else None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory still available (Linux: /proc/meminfo's MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _journaled(model, task, split, features, cfg, device, progress, metric, journal, dtype) -> tuple[dict, list[dict]]:

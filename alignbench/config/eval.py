@@ -18,7 +18,8 @@ class EvalConfig:
     dtype: str = opt(
         "auto",
         "Precision of the LLM while scoring: 'auto' (float32 on the CPU, so that an answer does not depend on "
-        "the batch it is in; the model's own precision on a GPU), 'float32', or 'model' (as it trained).",
+        "the batch it is in, where it fits in half the available memory; else, and on a GPU, the model's own), "
+        "'float32', or 'model' (as it trained).",
         flag="eval-dtype",
     )
 

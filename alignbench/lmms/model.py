@@ -116,7 +116,7 @@ class AlignBenchLMMS(lmms):
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         from ..evaluate import eval_dtype
 
-        with self.vlm.llm_in(eval_dtype(self.eval_config, self.device)):
+        with self.vlm.llm_in(eval_dtype(self.eval_config, self.device, self.vlm)):
             return [self._loglikelihood(request) for request in requests]
 
     def _loglikelihood(self, request: Instance) -> tuple[float, bool]:

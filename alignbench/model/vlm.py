@@ -87,24 +87,35 @@ class VLM(nn.Module):
 
     @contextlib.contextmanager
     def llm_in(self, dtype: torch.dtype | None):
-        """The LLM's lower-precision floating-point weights and buffers upcast to `dtype` while the block runs;
-        afterwards the very tensors it had are put back (nothing is rounded on the way back). None, a
+        """The LLM's lower-precision floating-point weights and buffers upcast to `dtype` while the block runs,
+        then cast back, which restores them exactly (every bfloat16 or float16 value is a float32 value): the same
+        tensors, the same values, the same dtype, and never both copies of the weights in memory at once. None, a
         lower-precision `dtype` or sharded weights (DTensor) leave the LLM as it is. Yields the dtype the LLM
         computes in (that of its input embeddings)."""
         tensors = [*self.llm.parameters(), *self.llm.buffers()]
         sharded = any(type(t).__name__ == "DTensor" for t in tensors)
-        saved = []
-        if dtype is not None and not sharded:
-            with torch.no_grad():
-                for t in tensors:
-                    if t.is_floating_point() and t.dtype.itemsize < dtype.itemsize:
-                        saved.append((t, t.data))
-                        t.data = t.data.to(dtype)
+        cast: list[tuple[torch.Tensor, torch.dtype]] = []
         try:
+            if dtype is not None and not sharded:
+                with torch.no_grad():
+                    for t in tensors:
+                        if t.is_floating_point() and t.dtype.itemsize < dtype.itemsize:
+                            cast.append((t, t.dtype))
+                            t.data = t.data.to(dtype)
             yield self.llm.get_input_embeddings().weight.dtype
         finally:
-            for t, data in saved:
-                t.data = data
+            with torch.no_grad():
+                for t, original in cast:
+                    t.data = t.data.to(original)
+
+    def upcast_bytes(self, dtype: torch.dtype) -> int:
+        """The memory `llm_in(dtype)` adds while it runs."""
+        tensors = [*self.llm.parameters(), *self.llm.buffers()]
+        return sum(
+            t.numel() * (dtype.itemsize - t.dtype.itemsize)
+            for t in tensors
+            if t.is_floating_point() and t.dtype.itemsize < dtype.itemsize
+        )
 
     @property
     def connector_dtype(self) -> torch.dtype:

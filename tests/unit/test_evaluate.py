@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from alignbench import evaluate as evaluation
 from alignbench.config.eval import EvalConfig
 from alignbench.connector import ConnectorContext, build_connector
 from alignbench.errors import AlignBenchError
@@ -72,6 +73,13 @@ def test_scoring_computes_in_float32_on_the_cpu_and_puts_the_weights_back(ws, mo
     calls.clear()
     result, _ = evaluate(model, task, split, feats, EvalConfig(batch_size=4, dtype="model"))
     assert {c[3] for c in calls} == {torch.bfloat16} and result["eval_dtype"] == "bfloat16"
+    # auto upcasts only where the float32 weights fit in half the memory still available
+    monkeypatch.setattr(evaluation, "available_memory", lambda: 2 * model.upcast_bytes(torch.float32) - 1)
+    assert evaluate(model, task, split, feats, EvalConfig(batch_size=4))[0]["eval_dtype"] == "bfloat16"
+    assert evaluate(model, task, split, feats, EvalConfig(batch_size=4, dtype="float32"))[0]["eval_dtype"] == "float32"
+    monkeypatch.setattr(evaluation, "available_memory", lambda: 2 * model.upcast_bytes(torch.float32))
+    assert evaluate(model, task, split, feats, EvalConfig(batch_size=4))[0]["eval_dtype"] == "float32"
+    assert all(p.dtype == torch.bfloat16 and torch.equal(p, before[n][1]) for n, p in llm.named_parameters())
 
 
 def test_an_unknown_eval_dtype_is_refused():
