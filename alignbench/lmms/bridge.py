@@ -166,7 +166,10 @@ def evaluate_with_lmms_eval(model, backbone, task: Task, split, cfg, log=print) 
             )
     if not out or name not in out.get("results", {}):
         raise AlignBenchError(f"lmms-eval returned no result for {lmms_task}")
-    return _result(out, name, lmms_task, definition, task, split, time.time() - t0)
+    result, records = _result(out, name, lmms_task, definition, task, split, time.time() - t0)
+    if lm.computed_in is not None:
+        result["eval_dtype"] = lm.computed_in
+    return result, records
 
 
 def lmms_eval_version() -> str:

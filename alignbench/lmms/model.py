@@ -16,7 +16,7 @@ from lmms_eval.api.model import lmms
 from ..backbones.base import LazyFeatures
 from ..config.eval import EvalConfig
 from ..data.splits import Sample, Split
-from ..evaluate import predict
+from ..evaluate import eval_dtype, predict
 from ..task import Task
 
 
@@ -70,6 +70,7 @@ class AlignBenchLMMS(lmms):
         self.eval_config = EvalConfig(batch_size=self.batch_size, blind=False, dtype=str(eval_dtype))
         self.eval_config.validate()
         self._warned_sampling = False
+        self.computed_in: str | None = None  # the LLM's precision while generating (`--eval-dtype`)
 
     # ------------------------------------------------------------------ requests
 
@@ -91,31 +92,32 @@ class AlignBenchLMMS(lmms):
             until = (until,) if isinstance(until, str) else tuple(until)
             groups.setdefault((int(gen_kwargs.get("max_new_tokens", 32)), until), []).append(i)
         out: list[str] = [""] * len(requests)
-        for (max_new_tokens, until), members in groups.items():
-            # Dataset order, so batches are formed as AlignBench's own evaluation forms them.
-            members.sort(key=lambda i: (requests[i].args[4], requests[i].args[5], requests[i].args[3]))
-            images = [self._visual(requests[i]) for i in members]
-            samples = [
-                Sample(k, requests[i].args[0], [], None, str(requests[i].args[3])) for k, i in enumerate(members)
-            ]
-            preds = predict(
-                self.vlm,
-                _prompt_task("lmms-eval", max_new_tokens),
-                Split(images, samples),
-                LazyFeatures(self.backbone, images, self.device),
-                self.eval_config,
-                device=self.device,
-            )
-            for i, text in zip(members, preds):
-                for stop in until:
-                    if stop and stop in text:
-                        text = text[: text.index(stop)]
-                out[i] = text
+        with self.vlm.llm_in(eval_dtype(self.eval_config, self.device, self.vlm)) as dtype:
+            self.computed_in = str(dtype).removeprefix("torch.")
+            for (max_new_tokens, until), members in groups.items():
+                self._generate_group(requests, max_new_tokens, until, members, out)
         return out
 
-    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        from ..evaluate import eval_dtype
+    def _generate_group(self, requests, max_new_tokens: int, until: tuple[str, ...], members: list[int], out) -> None:
+        # Dataset order, so batches are formed as AlignBench's own evaluation forms them.
+        members.sort(key=lambda i: (requests[i].args[4], requests[i].args[5], requests[i].args[3]))
+        images = [self._visual(requests[i]) for i in members]
+        samples = [Sample(k, requests[i].args[0], [], None, str(requests[i].args[3])) for k, i in enumerate(members)]
+        preds = predict(
+            self.vlm,
+            _prompt_task("lmms-eval", max_new_tokens),
+            Split(images, samples),
+            LazyFeatures(self.backbone, images, self.device),
+            self.eval_config,
+            device=self.device,
+        )
+        for i, text in zip(members, preds):
+            for stop in until:
+                if stop and stop in text:
+                    text = text[: text.index(stop)]
+            out[i] = text
 
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         with self.vlm.llm_in(eval_dtype(self.eval_config, self.device, self.vlm)):
             return [self._loglikelihood(request) for request in requests]
 

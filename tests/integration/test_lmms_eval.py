@@ -138,6 +138,7 @@ def test_eval_via_lmms_eval_agrees_with_alignbench_on_the_same_checkpoint_and_da
             assert (ours_q["score"], theirs_q["score"]) == (0.0, 0.5)
     assert theirs["lmms_eval"]["task"] == "docvqa_val" and theirs["metric"] == "anls"
     assert theirs["alignbench_metric_on_these_predictions"]["score"] == pytest.approx(ours["score"])
+    assert ours["eval_dtype"] == theirs["eval_dtype"] == "float32"  # both record the precision they scored in
 
 
 def test_chartqa_via_lmms_eval_reports_its_splits(lmms, tmp_path, monkeypatch, capsys):
