@@ -240,9 +240,11 @@ def eval_dtype(cfg: EvalConfig, device, model: VLM) -> torch.dtype | None:
         return torch.float32
     if cfg.dtype != "auto" or torch.device(device).type != "cpu":
         return None
+    extra = model.upcast_bytes(torch.float32)
+    if extra == 0:  # already float32 (or upcast by an enclosing call)
+        return torch.float32
     available = available_memory()
-    fits = available is None or model.upcast_bytes(torch.float32) <= available // 2
-    return torch.float32 if fits else None
+    return torch.float32 if available is None or extra <= available // 2 else None
 
 
 def available_memory() -> int | None:

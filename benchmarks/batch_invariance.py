@@ -18,13 +18,11 @@ from pathlib import Path
 
 import torch
 
-from alignbench.config.backbone import BackboneConfig
-from alignbench.config.data import DataConfig
 from alignbench.config.eval import EvalConfig
 from alignbench.evaluate import evaluate
-from alignbench.model.checkpoint import load_trained
+from alignbench.run.checkpoint_eval import load_run
 from alignbench.run.outputs import machine
-from alignbench.run.workspace import Workspace, quiet_libraries
+from alignbench.run.workspace import quiet_libraries
 from alignbench.task import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,18 +42,16 @@ def main() -> None:
     dtypes = args.dtypes.split(",")
     quiet_libraries()
     torch.set_num_threads(args.threads)
-    config = json.loads((args.run / "config.json").read_text())
-    ws = Workspace(BackboneConfig(**config["backbone"]), DataConfig(**config["data"]), "cpu", log=lambda *a: None)
-    model, _ = load_trained(args.run, ws.backbone)
-    task = TASKS.get(config["task"])
-    split, feats = ws.split(task, config["data"]["eval_split"])
-    name = f"batch_invariance_{config['task']}_{config['connector']}_s{config['data']['seed']}"
+    model, cfg, ws = load_run(args.run, "cpu", log=lambda *a: None)
+    task = TASKS.get(cfg.task)
+    split, feats = ws.split(task, cfg.data.eval_split)
+    name = f"batch_invariance_{cfg.task}_{cfg.connector}_s{cfg.data.seed}"
     out = args.out or ROOT / "results" / "bench" / name
 
     def score(dtype: str, batch_size: int, blind: bool) -> dict:
-        cfg = EvalConfig(batch_size=batch_size, blind=blind, dtype=dtype)
         t0 = time.time()
-        result, records = evaluate(model, task, split, feats, cfg)
+        eval_cfg = EvalConfig(batch_size=batch_size, blind=blind, dtype=dtype)
+        result, records = evaluate(model, task, split, feats, eval_cfg)
         row = {
             "dtype": dtype,
             "computed_in": result["eval_dtype"],

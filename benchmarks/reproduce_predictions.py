@@ -16,13 +16,10 @@ from pathlib import Path
 
 import torch
 
-from alignbench.config.backbone import BackboneConfig
-from alignbench.config.data import DataConfig
-from alignbench.config.eval import EvalConfig
 from alignbench.evaluate import evaluate
-from alignbench.model.checkpoint import load_trained
+from alignbench.run.checkpoint_eval import load_run
 from alignbench.run.outputs import machine
-from alignbench.run.workspace import Workspace, quiet_libraries
+from alignbench.run.workspace import quiet_libraries
 from alignbench.task import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +38,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for run in args.runs:
-        config = json.loads((run / "config.json").read_text())
-        ws = Workspace(BackboneConfig(**config["backbone"]), DataConfig(**config["data"]), "cpu", log=lambda *a: None)
-        model, _ = load_trained(run, ws.backbone)
-        task = TASKS.get(config["task"])
-        split, feats = ws.split(task, config["data"]["eval_split"])
-        result, records = evaluate(model, task, split, feats, EvalConfig(**config["eval"]))
+        model, cfg, ws = load_run(run, "cpu", log=lambda *a: None)
+        task = TASKS.get(cfg.task)
+        split, feats = ws.split(task, cfg.data.eval_split)
+        result, records = evaluate(model, task, split, feats, cfg.eval)
         saved = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
         differ = [
             r["uid"]

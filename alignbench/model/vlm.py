@@ -98,10 +98,9 @@ class VLM(nn.Module):
         try:
             if dtype is not None and not sharded:
                 with torch.no_grad():
-                    for t in tensors:
-                        if t.is_floating_point() and t.dtype.itemsize < dtype.itemsize:
-                            cast.append((t, t.dtype))
-                            t.data = t.data.to(dtype)
+                    for t in self._below(dtype):
+                        cast.append((t, t.dtype))
+                        t.data = t.data.to(dtype)
             yield self.llm.get_input_embeddings().weight.dtype
         finally:
             with torch.no_grad():
@@ -110,12 +109,12 @@ class VLM(nn.Module):
 
     def upcast_bytes(self, dtype: torch.dtype) -> int:
         """The memory `llm_in(dtype)` adds while it runs."""
+        return sum(t.numel() * (dtype.itemsize - t.dtype.itemsize) for t in self._below(dtype))
+
+    def _below(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """The LLM's floating-point weights and buffers in a narrower dtype than `dtype`."""
         tensors = [*self.llm.parameters(), *self.llm.buffers()]
-        return sum(
-            t.numel() * (dtype.itemsize - t.dtype.itemsize)
-            for t in tensors
-            if t.is_floating_point() and t.dtype.itemsize < dtype.itemsize
-        )
+        return [t for t in tensors if t.is_floating_point() and t.dtype.itemsize < dtype.itemsize]
 
     @property
     def connector_dtype(self) -> torch.dtype:
