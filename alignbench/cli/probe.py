@@ -29,6 +29,7 @@ def _trained(cmd: ProbeCommand):
     from ..run.sweep import probe_configs
     from ..run.workspace import Workspace, resolve_device
 
+    cmd.run.eval.validate()
     configs = probe_configs(cmd)
     for cfg in configs:
         cfg.validate()
@@ -72,7 +73,8 @@ def probe_noise(cmd: NoiseProbeCommand) -> None:
 
     cmd.validate()
     levels, mode, seed = cmd.levels(), cmd.sigma_mode, cmd.noise_seed
-    _measure(cmd, lambda trained, ws: noise_probe(trained, cmd.run.task, ws, levels, mode, seed, log=common.echo))
+    scoring = {"batch_size": cmd.run.eval.batch_size, "eval_dtype": cmd.run.eval.dtype, "log": common.echo}
+    _measure(cmd, lambda trained, ws: noise_probe(trained, cmd.run.task, ws, levels, mode, seed, **scoring))
 
 
 @probe_app.command("image")
@@ -82,7 +84,8 @@ def probe_image(cmd: ImageProbeCommand) -> None:
     from ..probes.image import image_probe, parse_corruptions
 
     corruptions = parse_corruptions(cmd.corruptions)
-    _measure(cmd, lambda trained, ws: image_probe(trained, cmd.run.task, ws, corruptions, log=common.echo))
+    scoring = {"batch_size": cmd.run.eval.batch_size, "eval_dtype": cmd.run.eval.dtype, "log": common.echo}
+    _measure(cmd, lambda trained, ws: image_probe(trained, cmd.run.task, ws, corruptions, **scoring))
 
 
 @probe_app.command("vocab")

@@ -22,8 +22,9 @@ class ProbeCommand:
     """What every probe of trained runs shares: which runs (connectors x seeds, configured as a sweep's runs)."""
 
     selection: Selection = group(Selection, only=("connectors", "connector_args", "tuned"))
-    # The runs' configuration: each seed s sets the data seed (s) and the init seed (init_seed + s)
-    run: RunConfig = group(RunConfig, skip=("connector", "connector_args", "eval", "parallel", "data.seed"))
+    # The runs' configuration: each seed s sets the data seed (s) and the init seed (init_seed + s); the probe scores
+    # without the blind baseline, in batches of --eval-batch-size, with the LLM in --eval-dtype
+    run: RunConfig = group(RunConfig, skip=("connector", "connector_args", "eval.blind", "parallel", "data.seed"))
     seeds: list[int] = opt([0], "Comma-separated seeds (data seed s, init seed init_seed + s).", example="0,1,2")
     output: Path = opt(DEFAULT_OUTPUT, "Where the runs are (leaderboard.csv) and probes/ goes.")
     reuse_from: list[Path] = same_as(Session, "reuse_from")

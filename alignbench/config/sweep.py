@@ -35,9 +35,9 @@ class SweepCommand:
     """`alignbench sweep`: every connector x task pair on the same backbone, data and seed."""
 
     selection: Selection = group(Selection)
-    # Every option of a run but what the sweep chooses itself (connector, task, training tasks) and the evaluation
-    # (every pair is scored with the blind baseline, 64 questions a batch)
-    run: RunConfig = group(RunConfig, skip=("connector", "task", "connector_args", "eval", "data.train_tasks"))
+    # Every option of a run but what the sweep chooses itself (connector, task, training tasks) and the blind
+    # baseline (every pair is scored with it)
+    run: RunConfig = group(RunConfig, skip=("connector", "task", "connector_args", "eval.blind", "data.train_tasks"))
     train_tasks: list[str] | None = opt(
         None,
         "Tasks whose training splits train every connector (mixed, a step from "
@@ -63,7 +63,7 @@ class TuneCommand:
 
     selection: Selection = group(Selection, only=("connectors", "connector_args"))
     # The search's own learning rates replace --lr; the validation split is scored without the blind baseline
-    run: RunConfig = group(RunConfig, skip=("connector", "connector_args", "eval", "train.lr"))
+    run: RunConfig = group(RunConfig, skip=("connector", "connector_args", "eval.blind", "train.lr"))
     lrs: list[float] = opt([1e-3, 3e-3, 1e-2], "Comma-separated connector learning rates to try.", example="1e-3,3e-3")
     grid: list[str] = opt(
         [],

@@ -59,6 +59,7 @@ def image_probe(
     ws: Workspace,
     corruptions: list[tuple[str, int]],
     batch_size: int = 64,
+    eval_dtype: str = "auto",
     log=print,
 ) -> dict:
     task = TASKS.get(task_name)
@@ -68,6 +69,7 @@ def image_probe(
         "metric": task.metric,
         "corruptions": [f"{n}:{s}" for n, s in corruptions],
         "levels": {n: CORRUPTIONS[n] for n, _ in corruptions},
+        "eval": {"batch_size": batch_size, "dtype": eval_dtype},  # how it scored (--eval-*)
         "runs": [],
     }
     cache: dict = {}
@@ -84,7 +86,7 @@ def image_probe(
                     cache[(t.seed, key)] = ws.backbone.encode_images(images, device=ws.device)
                 noisy = cache[(t.seed, key)]
             result, records = evaluate(
-                t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False), ws.device
+                t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False, dtype=eval_dtype), ws.device
             )
             out["eval_dtype"] = result["eval_dtype"]  # the LLM's precision while scoring
             entry["scores"][key] = {"score": result["score"], "stderr": result["stderr"], "n": result["n"]}

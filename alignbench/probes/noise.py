@@ -46,6 +46,7 @@ def noise_probe(
     noise_seed: int = 0,
     drift_images: int = 64,
     batch_size: int = 64,
+    eval_dtype: str = "auto",
     log=print,
 ) -> dict:
     if sigma_mode not in SIGMA_MODES:
@@ -60,6 +61,7 @@ def noise_probe(
         "sigma_mode": sigma_mode,
         "sigmas": sigmas,
         "noise_seed": noise_seed,
+        "eval": {"batch_size": batch_size, "dtype": eval_dtype},  # how it scored (--eval-*)
         "feature_std": {},
         "runs": [],
     }
@@ -72,7 +74,7 @@ def noise_probe(
             abs_sigma = sigma * std if sigma_mode == "relative" else sigma
             noisy = feats + gaussian(feats.shape, abs_sigma, noise_seed * 1000 + k) if abs_sigma > 0 else feats
             result, records = evaluate(
-                t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False), ws.device
+                t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False, dtype=eval_dtype), ws.device
             )
             key = f"{sigma:g}"
             entry["abs_sigma"][key] = abs_sigma

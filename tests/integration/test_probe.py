@@ -210,6 +210,8 @@ def test_vocab_probe_refuses_a_non_align_run(trained_output):
         (["probe", "noise", "--sigmas", "0,abc"], "--sigmas"),
         (["probe", "noise", "--sigmas", "-1"], "non-negative"),
         (["probe", "noise", "--sigma-mode", "sideways"], "--sigma-mode"),
+        (["probe", "noise", "--eval-dtype", "half"], "--eval-dtype"),
+        (["probe", "image", "--eval-batch-size", "0"], "--eval-batch-size"),
         (["probe", "noise", "--seeds", "a,b"], "--seeds"),
         (["probe", "image", "--corruptions", "smudge"], "unknown corruption"),
         (["probe", "vocab", "--run", "nowhere"], "not a run directory"),
@@ -263,7 +265,8 @@ def test_probe_finds_runs_under_reuse_from(trained_output, tmp_path):
     """A probe writing to a new output finds the runs another output trained (--reuse-from) and trains nothing."""
     elsewhere = tmp_path / "probes-only"
     args = ("probe", "noise", "--connectors", "mlp", "--sigmas", "0,3", *SMALL, "--output", str(elsewhere))
-    res = cli(*args, "--reuse-from", str(trained_output), cwd=tmp_path)
+    scoring = ("--eval-batch-size", "3", "--eval-dtype", "model")
+    res = cli(*args, *scoring, "--reuse-from", str(trained_output), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "re-using" in res.stdout and "0 trained" in res.stdout
     assert not (elsewhere / "runs").exists() or not any((elsewhere / "runs").iterdir())
@@ -271,6 +274,9 @@ def test_probe_finds_runs_under_reuse_from(trained_output, tmp_path):
     board = pd.read_csv(trained_output / "leaderboard.csv")
     (entry,) = probe["runs"]
     assert entry["run"] in set(board.run_id)  # the run it read is the other output's
+    # scored as the command said; the float32 tiny LLM answers alike in batches of 3 and of 64 (the run's)
+    assert probe["eval"] == {"batch_size": 3, "dtype": "model"} and probe["eval_dtype"] == "float32"
+    assert entry["scores"]["0"]["score"] == pytest.approx(board[board.run_id == entry["run"]].iloc[0].score)
     res = cli(*args, "--reuse-from", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert res.returncode == 2 and "--reuse-from" in res.stderr and "Traceback" not in res.stderr
 

@@ -117,6 +117,22 @@ def test_options_build_typed_configs():
     assert run.run.eval.blind is False
 
 
+@pytest.mark.parametrize("command,blind", [("sweep", True), ("tune", False)])
+def test_commands_of_many_runs_pass_the_scoring_options_to_every_run(command, blind):
+    """--eval-dtype and --eval-batch-size reach each run a sweep or a search makes; the blind baseline stays the
+    command's own choice (a sweep scores it, a search on the validation split does not)."""
+    from alignbench.run.sweep import sweep_configs, tune_configs
+
+    cmd = parse(app, [command, "--connectors", "mlp,align", "--eval-dtype", "float32", "--eval-batch-size", "16"])
+    configs = sweep_configs(cmd)[0] if command == "sweep" else tune_configs(cmd)
+    assert len(configs) >= 2 and {c.connector for c in configs} == {"mlp", "align"}
+    assert {(c.eval.dtype, c.eval.batch_size, c.eval.blind) for c in configs} == {("float32", 16, blind)}
+    assert "--blind" not in {f.flag for p, _, g in COMMAND_LIST if p == command for f in g}
+    defaults = parse(app, [command, "--connectors", "mlp"])
+    configs = sweep_configs(defaults)[0] if command == "sweep" else tune_configs(defaults)
+    assert {(c.eval.dtype, c.eval.batch_size) for c in configs} == {("auto", 64)}
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
