@@ -15,10 +15,16 @@ the page was read.
 
 With `--train` (smollm2), the ceiling *after the training the connectors get*: LoRA adapters on the LLM (the
 recipe's rank, targets and LLM learning rate) trained on the text form of the training pages in the LLM stage of
-the recipe: the same batches (data seed 0), questions per page and steps as a run's last `llm_steps` steps, the
-connector stage replaced by a perfect connector (the page's cell tokens themselves), which needs no training.
+the recipe: the same batches, questions per page and steps as a run's last `llm_steps` steps, the connector stage
+replaced by a perfect connector (the page's cell tokens themselves), which needs no training. `--seed S` is a study
+seed's counterpart (`alignbench sweep --seeds S`): data seed S (the training pages, their order and the evaluation
+pages) and LoRA initialisation seed 1234 + S. One file per seed, so that each seed lands on its own:
 
-    python benchmarks/text_ceiling.py --backbone smollm2 --train -> results/bench/text_ceiling_smollm2_trained.json
+    python benchmarks/text_ceiling.py --backbone smollm2 --train --seed S
+        -> results/bench/text_ceiling_smollm2_trained_sS.json
+
+`--eval-dtype model` generates in the LLM's own precision (bfloat16 for smollm2, how the committed smollm2 study was
+scored), `float32` upcasts the LLM first (what `--eval-dtype auto` does on the CPU); the file records which.
 """
 
 import argparse
@@ -53,9 +59,11 @@ parser.add_argument("--backbone", default="tiny", choices=["tiny", "smollm2"])
 parser.add_argument("--n", type=int, default=300, help="evaluation questions per task (one per page)")
 parser.add_argument("--batch-size", type=int, default=32)
 parser.add_argument("--train", action="store_true", help="train LoRA on the text form first (the recipe's LLM stage)")
+parser.add_argument("--seed", type=int, default=0, help="data seed S and LoRA init seed 1234 + S (a study seed)")
+parser.add_argument("--eval-dtype", default="model", choices=["model", "float32"], help="precision of generation")
 args = parser.parse_args()
-if args.n < 1 or args.batch_size < 1:
-    parser.error("--n and --batch-size must be at least 1")
+if args.n < 1 or args.batch_size < 1 or args.seed < 0:
+    parser.error("--n and --batch-size must be at least 1, --seed at least 0")
 if args.train and args.backbone not in RECIPES:
     parser.error(f"--train follows a backbone's recipe; backbones with one: {', '.join(RECIPES)}")
 
@@ -82,8 +90,9 @@ def train_lora() -> dict:
         questions_per_page=recipe["questions_per_page"],
         llm_steps=max(1, round(recipe["llm_share"] * recipe["steps"])),
         connector_tasks=recipe.get("connector_tasks"),
+        init_seed=TrainConfig.init_seed + args.seed,  # as `alignbench sweep --seeds` seeds a run
     )
-    data = DataConfig()
+    data = DataConfig(seed=args.seed)
     names = recipe_train_tasks(args.backbone, ["docvqa", "infovqa", "chartqa"])
     sources = []
     for i, name in enumerate(names):
@@ -127,6 +136,9 @@ def train_lora() -> dict:
         losses.append(round(loss.item(), 4))
     llm.eval()
     return {
+        "seed": args.seed,
+        "data_seed": data.seed,
+        "init_seed": cfg.init_seed,
         "stage": cfg.stage,
         "llm_steps": cfg.steps - start,
         "of_steps": cfg.steps,
@@ -174,15 +186,20 @@ def generate(prompts: list[list[int]], max_new_tokens: int) -> list[str]:
 
 
 t0 = time.time()
-cfg = DataConfig()
+cfg = DataConfig(seed=args.seed)
 report = {"trained": train_lora()} if args.train else {}
+if args.eval_dtype == "float32":
+    llm.float()
+eval_dtype = str(next(llm.parameters()).dtype).removeprefix("torch.")
 for name in ("docvqa", "infovqa", "chartqa"):
     task = TASKS.get(name)
     # the same pages and questions as the embedded evaluation split (`data._embedded_rows`)
     seed = embedded_seed(name, "eval", cfg.seed)
     docs = sample_docs(name, args.n, seed, PageSpec())
     rng = np.random.default_rng(seed + 1)
-    qas = [doc.qas[rng.integers(len(doc.qas))] for doc in docs]
+    picked = [int(rng.integers(len(doc.qas))) for doc in docs]
+    qas = [doc.qas[k] for doc, k in zip(docs, picked)]
+    uids = [f"eval-{i}-{k}" for i, k in enumerate(picked)]  # the run's `uid` of the same question (pairing)
     metric = get_metric(task.metric)
     report[name] = {"metric": task.metric}
     for form in forms(docs[0], ""):
@@ -200,9 +217,14 @@ for name in ("docvqa", "infovqa", "chartqa"):
             "contains": round(contains[0], 4),
             "contains_stderr": round(contains[1], 4),
             "examples": [[qa.question, qa.answers[0], p] for qa, p in zip(qas[:5], preds[:5])],
+            # one per evaluation page, in page order (`page` pairs them with a run's predictions)
+            "questions": [
+                {"page": i, "uid": u, "question": qa.question, "prediction": p, "score": s}
+                for i, (u, qa, p, s) in enumerate(zip(uids, qas, preds, scores))
+            ],
         }
         print(name, form, {k: report[name][form][k] for k in ("score", "stderr", "contains")}, flush=True)
-suffix = "_trained" if args.train else ""
+suffix = ("_trained" if args.train else "") + (f"_s{args.seed}" if args.train or args.seed else "")
 out = Path(__file__).resolve().parents[1] / "results" / "bench" / f"text_ceiling_{args.backbone}{suffix}.json"
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(
@@ -210,7 +232,10 @@ out.write_text(
         {
             "backbone": backbone.key,
             "command": f"python benchmarks/text_ceiling.py --backbone "
-            f"{args.backbone} --n {args.n}{' --train' if args.train else ''}",
+            f"{args.backbone} --n {args.n}{' --train' if args.train else ''} --seed {args.seed} "
+            f"--eval-dtype {args.eval_dtype}",
+            "seed": args.seed,
+            "eval_dtype": eval_dtype,
             "seconds": round(time.time() - t0, 1),
             "machine": machine(),
             **report,

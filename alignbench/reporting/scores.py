@@ -60,7 +60,8 @@ def qualified(word: str, ivs: list[Interval]) -> str:
 
 
 def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
-    """{(connector, task): {"seeds": {seed: {"uids", "scores", "blind", "pages"}}, "metric", "runs", "finished"}}
+    """{(connector, task): {"seeds": {seed: {"uids", "questions", "scores", "blind", "pages"}}, "metric", "runs",
+    "finished"}}
     from the latest run of each (connector, task, seed) in the leaderboard. "pages": each question's page index
     in its run's evaluation set, None for records written before pages were recorded; "eval_dtype": the precision the
     LLM scored in (results.json), None for runs scored before it was recorded; "finished": the runs' finish times
@@ -84,6 +85,7 @@ def load_scores(runs: Path, connectors: list[str], tasks: list[str]) -> dict:
             entry["finished"].append(row.finished)
         entry["seeds"][int(row.seed)] = {
             "uids": [r["uid"] for r in records],
+            "questions": [r.get("question") for r in records],
             "scores": [r["score"] for r in records],
             "blind": [metric(r["blind_prediction"], r["answers"]) for r in records]
             if records and "blind_prediction" in records[0]

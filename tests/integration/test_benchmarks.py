@@ -68,3 +68,51 @@ def test_cell_readout_reads_every_ink_cell_of_a_trained_run(tmp_path):
     assert perceiver["tokens"] < perceiver["patches"] and "ink_cells" not in perceiver
     table = out.with_suffix(".md").read_text()
     assert runs[0].name in table and "tokens for" in table
+
+
+def _ceiling(path, seed: int, scores, question: str = "?"):
+    """A trained ceiling file as benchmarks/text_ceiling.py writes it: one record per evaluation page."""
+    questions = [
+        {"page": i, "uid": f"eval-{i}-0", "question": question, "prediction": "a", "score": float(s)}
+        for i, s in enumerate(scores)
+    ]
+    tasks = {t: {"metric": "anls", "text form": {"questions": questions}} for t in ("docvqa", "infovqa", "chartqa")}
+    path.write_text(json.dumps({"seed": seed, "eval_dtype": "bfloat16", "trained": {"llm_steps": 3}, **tasks}))
+
+
+@pytest.mark.parametrize("level,verdict", [(0.45, "met"), (0.2, "not met")])
+def test_ceiling_share_pairs_each_question_with_the_ceiling_of_its_seed(tmp_path, level, verdict):
+    """benchmarks/ceiling_share.py: share = the connector's total over the ceiling's on the same seeds and pages, and
+    the bar's verdict from the paired difference connector - 0.7 x ceiling."""
+    import numpy as np
+
+    from tests.support.runs import write_runs
+
+    rng = np.random.default_rng(0)
+    n, pages = 120, np.arange(120)
+    ceilings = {s: rng.uniform(0.4, 0.8, n).round(2) for s in (0, 1, 2)}
+    runs = []
+    for s in (0, 1, 2):
+        _ceiling(tmp_path / f"ceil_s{s}.json", s, ceilings[s])
+        mlp = np.clip(level + rng.normal(0, 0.05, n), 0, 1)
+        runs.append({"connector": "mlp", "seed": s, "scores": mlp, "pages": pages})
+    write_runs(tmp_path, runs)
+    args = ["--runs", str(tmp_path), "--ceilings", str(tmp_path / "ceil_s*.json"), "--out", str(tmp_path / "share")]
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "ceiling_share.py"), *args], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    row = json.loads((tmp_path / "share.json").read_text())["tasks"]["docvqa"]["connectors"]["mlp"]
+    total = sum(r["scores"].sum() for r in runs)
+    assert row["seeds"] == [0, 1, 2] and row["share"] == pytest.approx(
+        total / sum(c.sum() for c in ceilings.values()), abs=1e-4
+    )
+    diffs = [(r["scores"] - 0.7 * ceilings[r["seed"]]).mean() for r in runs]
+    assert row["bar_difference"]["estimate"] == pytest.approx(np.mean(diffs), abs=1e-4)
+    assert row["bar"] == verdict and f"| {verdict} |" in (tmp_path / "share.md").read_text()
+    # a ceiling that asked other questions is refused, naming both
+    _ceiling(tmp_path / "ceil_s1.json", 1, ceilings[1], question="another question")
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "ceiling_share.py"), *args], capture_output=True, text=True
+    )
+    assert res.returncode == 2 and "seed 1" in res.stderr and "Traceback" not in res.stderr
