@@ -179,9 +179,14 @@ def main() -> None:
                 f"{fmt_seeds} | {pct(bar)} | {verdict} |"
             )
         lines.append("")
+    recorded = sorted({d for t in report["tasks"].values() for c in t["connectors"].values() for d in c["eval_dtype"]})
+    lines.append(
+        "The runs' scoring precision (`eval_dtype` in results.json; None: scored before it was recorded, in the "
+        f"LLM's own precision): {', '.join(recorded)}."
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines))
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"-> {args.out.with_suffix('.json')}, {args.out.with_suffix('.md')}")
 
