@@ -50,6 +50,7 @@ report = {
     "blind_score": result["blind"]["score"],
     "train_seconds": result["train_seconds"],
     "eval_seconds": result["eval_seconds"],
+    "eval_dtype": result.get("eval_dtype"),  # the LLM's precision while scoring
     "machine": machine(),
 }
 suffix = "" if args.backbone == "tiny" else f"_{args.backbone}"
