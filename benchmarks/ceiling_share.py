@@ -67,6 +67,16 @@ def read_ceilings(paths: list[Path], form: str) -> tuple[dict, list[dict]]:
     return out, files
 
 
+def same_question(record: dict | None, uid: str, question: str | None) -> bool:
+    """Whether the ceiling's record of a page asked the run's question: its text where both record it, and its uid
+    where the run's uids are the embedded `eval-PAGE-QUESTION`."""
+    if record is None:
+        return False
+    if question is not None and record.get("question") not in (None, question):
+        return False
+    return not uid.startswith("eval-") or record["uid"] == uid
+
+
 def share_of(conn: list, ceil: list) -> float | None:
     total = sum(sum(c) for c in ceil)
     return None if total == 0 else sum(sum(c) for c in conn) / total
@@ -139,11 +149,7 @@ def main() -> None:
                 other = [
                     (p, u)
                     for p, u, q in zip(s["pages"], s["uids"], s["questions"])
-                    if p not in ceiling
-                    or q is not None
-                    and ceiling[p].get("question") not in (None, q)
-                    or u.startswith("eval-")
-                    and ceiling[p]["uid"] != u
+                    if not same_question(ceiling.get(p), u, q)
                 ]
                 if other:
                     fail(
@@ -156,7 +162,6 @@ def main() -> None:
                 seeds.append(seed)
             if not seeds:
                 continue
-            pages = pages if all(p is not None for p in pages) else None
             conn_iv, same_ceil = bootstrap(conn_g, pages=pages), bootstrap(ceil_g, pages=pages)
             bar = paired_difference(conn_g, [[args.share * c for c in g] for g in ceil_g], pages=pages)
             per_seed = [share_of([c], [e]) for c, e in zip(conn_g, ceil_g)]

@@ -73,8 +73,12 @@ def probe_noise(cmd: NoiseProbeCommand) -> None:
 
     cmd.validate()
     levels, mode, seed = cmd.levels(), cmd.sigma_mode, cmd.noise_seed
-    scoring = {"batch_size": cmd.run.eval.batch_size, "eval_dtype": cmd.run.eval.dtype, "log": common.echo}
-    _measure(cmd, lambda trained, ws: noise_probe(trained, cmd.run.task, ws, levels, mode, seed, **scoring))
+    _measure(
+        cmd,
+        lambda trained, ws: noise_probe(
+            trained, cmd.run.task, ws, levels, mode, seed, scoring=cmd.run.eval, log=common.echo
+        ),
+    )
 
 
 @probe_app.command("image")
@@ -84,8 +88,10 @@ def probe_image(cmd: ImageProbeCommand) -> None:
     from ..probes.image import image_probe, parse_corruptions
 
     corruptions = parse_corruptions(cmd.corruptions)
-    scoring = {"batch_size": cmd.run.eval.batch_size, "eval_dtype": cmd.run.eval.dtype, "log": common.echo}
-    _measure(cmd, lambda trained, ws: image_probe(trained, cmd.run.task, ws, corruptions, **scoring))
+    _measure(
+        cmd,
+        lambda trained, ws: image_probe(trained, cmd.run.task, ws, corruptions, scoring=cmd.run.eval, log=common.echo),
+    )
 
 
 @probe_app.command("vocab")

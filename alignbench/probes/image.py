@@ -58,18 +58,18 @@ def image_probe(
     task_name: str,
     ws: Workspace,
     corruptions: list[tuple[str, int]],
-    batch_size: int = 64,
-    eval_dtype: str = "auto",
+    scoring: EvalConfig | None = None,
     log=print,
 ) -> dict:
     task = TASKS.get(task_name)
+    scoring = dataclasses.replace(scoring or EvalConfig(), blind=False)  # a probe scores no blind baseline
     out: dict = {
         "kind": "image",
         "task": task_name,
         "metric": task.metric,
         "corruptions": [f"{n}:{s}" for n, s in corruptions],
         "levels": {n: CORRUPTIONS[n] for n, _ in corruptions},
-        "eval": {"batch_size": batch_size, "dtype": eval_dtype},  # how it scored (--eval-*)
+        "eval": {"batch_size": scoring.batch_size, "dtype": scoring.dtype},  # how it scored (--eval-*)
         "runs": [],
     }
     cache: dict = {}
@@ -85,9 +85,7 @@ def image_probe(
                     images = [corrupt(im, name, severity, seed=i) for i, im in enumerate(split.images)]
                     cache[(t.seed, key)] = ws.backbone.encode_images(images, device=ws.device)
                 noisy = cache[(t.seed, key)]
-            result, records = evaluate(
-                t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False, dtype=eval_dtype), ws.device
-            )
+            result, records = evaluate(t.model, task, split, noisy, scoring, ws.device)
             out["eval_dtype"] = result["eval_dtype"]  # the LLM's precision while scoring
             entry["scores"][key] = {"score": result["score"], "stderr": result["stderr"], "n": result["n"]}
             entry["per_sample"][key] = scores_of(records)

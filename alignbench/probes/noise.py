@@ -45,8 +45,7 @@ def noise_probe(
     sigma_mode: str,
     noise_seed: int = 0,
     drift_images: int = 64,
-    batch_size: int = 64,
-    eval_dtype: str = "auto",
+    scoring: EvalConfig | None = None,
     log=print,
 ) -> dict:
     if sigma_mode not in SIGMA_MODES:
@@ -54,6 +53,7 @@ def noise_probe(
     if any(s < 0 or not math.isfinite(s) for s in sigmas):
         raise AlignBenchError(f"--sigmas must be finite and non-negative, got {sigmas}")
     task = TASKS.get(task_name)
+    scoring = dataclasses.replace(scoring or EvalConfig(), blind=False)  # a probe scores no blind baseline
     out: dict = {
         "kind": "noise",
         "task": task_name,
@@ -61,7 +61,7 @@ def noise_probe(
         "sigma_mode": sigma_mode,
         "sigmas": sigmas,
         "noise_seed": noise_seed,
-        "eval": {"batch_size": batch_size, "dtype": eval_dtype},  # how it scored (--eval-*)
+        "eval": {"batch_size": scoring.batch_size, "dtype": scoring.dtype},  # how it scored (--eval-*)
         "feature_std": {},
         "runs": [],
     }
@@ -73,9 +73,7 @@ def noise_probe(
         for k, sigma in enumerate(sigmas):
             abs_sigma = sigma * std if sigma_mode == "relative" else sigma
             noisy = feats + gaussian(feats.shape, abs_sigma, noise_seed * 1000 + k) if abs_sigma > 0 else feats
-            result, records = evaluate(
-                t.model, task, split, noisy, EvalConfig(batch_size=batch_size, blind=False, dtype=eval_dtype), ws.device
-            )
+            result, records = evaluate(t.model, task, split, noisy, scoring, ws.device)
             key = f"{sigma:g}"
             entry["abs_sigma"][key] = abs_sigma
             out["eval_dtype"] = result["eval_dtype"]  # the LLM's precision while scoring
