@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import AlignBenchError
 from ..registry import Registry
 from .hf import PRESETS
 
@@ -62,7 +63,25 @@ def load_backbone(cfg, device: str = "cpu"):
     """The backbone `cfg` (a `BackboneConfig`) names, on `device`, vision tower frozen and in eval mode."""
     cfg.validate()
     backbone = BACKBONES.get(cfg.name).load(cfg, device)
+    if cfg.attention != "auto":
+        set_attention(backbone.llm, cfg.attention)
     backbone.vision.eval().requires_grad_(False)
     backbone.vision.to(device)
     backbone.llm.to(device)
     return backbone
+
+
+def set_attention(llm, name: str) -> None:
+    """The LLM's attention kernel, `name` as transformers spells it (`attn_implementation`)."""
+    try:
+        llm.set_attn_implementation(name)
+    except (ValueError, ImportError, AttributeError) as e:
+        raise AlignBenchError(
+            f"--attention {name}: the LLM ({type(llm).__name__}) cannot use it ({str(e).splitlines()[0]}); "
+            "use --attention auto"
+        ) from None
+    if getattr(llm.config, "_attn_implementation", name) != name:
+        raise AlignBenchError(
+            f"--attention {name}: the LLM ({type(llm).__name__}) kept {llm.config._attn_implementation!r}; "
+            "use --attention auto"
+        )

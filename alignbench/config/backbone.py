@@ -9,6 +9,7 @@ from .base import opt
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 CHAT_TEMPLATE_MODES = ("auto", "none")
+ATTENTION_NAMES = ("auto", "eager", "sdpa")
 
 
 @dataclass
@@ -33,6 +34,12 @@ class BackboneConfig:
         1, "Tile each image into at most N tower-sized tiles by aspect ratio, plus a thumbnail (1: no tiling)."
     )
     chat_template: str = opt("auto", "'auto': a chat model's own chat template around the prompt; 'none': plain text.")
+    # Part of the training key only where it is not "auto" (keys of runs from before the option stay the same)
+    attention: str = opt(
+        "auto",
+        "The LLM's attention kernel: auto (the model's own choice: sdpa where it supports it), eager, sdpa. On the "
+        "CPU eager trains smollm2 about a fifth faster (docs/backbones-and-data.md).",
+    )
 
     def resolved(self) -> BackboneConfig:
         """`hf` with both models named: a preset's ids fill what --vision / --llm did not give."""
@@ -48,6 +55,7 @@ class BackboneConfig:
                 self.dtype,
                 self.max_tiles,
                 self.chat_template,
+                self.attention,
             )
         return self
 
@@ -59,6 +67,8 @@ class BackboneConfig:
             raise AlignBenchError(f"unknown --dtype {self.dtype!r}; use auto, {', '.join(DTYPE_NAMES)}")
         if self.chat_template not in CHAT_TEMPLATE_MODES:
             raise AlignBenchError(f"unknown --chat-template {self.chat_template!r}; use auto or none")
+        if self.attention not in ATTENTION_NAMES:
+            raise AlignBenchError(f"unknown --attention {self.attention!r}; use {', '.join(ATTENTION_NAMES)}")
         if self.max_tiles < 1:
             raise AlignBenchError(f"--max-tiles must be at least 1, got {self.max_tiles}")
         if spec.embedded and self.max_tiles > 1:

@@ -47,6 +47,7 @@ def test_list_shows_the_connectors_options(listed):
         (["run", "--steps", "0"], "--steps must be at least 1"),
         (["run", "--connector", "perceiver", "--connector-arg", "depth=deep"], "not a valid int"),
         (["run", "--device", "tpu"], "unknown device 'tpu'"),
+        (["run", "--attention", "flash"], "unknown --attention 'flash'; use auto, eager, sdpa"),
         (["sweep", "--connectors", "mlp,nope"], "unknown connector 'nope'"),
         (
             ["run", "--stage", "lora", "--llm-steps", "2", "--connector-tasks", "chartqa"],
