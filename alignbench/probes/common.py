@@ -4,15 +4,18 @@ sweep uses), or trained now when none has them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config.eval import EvalConfig
 from ..config.run import RunConfig
 from ..model.checkpoint import load_trained
 from ..run.pipeline import run as run_pipeline
 from ..run.reuse import trained_run
 from ..run.workspace import Workspace
+from ..task import TASKS, Task
 
 
 @dataclass
@@ -52,3 +55,13 @@ def trained_models(
 
 def scores_of(records: list[dict]) -> list[float]:
     return [r["score"] for r in records]
+
+
+def probe_record(kind: str, task_name: str, scoring: EvalConfig | None, **fields) -> tuple[Task, EvalConfig, dict]:
+    """A scoring probe's task, how it scores (the command's --eval-* options; a probe scores no blind baseline) and
+    the head of its record: what it measured on which task, `fields`, how it scored, then its runs."""
+    task = TASKS.get(task_name)
+    scoring = dataclasses.replace(scoring or EvalConfig(), blind=False)
+    head = {"kind": kind, "task": task_name, "metric": task.metric, **fields}
+    head["eval"] = {"batch_size": scoring.batch_size, "dtype": scoring.dtype}
+    return task, scoring, head | {"runs": []}

@@ -12,8 +12,7 @@ from ..config.eval import EvalConfig
 from ..errors import AlignBenchError
 from ..evaluate import evaluate
 from ..run.workspace import Workspace
-from ..task import TASKS
-from .common import Trained, run_entry, scores_of
+from .common import Trained, probe_record, run_entry, scores_of
 
 # severity 1..3 for each corruption (pages of the embedded set are 96 x 96 px; real pages are larger, so the
 # parameters are relative where that matters)
@@ -61,17 +60,10 @@ def image_probe(
     scoring: EvalConfig | None = None,
     log=print,
 ) -> dict:
-    task = TASKS.get(task_name)
-    scoring = dataclasses.replace(scoring or EvalConfig(), blind=False)  # a probe scores no blind baseline
-    out: dict = {
-        "kind": "image",
-        "task": task_name,
-        "metric": task.metric,
-        "corruptions": [f"{n}:{s}" for n, s in corruptions],
-        "levels": {n: CORRUPTIONS[n] for n, _ in corruptions},
-        "eval": {"batch_size": scoring.batch_size, "dtype": scoring.dtype},  # how it scored (--eval-*)
-        "runs": [],
-    }
+    levels = {n: CORRUPTIONS[n] for n, _ in corruptions}
+    task, scoring, out = probe_record(
+        "image", task_name, scoring, corruptions=[f"{n}:{s}" for n, s in corruptions], levels=levels
+    )
     cache: dict = {}
     for t in trained:
         split, feats = ws.split(task, "eval", dataclasses.replace(ws.data_cfg, seed=t.seed))

@@ -15,8 +15,7 @@ from ..config.eval import EvalConfig
 from ..errors import AlignBenchError
 from ..evaluate import evaluate
 from ..run.workspace import Workspace
-from ..task import TASKS
-from .common import Trained, run_entry, scores_of
+from .common import Trained, probe_record, run_entry, scores_of
 
 SIGMA_MODES = ("absolute", "relative")
 
@@ -52,19 +51,9 @@ def noise_probe(
         raise AlignBenchError(f"unknown --sigma-mode {sigma_mode!r}; use one of {', '.join(SIGMA_MODES)}")
     if any(s < 0 or not math.isfinite(s) for s in sigmas):
         raise AlignBenchError(f"--sigmas must be finite and non-negative, got {sigmas}")
-    task = TASKS.get(task_name)
-    scoring = dataclasses.replace(scoring or EvalConfig(), blind=False)  # a probe scores no blind baseline
-    out: dict = {
-        "kind": "noise",
-        "task": task_name,
-        "metric": task.metric,
-        "sigma_mode": sigma_mode,
-        "sigmas": sigmas,
-        "noise_seed": noise_seed,
-        "eval": {"batch_size": scoring.batch_size, "dtype": scoring.dtype},  # how it scored (--eval-*)
-        "feature_std": {},
-        "runs": [],
-    }
+    task, scoring, out = probe_record(
+        "noise", task_name, scoring, sigma_mode=sigma_mode, sigmas=sigmas, noise_seed=noise_seed, feature_std={}
+    )
     for t in trained:
         split, feats = ws.split(task, "eval", dataclasses.replace(ws.data_cfg, seed=t.seed))
         std = feats.std().item()
