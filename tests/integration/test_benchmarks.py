@@ -116,3 +116,27 @@ def test_ceiling_share_pairs_each_question_with_the_ceiling_of_its_seed(tmp_path
         [sys.executable, str(REPO / "benchmarks" / "ceiling_share.py"), *args], capture_output=True, text=True
     )
     assert res.returncode == 2 and "seed 1" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_train_step_time_times_each_stage_under_the_kernel_it_asked_for(tmp_path):
+    """benchmarks/train_step_time.py on tiny: one row per (connector, kernel), each run recorded with the kernel it
+    was asked for, each stage timed over its steps after the first."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "train_step_time.py"),
+            *("--backbone", "tiny", "--connectors", "mlp", "--attention", "auto,eager", "--steps", "6"),
+            *("--eval-questions", "3", "--out", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((tmp_path / "train_step_time_tiny.json").read_text())
+    assert [(r["attention"], r["run_attention"]) for r in report["runs"]] == [("auto", "auto"), ("eager", "eager")]
+    for row in report["runs"]:
+        assert row["steps_timed"] == {"connector": 2, "lora": 2}
+        assert row["connector_step_s"] > 0 and row["lora_step_s"] > 0 and row["eval_seconds"] > 0
+    table = (tmp_path / "train_step_time_tiny.md").read_text()
+    assert "| mlp | auto |" in table and "| mlp | eager |" in table
