@@ -74,14 +74,12 @@ def load_backbone(cfg, device: str = "cpu"):
 def set_attention(llm, name: str) -> None:
     """The LLM's attention kernel, `name` as transformers spells it (`attn_implementation`)."""
     try:
-        llm.set_attn_implementation(name)
+        llm.set_attn_implementation(name)  # a model that cannot switch warns and keeps its kernel
+        kept = llm.config._attn_implementation
+        problem = None if kept == name else f"it kept {kept!r}"
     except (ValueError, ImportError, AttributeError) as e:
+        problem = str(e).splitlines()[0]
+    if problem:
         raise AlignBenchError(
-            f"--attention {name}: the LLM ({type(llm).__name__}) cannot use it ({str(e).splitlines()[0]}); "
-            "use --attention auto"
-        ) from None
-    if getattr(llm.config, "_attn_implementation", name) != name:
-        raise AlignBenchError(
-            f"--attention {name}: the LLM ({type(llm).__name__}) kept {llm.config._attn_implementation!r}; "
-            "use --attention auto"
+            f"--attention {name}: the LLM ({type(llm).__name__}) cannot use it ({problem}); use --attention auto"
         )

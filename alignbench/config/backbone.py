@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..errors import AlignBenchError
 from .base import opt
@@ -34,7 +34,6 @@ class BackboneConfig:
         1, "Tile each image into at most N tower-sized tiles by aspect ratio, plus a thumbnail (1: no tiling)."
     )
     chat_template: str = opt("auto", "'auto': a chat model's own chat template around the prompt; 'none': plain text.")
-    # Part of the training key only where it is not "auto" (keys of runs from before the option stay the same)
     attention: str = opt(
         "auto",
         "The LLM's attention kernel: auto (the model's own choice: sdpa where it supports it), eager, sdpa. On the "
@@ -58,6 +57,14 @@ class BackboneConfig:
                 self.attention,
             )
         return self
+
+    def key_fields(self) -> dict:
+        """The fields that decide the trained weights, without `attention` left at auto (so the keys of runs that
+        predate it stay the same)."""
+        fields = asdict(self)
+        if self.attention == "auto":
+            fields.pop("attention")
+        return fields
 
     def validate(self) -> None:
         from ..backbones import BACKBONES, presets

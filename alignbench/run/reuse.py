@@ -60,7 +60,7 @@ def training_key(
     what = {
         "connector": cfg.connector,
         "connector_config": connector_config,
-        "backbone": backbone_fields(cfg),
+        "backbone": cfg.backbone.key_fields(),
         "backbone_key": backbone_key,
         "data": data,
         "train": cfg.train.key_fields(),
@@ -68,15 +68,6 @@ def training_key(
         "plugins": loaded_plugins() if plugins is None else list(plugins),
     } | ({"placement": list(spread)} if spread[0] > 1 else {})
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def backbone_fields(cfg: RunConfig) -> dict:
-    """The backbone's configuration as the key reads it: an option added later is left out at its default, so a
-    run from before it keeps its key (and stays re-usable)."""
-    fields = asdict(cfg.backbone)
-    if fields["attention"] == "auto":
-        del fields["attention"]
-    return fields
 
 
 def training_lock(output: Path, key: str):
